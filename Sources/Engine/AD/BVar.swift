@@ -1,0 +1,75 @@
+/// A value recorded on a tape: what a differentiable function works with.
+///
+/// Inside a function given to `backprop`, `gradBP` or `evalBP`, every input is a `BVar`;
+/// operations on `BVar`s (arithmetic, `exp`, `matvec`, the model's layers, anything made with
+/// `op1`/`op2`/`op3`) return `BVar`s and remember how to send gradients back. Values that
+/// should get no gradient enter through `constVar`.
+///
+/// Fields of a struct are reached through key paths, the lenses of Swift: `layer.weights`
+/// (dynamic member lookup) or `net[\.layers[0]]` gives a `BVar` whose gradient flows into that
+/// field of the parent's gradient; `setting(_:to:)` writes a field.
+///
+/// A `BVar` belongs to the call that made it: keep it inside that function, and do not send it
+/// to another thread.
+@dynamicMemberLookup
+public struct BVar<Value: Backprop> {
+    /// The value this variable holds.
+    public let value: Value
+    let tape: Tape?
+    let sink: GradientSink<Value>?
+
+    init(value: Value, tape: Tape?, sink: GradientSink<Value>?) {
+        self.value = value
+        self.tape = tape
+        self.sink = sink
+    }
+
+    /// Whether gradients flow into this variable (false for constants).
+    public var isConstant: Bool { sink == nil }
+
+    /// The field at `keyPath`, as a variable whose gradient goes into that field.
+    public subscript<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
+        BVar<Part>(value: value[keyPath: keyPath], tape: tape,
+                   sink: sink.map { FieldSink(parent: $0, keyPath: keyPath) })
+    }
+
+    /// The field at `keyPath` (dynamic member lookup: `layer.weights`).
+    public subscript<Part: Backprop>(dynamicMember keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
+        self[keyPath]
+    }
+
+    /// This value with the field at `keyPath` replaced by `part`; gradients flow to both.
+    public func setting<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>,
+                                        to part: BVar<Part>) -> BVar<Value> {
+        let op = op2 { (whole: Value, part: Part) -> (Value, (Value) -> Value, (Value) -> Part) in
+            var result = whole
+            result[keyPath: keyPath] = part
+            return (result,
+                    { g in var rest = g; rest[keyPath: keyPath] = g[keyPath: keyPath].zero(); return rest },
+                    { g in g[keyPath: keyPath] })
+        }
+        return op(self, part)
+    }
+}
+
+@available(*, unavailable)
+extension BVar: Sendable {}
+
+/// A constant: a value that takes part in the computation but receives no gradient.
+public func constVar<Value: Backprop>(_ value: Value) -> BVar<Value> {
+    BVar(value: value, tape: nil, sink: nil)
+}
+
+/// The tape shared by the variable arguments of one operation (all variables of one call share
+/// one tape; mixing variables of two calls is a programming error).
+func commonTape(_ tapes: Tape?...) -> Tape? {
+    var found: Tape?
+    for case let tape? in tapes {
+        if let f = found {
+            precondition(f === tape, "BVars from two different backprop calls were mixed in one operation")
+        } else {
+            found = tape
+        }
+    }
+    return found
+}

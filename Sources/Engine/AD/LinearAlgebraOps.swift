@@ -1,0 +1,106 @@
+import Foundation
+
+/// Matrix products, broadcasting and the softmax family on variables: the primitives of a
+/// dense network, each with its pullback (no gradient is computed for a constant argument).
+
+/// Matrix-vector product `m * x` (the tutorial's `#>!`).
+public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
+    op2 { (m: Matrix<S>, x: Vector<S>) in
+        (m.matvec(x), { g in Matrix.outer(g, x) }, { g in m.transposedMatvec(g) })
+    }(m, x)
+}
+
+/// Matrix product `op(a) * op(b)`, where `op` transposes when asked (one GEMM forward, one per
+/// argument backward).
+public func matmul<S>(_ a: BVar<Matrix<S>>, _ b: BVar<Matrix<S>>,
+                      transposeA ta: Bool = false, transposeB tb: Bool = false) -> BVar<Matrix<S>> {
+    op2 { (a: Matrix<S>, b: Matrix<S>) in
+        let value = Matrix.matmul(a, b, transposeA: ta, transposeB: tb)
+        let pullA: (Matrix<S>) -> Matrix<S> = { g in
+            switch (ta, tb) {
+            case (false, false): Matrix.matmul(g, b, transposeB: true)
+            case (false, true): Matrix.matmul(g, b)
+            case (true, false): Matrix.matmul(b, g, transposeB: true)
+            case (true, true): Matrix.matmul(b, g, transposeA: true, transposeB: true)
+            }
+        }
+        let pullB: (Matrix<S>) -> Matrix<S> = { g in
+            switch (ta, tb) {
+            case (false, false): Matrix.matmul(a, g, transposeA: true)
+            case (false, true): Matrix.matmul(g, a, transposeA: true)
+            case (true, false): Matrix.matmul(a, g)
+            case (true, true): Matrix.matmul(g, a, transposeA: true, transposeB: true)
+            }
+        }
+        return (value, pullA, pullB)
+    }(a, b)
+}
+
+/// Adds the vector `v` to every row of `m` (a bias added to a batch of samples).
+public func addingToEachRow<S>(_ m: BVar<Matrix<S>>, _ v: BVar<Vector<S>>) -> BVar<Matrix<S>> {
+    op2 { (m: Matrix<S>, v: Vector<S>) in
+        (m.addingToEachRow(v), { $0 }, { $0.columnSums() })
+    }(m, v)
+}
+
+/// `e^x / sum(e^x)`, computed stably (a primitive, so its gradient is exact and cheap).
+public func softMax<S>(_ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
+    op1 { (x: Vector<S>) in
+        let y = x.softMax()
+        return (y, { g in let s = g.dot(y); return y.zipMap(g, "softMax") { y, g in y * (g - s) } })
+    }(x)
+}
+
+/// Cross-entropy of predicted probabilities against a target distribution:
+/// `-(log probabilities · target)`.
+public func crossEntropy<S>(_ target: Vector<S>, _ probabilities: BVar<Vector<S>>) -> BVar<S> {
+    -(log(probabilities).dot(constVar(target)))
+}
+
+/// `crossEntropy(oneHot(label), softMax(logits))` in one stable primitive: the loss is
+/// `logSumExp(logits) - logits[label]`, its gradient `softMax(logits) - oneHot(label)`.
+public func softMaxCrossEntropy<S>(logits: BVar<Vector<S>>, label: Int) -> BVar<S> {
+    op1 { (z: Vector<S>) in
+        precondition(label >= 0 && label < z.count, "label \(label) out of range for \(z.count) classes")
+        let p = z.softMax()
+        let m = z[z.indexOfMaximum]
+        let sumExp = z.withUnsafeBufferPointer { $0.reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) } }
+        let loss = S(Foundation.log(sumExp) - Double(z[label] - m))
+        return (loss, { g in
+            var d = p
+            d[label] -= 1
+            d.scale(by: g)
+            return d
+        })
+    }(logits)
+}
+
+/// Sum over the rows of a batch of logits of the softmax cross-entropy against each row's
+/// class label; stable for any logits.
+public func softMaxCrossEntropy<S>(logits: BVar<Matrix<S>>, labels: [Int]) -> BVar<S> {
+    op1 { (z: Matrix<S>) in
+        precondition(labels.count == z.rows,
+                     "shape mismatch in softMaxCrossEntropy: \(z.shapeDescription) with \(labels.count) labels")
+        let p = z.softMaxRows()
+        let c = z.columns
+        // loss_i = log(sum_j e^(z_ij - m_i)) - (z_i,label - m_i), with m_i the row maximum.
+        var loss = 0.0
+        z.withUnsafeBufferPointer { zp in
+            for (i, label) in labels.enumerated() {
+                precondition(label >= 0 && label < c, "label \(label) out of range for \(c) classes")
+                let row = zp[(i * c)..<(i * c + c)]
+                let m = row.max()!
+                let sumExp = row.reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) }
+                loss += Foundation.log(sumExp) - Double(row[i * c + label] - m)
+            }
+        }
+        return (S(loss), { g in
+            var d = p
+            d.withUnsafeMutableBufferPointer { dp in
+                for (i, label) in labels.enumerated() { dp[i * c + label] -= 1 }
+            }
+            if g != 1 { d.scale(by: g) }
+            return d
+        })
+    }(logits)
+}

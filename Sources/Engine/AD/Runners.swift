@@ -1,0 +1,52 @@
+/// Runs `f` on a fresh tape at `x` and sends the seed gradient back to `x`.
+private func runBackward<A: Backprop, B: Backprop>(
+    _ f: (BVar<A>) -> BVar<B>, at x: A
+) -> (value: B, gradient: A) {
+    let tape = Tape()
+    let root = GradientSlot(value: x)
+    let result = f(BVar(value: x, tape: tape, sink: root))
+    if let sink = result.sink {
+        precondition(result.tape === tape, "the function returned a BVar of another backprop call")
+        sink.accumulate(result.value.one())
+        tape.runBackward()
+    }
+    return (result.value, root.gradient ?? x.zero())
+}
+
+/// Runs `f` at `x` like a normal function: nothing is recorded.
+public func evalBP<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> B {
+    f(constVar(x)).value
+}
+
+/// The gradient of `f` at `x` (for a result that is not a scalar, the gradient of the sum of
+/// its entries).
+public func gradBP<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> A {
+    runBackward(f, at: x).gradient
+}
+
+/// The value of `f` at `x` and its gradient, in one pass.
+public func backprop<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> (value: B, gradient: A) {
+    runBackward(f, at: x)
+}
+
+/// Two-argument `evalBP`.
+public func evalBP2<A: Backprop, B: Backprop, C: Backprop>(
+    _ f: (BVar<A>, BVar<B>) -> BVar<C>, _ x: A, _ y: B
+) -> C {
+    f(constVar(x), constVar(y)).value
+}
+
+/// Two-argument `gradBP`: the gradients with respect to both arguments.
+public func gradBP2<A: Backprop, B: Backprop, C: Backprop>(
+    _ f: (BVar<A>, BVar<B>) -> BVar<C>, _ x: A, _ y: B
+) -> (A, B) {
+    backprop2(f, x, y).gradients
+}
+
+/// Two-argument `backprop`: the value and the gradients with respect to both arguments.
+public func backprop2<A: Backprop, B: Backprop, C: Backprop>(
+    _ f: (BVar<A>, BVar<B>) -> BVar<C>, _ x: A, _ y: B
+) -> (value: C, gradients: (A, B)) {
+    let (value, g) = runBackward({ (p: BVar<Pair<A, B>>) in f(p.first, p.second) }, at: Pair(x, y))
+    return (value, (g.first, g.second))
+}

@@ -1,0 +1,135 @@
+import COpenBLAS
+import Foundation
+
+/// Makes a process run OpenBLAS on the best kernel for its CPU, with a chosen thread count.
+///
+/// OpenBLAS reads `OPENBLAS_CORETYPE` once, when the library loads, and on CPUs it does not
+/// recognise (Debian's 0.3.21 on recent Xeons) it falls back to its slowest kernel,
+/// "Prescott", 4-6x slower. Call `BLASRuntime.prepareProcess()` first thing in `main`: when the
+/// process is on a fallback kernel and the user set no `OPENBLAS_CORETYPE`, it picks the kernel
+/// from the CPU's features and re-executes the program once with the variable set. Workers
+/// started by a coordinator get the variable in their environment from the start
+/// (`childEnvironment(threads:)`).
+public enum BLASRuntime {
+    /// The kernel OpenBLAS is using in this process (`openblas_get_corename`).
+    public static var coreName: String {
+        guard let name = openblas_get_corename() else { return "unknown" }
+        return String(cString: name)
+    }
+
+    /// The number of threads OpenBLAS uses in this process.
+    public static var threadCount: Int { Int(openblas_get_num_threads()) }
+
+    /// Sets the number of threads OpenBLAS uses from now on.
+    public static func setThreadCount(_ count: Int) {
+        openblas_set_num_threads(Int32(max(1, count)))
+    }
+
+    /// Kernels OpenBLAS falls back to when it does not recognise the CPU.
+    public static let fallbackKernels: Set<String> = ["Prescott", "Katmai", "Core2", "Banias", "Atom"]
+
+    /// The environment variable that marks a process as already re-executed.
+    static let reexecMarker = "BACKPROP_BLAS_REEXECUTED"
+
+    /// What `prepareProcess` decided, for the programs to report.
+    public struct Report: Sendable, CustomStringConvertible {
+        /// The kernel in use.
+        public var coreName: String
+        /// Threads OpenBLAS uses.
+        public var threads: Int
+        /// Where the kernel choice came from.
+        public var source: String
+        public var description: String { "OpenBLAS kernel \(coreName) (\(source)), \(threads) thread(s)" }
+    }
+
+    /// Ensures the best kernel (re-executing the program once if needed) and sets the thread
+    /// count (nil: OpenBLAS's default). Returns what is in use.
+    @discardableResult
+    public static func prepareProcess(threads: Int? = nil) -> Report {
+        let environment = ProcessInfo.processInfo.environment
+        let userValue = environment["OPENBLAS_CORETYPE"]
+        var source = userValue.map { "OPENBLAS_CORETYPE=\($0) set by the user" } ?? "detected by OpenBLAS"
+        if environment[reexecMarker] != nil {
+            source = "chosen from CPU features: \(CPUFeatures.current().summary)"
+        } else if userValue == nil, fallbackKernels.contains(coreName),
+                  let kernel = CPUFeatures.current().recommendedKernel {
+            reexecute(with: kernel)   // returns only if exec failed
+            source = "fallback: could not re-execute with OPENBLAS_CORETYPE=\(kernel)"
+        }
+        if let threads { setThreadCount(threads) }
+        return Report(coreName: coreName, threads: threadCount, source: source)
+    }
+
+    /// Environment entries for a child process that runs BLAS with `threads` threads on the
+    /// kernel this CPU should use (a user-set `OPENBLAS_CORETYPE` is passed on unchanged).
+    public static func childEnvironment(threads: Int) -> [String: String] {
+        var env = ["OPENBLAS_NUM_THREADS": String(threads)]
+        let environment = ProcessInfo.processInfo.environment
+        if let user = environment["OPENBLAS_CORETYPE"] {
+            env["OPENBLAS_CORETYPE"] = user
+        } else if let kernel = CPUFeatures.current().recommendedKernel {
+            env["OPENBLAS_CORETYPE"] = kernel
+            env[reexecMarker] = "1"
+        }
+        return env
+    }
+
+    private static func reexecute(with kernel: String) {
+        setenv("OPENBLAS_CORETYPE", kernel, 1)
+        setenv(reexecMarker, "1", 1)
+        let argv = CommandLine.unsafeArgv
+        execv("/proc/self/exe", argv)
+        // exec failed: carry on with the slow kernel rather than not at all.
+        unsetenv("OPENBLAS_CORETYPE")
+    }
+}
+
+/// The CPU features that decide the BLAS kernel, read from `/proc/cpuinfo`.
+public struct CPUFeatures: Sendable, Equatable {
+    /// CPU vendor (`GenuineIntel`, `AuthenticAMD`, …).
+    public var vendor: String
+    /// Feature flags, as the kernel names them (`avx2`, `avx512f`, …).
+    public var flags: Set<String>
+
+    public init(vendor: String, flags: Set<String>) {
+        self.vendor = vendor
+        self.flags = flags
+    }
+
+    /// Parses the text of `/proc/cpuinfo` (the first processor's entries).
+    public init(cpuinfo: String) {
+        var vendor = "", flags = Set<String>()
+        for line in cpuinfo.split(separator: "\n") {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            guard parts.count == 2 else { continue }
+            let key = parts[0].trimmingCharacters(in: .whitespaces)
+            let value = parts[1].trimmingCharacters(in: .whitespaces)
+            if key == "vendor_id", vendor.isEmpty { vendor = value }
+            if key == "flags", flags.isEmpty { flags = Set(value.split(separator: " ").map(String.init)) }
+        }
+        self.init(vendor: vendor, flags: flags)
+    }
+
+    /// This machine's features (empty when `/proc/cpuinfo` cannot be read).
+    public static func current() -> CPUFeatures {
+        CPUFeatures(cpuinfo: (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? "")
+    }
+
+    /// The OpenBLAS kernel for these features: AVX-512 → SkylakeX (Cooperlake with bf16),
+    /// AVX2 with FMA → Haswell (Zen on AMD), otherwise none (leave OpenBLAS's choice).
+    public var recommendedKernel: String? {
+        if ["avx512f", "avx512bw", "avx512vl", "avx512dq"].allSatisfy(flags.contains) {
+            return flags.contains("avx512_bf16") ? "Cooperlake" : "SkylakeX"
+        }
+        if flags.contains("avx2") && flags.contains("fma") {
+            return vendor == "AuthenticAMD" ? "Zen" : "Haswell"
+        }
+        return nil
+    }
+
+    /// A short description for reports.
+    public var summary: String {
+        let simd = ["avx512f", "avx2", "fma", "avx"].filter(flags.contains).joined(separator: ",")
+        return "\(vendor.isEmpty ? "unknown CPU" : vendor) [\(simd)]"
+    }
+}

@@ -1,0 +1,311 @@
+/// A dense row-major matrix of `Float` or `Double` with value semantics.
+///
+/// A minibatch is a matrix with one sample per row, so a layer applied to a batch is one GEMM
+/// (`matmul`). Shapes are checked at run time; a mismatch names both shapes.
+public struct Matrix<Scalar: TensorScalar>: Sendable {
+    @usableFromInline nonisolated(unsafe) var storage: TensorStorage<Scalar>
+    /// Number of rows.
+    public let rows: Int
+    /// Number of columns.
+    public let columns: Int
+
+    /// Number of entries, `rows * columns`.
+    @inlinable public var count: Int { rows * columns }
+
+    /// A matrix of `rows` by `columns` copies of `value`.
+    public init(rows: Int, columns: Int, repeating value: Scalar) {
+        precondition(rows >= 0 && columns >= 0, "matrix shape must not be negative: \(rows)x\(columns)")
+        self.rows = rows
+        self.columns = columns
+        storage = TensorStorage(repeating: value, count: rows * columns)
+    }
+
+    /// A matrix holding `scalars` in row-major order.
+    public init(rows: Int, columns: Int, scalars: [Scalar]) {
+        precondition(scalars.count == rows * columns,
+                     "Matrix \(rows)x\(columns) needs \(rows * columns) scalars, got \(scalars.count)")
+        self.init(rows: rows, columns: columns) { out in
+            scalars.withUnsafeBufferPointer { out.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+        }
+    }
+
+    /// A matrix whose row-major entries are written by `body`, which must set every one.
+    @inlinable
+    public init(rows: Int, columns: Int,
+                initializingWith body: (UnsafeMutableBufferPointer<Scalar>) throws -> Void) rethrows {
+        precondition(rows >= 0 && columns >= 0, "matrix shape must not be negative: \(rows)x\(columns)")
+        self.rows = rows
+        self.columns = columns
+        storage = TensorStorage(uninitializedCount: rows * columns)
+        try body(UnsafeMutableBufferPointer(start: storage.pointer, count: rows * columns))
+    }
+
+    /// A matrix of zeros.
+    public static func zeros(rows: Int, columns: Int) -> Matrix {
+        Matrix(rows: rows, columns: columns, repeating: 0)
+    }
+
+    /// The shape as text, `rows x columns`, for messages.
+    public var shapeDescription: String { "Matrix[\(rows)x\(columns)]" }
+
+    /// The entries in row-major order.
+    public var scalars: [Scalar] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
+
+    @inlinable public subscript(row: Int, column: Int) -> Scalar {
+        get {
+            precondition(row >= 0 && row < rows && column >= 0 && column < columns,
+                         "index (\(row), \(column)) out of range for \(shapeDescription)")
+            return storage.pointer[row * columns + column]
+        }
+        set {
+            precondition(row >= 0 && row < rows && column >= 0 && column < columns,
+                         "index (\(row), \(column)) out of range for \(shapeDescription)")
+            makeUnique()
+            storage.pointer[row * columns + column] = newValue
+        }
+    }
+
+    /// Row `index` as a vector (a copy).
+    public func row(_ index: Int) -> Vector<Scalar> {
+        precondition(index >= 0 && index < rows, "row \(index) out of range for \(shapeDescription)")
+        return Vector(count: columns) {
+            $0.baseAddress!.update(from: storage.pointer + index * columns, count: columns)
+        }
+    }
+
+    @inlinable
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Scalar>) throws -> R) rethrows -> R {
+        try body(UnsafeBufferPointer(start: storage.pointer, count: count))
+    }
+
+    @inlinable
+    public mutating func withUnsafeMutableBufferPointer<R>(
+        _ body: (UnsafeMutableBufferPointer<Scalar>) throws -> R
+    ) rethrows -> R {
+        makeUnique()
+        return try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
+    }
+
+    @inlinable mutating func makeUnique() {
+        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+    }
+
+    @usableFromInline
+    func checkSameShape(_ other: Matrix, _ operation: String) {
+        precondition(rows == other.rows && columns == other.columns,
+                     "shape mismatch in \(operation): \(shapeDescription) vs \(other.shapeDescription)")
+    }
+
+    /// Adds `scale * other` to this matrix in place (BLAS axpy).
+    public mutating func add(_ other: Matrix, scaledBy scale: Scalar = 1) {
+        checkSameShape(other, "add")
+        makeUnique()
+        Scalar.axpy(count: count, alpha: scale, x: other.storage.pointer, y: storage.pointer)
+    }
+
+    /// Multiplies every entry by `scale` in place.
+    public mutating func scale(by scale: Scalar) {
+        makeUnique()
+        let p = storage.pointer
+        for i in 0..<count { p[i] *= scale }
+    }
+
+    /// A matrix of the same shape with `transform` applied to each pair of entries.
+    @inlinable
+    public func zipMap(_ other: Matrix, _ op: String = "element-wise operation",
+                       _ transform: (Scalar, Scalar) -> Scalar) -> Matrix {
+        checkSameShape(other, op)
+        let a = storage.pointer, b = other.storage.pointer
+        return Matrix(rows: rows, columns: columns) { out in
+            for i in 0..<out.count { out[i] = transform(a[i], b[i]) }
+        }
+    }
+
+    /// A matrix with `transform` applied to each entry.
+    @inlinable
+    public func map(_ transform: (Scalar) -> Scalar) -> Matrix {
+        let a = storage.pointer
+        return Matrix(rows: rows, columns: columns) { out in
+            for i in 0..<out.count { out[i] = transform(a[i]) }
+        }
+    }
+}
+
+extension Matrix: Equatable {
+    public static func == (lhs: Matrix, rhs: Matrix) -> Bool {
+        lhs.rows == rhs.rows && lhs.columns == rhs.columns && (lhs.storage === rhs.storage
+            || (0..<lhs.count).allSatisfy { lhs.storage.pointer[$0] == rhs.storage.pointer[$0] })
+    }
+}
+
+extension Matrix: CustomStringConvertible {
+    public var description: String {
+        let shown = scalars.prefix(8).map { "\($0)" }.joined(separator: ", ")
+        return "\(shapeDescription)(\(shown)\(count > 8 ? ", …" : ""))"
+    }
+}
+
+// MARK: - Element-wise arithmetic
+
+extension Matrix {
+    @inlinable public static func + (a: Matrix, b: Matrix) -> Matrix { a.zipMap(b, "+") { $0 + $1 } }
+    @inlinable public static func - (a: Matrix, b: Matrix) -> Matrix { a.zipMap(b, "-") { $0 - $1 } }
+    /// Element-wise (Hadamard) product.
+    @inlinable public static func * (a: Matrix, b: Matrix) -> Matrix { a.zipMap(b, "*") { $0 * $1 } }
+    @inlinable public static func / (a: Matrix, b: Matrix) -> Matrix { a.zipMap(b, "/") { $0 / $1 } }
+    @inlinable public static prefix func - (a: Matrix) -> Matrix { a.map { -$0 } }
+    @inlinable public static func * (s: Scalar, a: Matrix) -> Matrix { a.map { s * $0 } }
+    @inlinable public static func + (a: Matrix, s: Scalar) -> Matrix { a.map { $0 + s } }
+
+    /// Element-wise `e^x`.
+    public func exp() -> Matrix {
+        Matrix(rows: rows, columns: columns) { Scalar.exp(storage.pointer, into: $0.baseAddress!, count: count) }
+    }
+    /// Element-wise natural logarithm.
+    public func log() -> Matrix {
+        Matrix(rows: rows, columns: columns) { Scalar.log(storage.pointer, into: $0.baseAddress!, count: count) }
+    }
+    /// Element-wise logistic function.
+    public func logistic() -> Matrix {
+        Matrix(rows: rows, columns: columns) {
+            Scalar.logistic(storage.pointer, into: $0.baseAddress!, count: count)
+        }
+    }
+    /// Sum of all entries.
+    public var sum: Scalar {
+        let p = storage.pointer
+        var s: Scalar = 0
+        for i in 0..<count { s += p[i] }
+        return s
+    }
+}
+
+// MARK: - Linear algebra (BLAS)
+
+extension Matrix {
+    /// `op(a) * op(b)`, where `op` transposes when asked (one BLAS GEMM).
+    public static func matmul(_ a: Matrix, _ b: Matrix,
+                              transposeA ta: Bool = false, transposeB tb: Bool = false) -> Matrix {
+        let (m, k) = ta ? (a.columns, a.rows) : (a.rows, a.columns)
+        let (k2, n) = tb ? (b.columns, b.rows) : (b.rows, b.columns)
+        precondition(k == k2, "shape mismatch in matmul: \(a.shapeDescription)\(ta ? "ᵀ" : "") times "
+                     + "\(b.shapeDescription)\(tb ? "ᵀ" : "") (inner sizes \(k) and \(k2))")
+        return Matrix(rows: m, columns: n) { out in
+            if k == 0 { out.initialize(repeating: 0); return }
+            Scalar.gemm(transposeA: ta, transposeB: tb, m: m, n: n, k: k, alpha: 1,
+                        a: a.storage.pointer, lda: a.columns, b: b.storage.pointer, ldb: b.columns,
+                        beta: 0, c: out.baseAddress!, ldc: n)
+        }
+    }
+
+    /// Matrix-vector product `self * x` (BLAS GEMV).
+    public func matvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
+        precondition(columns == x.count,
+                     "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
+        return Vector(count: rows) { out in
+            Scalar.gemv(transpose: false, m: rows, n: columns, alpha: 1, a: storage.pointer,
+                        lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
+        }
+    }
+
+    /// Transposed matrix-vector product `selfᵀ * x` (BLAS GEMV).
+    public func transposedMatvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
+        precondition(rows == x.count,
+                     "shape mismatch in transposed matvec: \(shapeDescription)ᵀ times Vector[\(x.count)]")
+        return Vector(count: columns) { out in
+            Scalar.gemv(transpose: true, m: rows, n: columns, alpha: 1, a: storage.pointer,
+                        lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
+        }
+    }
+
+    /// Outer product `x yᵀ`.
+    public static func outer(_ x: Vector<Scalar>, _ y: Vector<Scalar>) -> Matrix {
+        let xp = x.storage.pointer, yp = y.storage.pointer, n = y.count
+        return Matrix(rows: x.count, columns: n) { out in
+            let o = out.baseAddress!
+            for r in 0..<x.count {
+                let s = xp[r], row = o + r * n
+                for c in 0..<n { row[c] = s * yp[c] }
+            }
+        }
+    }
+
+    /// Adds `scale * x yᵀ` in place (BLAS GER).
+    public mutating func addOuter(_ x: Vector<Scalar>, _ y: Vector<Scalar>, scaledBy scale: Scalar = 1) {
+        precondition(x.count == rows && y.count == columns,
+                     "shape mismatch in addOuter: \(shapeDescription) vs Vector[\(x.count)] x Vector[\(y.count)]")
+        makeUnique()
+        Scalar.ger(m: rows, n: columns, alpha: scale, x: x.storage.pointer, y: y.storage.pointer,
+                   a: storage.pointer, lda: columns)
+    }
+
+    /// The transpose.
+    public func transposed() -> Matrix {
+        let a = storage.pointer, r = rows, c = columns
+        return Matrix(rows: c, columns: r) { out in
+            for i in 0..<r { for j in 0..<c { out[j * r + i] = a[i * c + j] } }
+        }
+    }
+
+    /// Adds `v` to every row (`v` has one entry per column).
+    public func addingToEachRow(_ v: Vector<Scalar>) -> Matrix {
+        precondition(v.count == columns,
+                     "shape mismatch in row broadcast: \(shapeDescription) plus Vector[\(v.count)] per row")
+        let a = storage.pointer, b = v.storage.pointer, c = columns
+        return Matrix(rows: rows, columns: columns) { out in
+            let o = out.baseAddress!
+            for i in 0..<rows {
+                let src = a + i * c, dst = o + i * c
+                for j in 0..<c { dst[j] = src[j] + b[j] }
+            }
+        }
+    }
+
+    /// Sums of the columns: one entry per column (the gradient of a row broadcast).
+    public func columnSums() -> Vector<Scalar> {
+        let a = storage.pointer, c = columns
+        return Vector(count: columns) { out in
+            let o = out.baseAddress!
+            o.initialize(repeating: 0, count: c)
+            for i in 0..<rows {
+                let src = a + i * c
+                for j in 0..<c { o[j] += src[j] }
+            }
+        }
+    }
+
+    /// Row-wise `softMax` (each row sums to one), computed stably.
+    public func softMaxRows() -> Matrix {
+        let a = storage.pointer, c = columns
+        var e = Matrix(rows: rows, columns: columns) { out in
+            let o = out.baseAddress!
+            for i in 0..<rows {
+                let src = a + i * c, dst = o + i * c
+                var m = src[0]
+                for j in 1..<c where src[j] > m { m = src[j] }
+                for j in 0..<c { dst[j] = src[j] - m }
+            }
+        }
+        e = e.exp()
+        let p = e.storage.pointer
+        for i in 0..<rows {
+            let row = p + i * c
+            var s: Scalar = 0
+            for j in 0..<c { s += row[j] }
+            let inv = 1 / s
+            for j in 0..<c { row[j] *= inv }
+        }
+        return e
+    }
+
+    /// For each row, the column of its largest entry.
+    public func indexOfMaximumPerRow() -> [Int] {
+        let a = storage.pointer, c = columns
+        return (0..<rows).map { i in
+            let row = a + i * c
+            var best = 0
+            for j in 1..<c where row[j] > row[best] { best = j }
+            return best
+        }
+    }
+}

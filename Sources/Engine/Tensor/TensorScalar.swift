@@ -1,0 +1,161 @@
+import COpenBLAS
+import Foundation
+
+/// The element types tensors can hold: `Float` for training, `Double` for gradient checks.
+///
+/// Each conformance routes the BLAS calls to the matching single- or double-precision CBLAS
+/// routine and supplies the vectorised element-wise kernels (exp, log, logistic).
+public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendable,
+    CustomStringConvertible where Self.RawSignificand: FixedWidthInteger, Scalar == Self {
+    /// `C = alpha * op(A) * op(B) + beta * C`, row-major.
+    static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int, alpha: Self,
+                     a: UnsafePointer<Self>, lda: Int, b: UnsafePointer<Self>, ldb: Int,
+                     beta: Self, c: UnsafeMutablePointer<Self>, ldc: Int)
+    /// `y = alpha * op(A) * x + beta * y`, row-major `A` of `m` by `n`.
+    static func gemv(transpose: Bool, m: Int, n: Int, alpha: Self, a: UnsafePointer<Self>, lda: Int,
+                     x: UnsafePointer<Self>, beta: Self, y: UnsafeMutablePointer<Self>)
+    /// `y += alpha * x`.
+    static func axpy(count: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafeMutablePointer<Self>)
+    /// `x · y`.
+    static func dot(count: Int, _ x: UnsafePointer<Self>, _ y: UnsafePointer<Self>) -> Self
+    /// `A += alpha * x yᵀ`, row-major `A` of `m` by `n`.
+    static func ger(m: Int, n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafePointer<Self>,
+                    a: UnsafeMutablePointer<Self>, lda: Int)
+    /// Element-wise `e^x`.
+    static func exp(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
+    /// Element-wise natural logarithm.
+    static func log(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
+    /// Element-wise `1 / (1 + e^-x)`.
+    static func logistic(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
+}
+
+extension Float: TensorScalar {
+    @inlinable public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                                       alpha: Float, a: UnsafePointer<Float>, lda: Int,
+                                       b: UnsafePointer<Float>, ldb: Int, beta: Float,
+                                       c: UnsafeMutablePointer<Float>, ldc: Int) {
+        cblas_sgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans, blasint(m), blasint(n), blasint(k),
+                    alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+    @inlinable public static func gemv(transpose: Bool, m: Int, n: Int, alpha: Float,
+                                       a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
+                                       beta: Float, y: UnsafeMutablePointer<Float>) {
+        cblas_sgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blasint(m), blasint(n),
+                    alpha, a, blasint(lda), x, 1, beta, y, 1)
+    }
+    @inlinable public static func axpy(count: Int, alpha: Float, x: UnsafePointer<Float>,
+                                       y: UnsafeMutablePointer<Float>) {
+        cblas_saxpy(blasint(count), alpha, x, 1, y, 1)
+    }
+    @inlinable public static func dot(count: Int, _ x: UnsafePointer<Float>,
+                                      _ y: UnsafePointer<Float>) -> Float {
+        cblas_sdot(blasint(count), x, 1, y, 1)
+    }
+    @inlinable public static func ger(m: Int, n: Int, alpha: Float, x: UnsafePointer<Float>,
+                                      y: UnsafePointer<Float>, a: UnsafeMutablePointer<Float>,
+                                      lda: Int) {
+        cblas_sger(CblasRowMajor, blasint(m), blasint(n), alpha, x, 1, y, 1, a, blasint(lda))
+    }
+    public static func exp(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                           count: Int) {
+        FloatKernels.exp(x, y, count)
+    }
+    public static func log(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                           count: Int) {
+        for i in 0..<count { y[i] = Foundation.log(x[i]) }
+    }
+    public static func logistic(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
+                                count: Int) {
+        FloatKernels.logistic(x, y, count)
+    }
+}
+
+extension Double: TensorScalar {
+    @inlinable public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
+                                       alpha: Double, a: UnsafePointer<Double>, lda: Int,
+                                       b: UnsafePointer<Double>, ldb: Int, beta: Double,
+                                       c: UnsafeMutablePointer<Double>, ldc: Int) {
+        cblas_dgemm(CblasRowMajor, transposeA ? CblasTrans : CblasNoTrans,
+                    transposeB ? CblasTrans : CblasNoTrans, blasint(m), blasint(n), blasint(k),
+                    alpha, a, blasint(lda), b, blasint(ldb), beta, c, blasint(ldc))
+    }
+    @inlinable public static func gemv(transpose: Bool, m: Int, n: Int, alpha: Double,
+                                       a: UnsafePointer<Double>, lda: Int, x: UnsafePointer<Double>,
+                                       beta: Double, y: UnsafeMutablePointer<Double>) {
+        cblas_dgemv(CblasRowMajor, transpose ? CblasTrans : CblasNoTrans, blasint(m), blasint(n),
+                    alpha, a, blasint(lda), x, 1, beta, y, 1)
+    }
+    @inlinable public static func axpy(count: Int, alpha: Double, x: UnsafePointer<Double>,
+                                       y: UnsafeMutablePointer<Double>) {
+        cblas_daxpy(blasint(count), alpha, x, 1, y, 1)
+    }
+    @inlinable public static func dot(count: Int, _ x: UnsafePointer<Double>,
+                                      _ y: UnsafePointer<Double>) -> Double {
+        cblas_ddot(blasint(count), x, 1, y, 1)
+    }
+    @inlinable public static func ger(m: Int, n: Int, alpha: Double, x: UnsafePointer<Double>,
+                                      y: UnsafePointer<Double>, a: UnsafeMutablePointer<Double>,
+                                      lda: Int) {
+        cblas_dger(CblasRowMajor, blasint(m), blasint(n), alpha, x, 1, y, 1, a, blasint(lda))
+    }
+    public static func exp(_ x: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>,
+                           count: Int) {
+        for i in 0..<count { y[i] = Foundation.exp(x[i]) }
+    }
+    public static func log(_ x: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>,
+                           count: Int) {
+        for i in 0..<count { y[i] = Foundation.log(x[i]) }
+    }
+    public static func logistic(_ x: UnsafePointer<Double>, into y: UnsafeMutablePointer<Double>,
+                                count: Int) {
+        for i in 0..<count { y[i] = 1 / (1 + Foundation.exp(-x[i])) }
+    }
+}
+
+/// SIMD kernels for `Float`: an `exp` accurate to a couple of ulp over the whole range,
+/// eight lanes at a time, and the logistic function built on it.
+enum FloatKernels {
+    typealias V = SIMD8<Float>
+
+    @inline(__always)
+    static func exp8(_ x0: V) -> V {
+        // e^x = 2^k * e^r with k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two parts
+        // for exactness), e^r by a degree-6 Taylor/minimax polynomial on |r| <= ln2/2.
+        let x = x0.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.37))
+        let k = (x * 1.442_695_04).rounded(.toNearestOrEven)
+        let r = (x - k * 0.693_145_752) - k * 1.428_606_765e-6
+        var p = V(repeating: 1.987_569_15e-4)
+        p = p * r + 1.398_199_950e-3
+        p = p * r + 8.333_451_907e-3
+        p = p * r + 4.166_579_589e-2
+        p = p * r + 1.666_666_546e-1
+        p = p * r + 5.000_000_120e-1
+        p = p * (r * r) + r + 1
+        let bits = (SIMD8<Int32>(k) &+ 127) &<< 23
+        return p * unsafeBitCast(bits, to: V.self)
+    }
+
+    static func exp(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        while i + 8 <= n {
+            let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+            ry.storeBytes(of: exp8(v), toByteOffset: i * 4, as: V.self)
+            i += 8
+        }
+        while i < n { y[i] = Foundation.exp(x[i]); i += 1 }
+    }
+
+    static func logistic(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        let one = V(repeating: 1)
+        while i + 8 <= n {
+            let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
+            ry.storeBytes(of: one / (one + exp8(-v)), toByteOffset: i * 4, as: V.self)
+            i += 8
+        }
+        while i < n { y[i] = 1 / (1 + Foundation.exp(-x[i])); i += 1 }
+    }
+}
