@@ -6,7 +6,7 @@
 /// should get no gradient enter through `constVar`.
 ///
 /// Fields of a struct are reached through key paths, the lenses of Swift: `layer.weights`
-/// (dynamic member lookup) or `net[\.layers[0]]` gives a `BVar` whose gradient flows into that
+/// (dynamic member lookup), `net.layers[0]` or `net[\.layers]` gives a `BVar` whose gradient flows into that
 /// field of the parent's gradient; `setting(_:to:)` writes a field.
 ///
 /// A `BVar` belongs to the call that made it: keep it inside that function, and do not send it
@@ -54,6 +54,15 @@ public struct BVar<Value: Backprop> {
 
 @available(*, unavailable)
 extension BVar: Sendable {}
+
+extension BVar {
+    /// Element `index` of an array variable, whose gradient goes into that element.
+    public subscript<Element: Backprop>(index: Int) -> BVar<Element> where Value == [Element] {
+        precondition(value.indices.contains(index), "index \(index) out of range for an array of \(value.count)")
+        return BVar<Element>(value: value[index], tape: tape,
+                             sink: sink.map { ElementSink(parent: $0, index: index) })
+    }
+}
 
 /// A constant: a value that takes part in the computation but receives no gradient.
 public func constVar<Value: Backprop>(_ value: Value) -> BVar<Value> {

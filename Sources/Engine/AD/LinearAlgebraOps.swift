@@ -4,6 +4,8 @@ import Foundation
 /// dense network, each with its pullback (no gradient is computed for a constant argument).
 
 /// Matrix-vector product `m * x` (the tutorial's `#>!`).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
     op2 { (m: Matrix<S>, x: Vector<S>) in
         (m.matvec(x), { g in Matrix.outer(g, x) }, { g in m.transposedMatvec(g) })
@@ -12,6 +14,8 @@ public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector
 
 /// Matrix product `op(a) * op(b)`, where `op` transposes when asked (one GEMM forward, one per
 /// argument backward).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func matmul<S>(_ a: BVar<Matrix<S>>, _ b: BVar<Matrix<S>>,
                       transposeA ta: Bool = false, transposeB tb: Bool = false) -> BVar<Matrix<S>> {
     op2 { (a: Matrix<S>, b: Matrix<S>) in
@@ -37,6 +41,8 @@ public func matmul<S>(_ a: BVar<Matrix<S>>, _ b: BVar<Matrix<S>>,
 }
 
 /// Adds the vector `v` to every row of `m` (a bias added to a batch of samples).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func addingToEachRow<S>(_ m: BVar<Matrix<S>>, _ v: BVar<Vector<S>>) -> BVar<Matrix<S>> {
     op2 { (m: Matrix<S>, v: Vector<S>) in
         (m.addingToEachRow(v), { $0 }, { $0.columnSums() })
@@ -44,6 +50,8 @@ public func addingToEachRow<S>(_ m: BVar<Matrix<S>>, _ v: BVar<Vector<S>>) -> BV
 }
 
 /// `e^x / sum(e^x)`, computed stably (a primitive, so its gradient is exact and cheap).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func softMax<S>(_ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
     op1 { (x: Vector<S>) in
         let y = x.softMax()
@@ -53,12 +61,16 @@ public func softMax<S>(_ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
 
 /// Cross-entropy of predicted probabilities against a target distribution:
 /// `-(log probabilities · target)`.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func crossEntropy<S>(_ target: Vector<S>, _ probabilities: BVar<Vector<S>>) -> BVar<S> {
     -(log(probabilities).dot(constVar(target)))
 }
 
 /// `crossEntropy(oneHot(label), softMax(logits))` in one stable primitive: the loss is
 /// `logSumExp(logits) - logits[label]`, its gradient `softMax(logits) - oneHot(label)`.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func softMaxCrossEntropy<S>(logits: BVar<Vector<S>>, label: Int) -> BVar<S> {
     op1 { (z: Vector<S>) in
         precondition(label >= 0 && label < z.count, "label \(label) out of range for \(z.count) classes")
@@ -77,6 +89,8 @@ public func softMaxCrossEntropy<S>(logits: BVar<Vector<S>>, label: Int) -> BVar<
 
 /// Sum over the rows of a batch of logits of the softmax cross-entropy against each row's
 /// class label; stable for any logits.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func softMaxCrossEntropy<S>(logits: BVar<Matrix<S>>, labels: [Int]) -> BVar<S> {
     op1 { (z: Matrix<S>) in
         precondition(labels.count == z.rows,

@@ -17,15 +17,15 @@ final class Tape {
 @available(*, unavailable)
 extension Tape: Sendable {}
 
-/// Where the gradient of one variable goes. A `GradientSlot` keeps it; a `FieldSink` adds it
-/// into a field of its parent's gradient, so that a lens costs no backward step at all.
+/// Where the gradient of one variable goes. A `GradientSlot` keeps it; a `FieldSink` or an
+/// `ElementSink` adds it into a part of its parent's gradient, so that a lens costs no
+/// backward step and no copy: the addition happens in place, through `modify`.
 class GradientSink<Value: Backprop> {
+    /// Runs `body` on this variable's gradient (a zero gradient if none has arrived yet).
+    func modify(_ body: (inout Value) -> Void) { fatalError("abstract") }
+
     /// Adds `gradient` to this variable's gradient.
-    func accumulate(_ gradient: Value) { fatalError("abstract") }
-    /// Adds `gradient` to the field at `keyPath` of this variable's gradient.
-    func accumulate<Part: Backprop>(_ gradient: Part, at keyPath: WritableKeyPath<Value, Part>) {
-        fatalError("abstract")
-    }
+    func accumulate(_ gradient: Value) { modify { $0.add(gradient) } }
 }
 
 /// Keeps the gradient of a variable until its backward step reads it.
@@ -40,23 +40,24 @@ final class GradientSlot<Value: Backprop>: GradientSink<Value> {
         if self.gradient == nil {
             self.gradient = gradient
         } else {
-            self.gradient!.add(gradient)
+            modify { $0.add(gradient) }
         }
     }
 
-    override func accumulate<Part: Backprop>(_ gradient: Part, at keyPath: WritableKeyPath<Value, Part>) {
-        if self.gradient == nil { self.gradient = value.zero() }
-        self.gradient![keyPath: keyPath].add(gradient)
+    override func modify(_ body: (inout Value) -> Void) {
+        // Move the gradient out while it is updated, so that its storage stays uniquely
+        // referenced and the update happens in place.
+        var total = gradient.take() ?? value.zero()
+        body(&total)
+        gradient = total
     }
 
     /// Hands the gradient over and forgets it (intermediate gradients die as soon as used).
-    func take() -> Value? {
-        defer { gradient = nil }
-        return gradient
-    }
+    func take() -> Value? { gradient.take() }
 }
 
 /// The gradient sink of a field read through a key path: it writes into the parent's gradient.
+/// (Stored properties are updated in place; a computed property is read and written back.)
 final class FieldSink<Whole: Backprop, Part: Backprop>: GradientSink<Part> {
     private let parent: GradientSink<Whole>
     private let keyPath: WritableKeyPath<Whole, Part>
@@ -66,11 +67,22 @@ final class FieldSink<Whole: Backprop, Part: Backprop>: GradientSink<Part> {
         self.keyPath = keyPath
     }
 
-    override func accumulate(_ gradient: Part) {
-        parent.accumulate(gradient, at: keyPath)
+    override func modify(_ body: (inout Part) -> Void) {
+        parent.modify { body(&$0[keyPath: keyPath]) }
+    }
+}
+
+/// The gradient sink of one element of an array variable.
+final class ElementSink<Element: Backprop>: GradientSink<Element> {
+    private let parent: GradientSink<[Element]>
+    private let index: Int
+
+    init(parent: GradientSink<[Element]>, index: Int) {
+        self.parent = parent
+        self.index = index
     }
 
-    override func accumulate<Sub: Backprop>(_ gradient: Sub, at subPath: WritableKeyPath<Part, Sub>) {
-        parent.accumulate(gradient, at: keyPath.appending(path: subPath))
+    override func modify(_ body: (inout Element) -> Void) {
+        parent.modify { body(&$0[index]) }
     }
 }

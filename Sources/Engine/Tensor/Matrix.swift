@@ -13,6 +13,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     @inlinable public var count: Int { rows * columns }
 
     /// A matrix of `rows` by `columns` copies of `value`.
+    @inlinable
     public init(rows: Int, columns: Int, repeating value: Scalar) {
         precondition(rows >= 0 && columns >= 0, "matrix shape must not be negative: \(rows)x\(columns)")
         self.rows = rows
@@ -21,6 +22,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     /// A matrix holding `scalars` in row-major order.
+    @inlinable
     public init(rows: Int, columns: Int, scalars: [Scalar]) {
         precondition(scalars.count == rows * columns,
                      "Matrix \(rows)x\(columns) needs \(rows * columns) scalars, got \(scalars.count)")
@@ -41,11 +43,13 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     /// A matrix of zeros.
+    @inlinable
     public static func zeros(rows: Int, columns: Int) -> Matrix {
         Matrix(rows: rows, columns: columns, repeating: 0)
     }
 
     /// The shape as text, `rows x columns`, for messages.
+    @inlinable
     public var shapeDescription: String { "Matrix[\(rows)x\(columns)]" }
 
     /// The entries in row-major order.
@@ -66,6 +70,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     /// Row `index` as a vector (a copy).
+    @inlinable
     public func row(_ index: Int) -> Vector<Scalar> {
         precondition(index >= 0 && index < rows, "row \(index) out of range for \(shapeDescription)")
         return Vector(count: columns) {
@@ -97,6 +102,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     /// Adds `scale * other` to this matrix in place (BLAS axpy).
+    @inlinable
     public mutating func add(_ other: Matrix, scaledBy scale: Scalar = 1) {
         checkSameShape(other, "add")
         makeUnique()
@@ -104,6 +110,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     /// Multiplies every entry by `scale` in place.
+    @inlinable
     public mutating func scale(by scale: Scalar) {
         makeUnique()
         let p = storage.pointer
@@ -132,6 +139,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
 }
 
 extension Matrix: Equatable {
+    @inlinable
     public static func == (lhs: Matrix, rhs: Matrix) -> Bool {
         lhs.rows == rhs.rows && lhs.columns == rhs.columns && (lhs.storage === rhs.storage
             || (0..<lhs.count).allSatisfy { lhs.storage.pointer[$0] == rhs.storage.pointer[$0] })
@@ -158,20 +166,24 @@ extension Matrix {
     @inlinable public static func + (a: Matrix, s: Scalar) -> Matrix { a.map { $0 + s } }
 
     /// Element-wise `e^x`.
+    @inlinable
     public func exp() -> Matrix {
         Matrix(rows: rows, columns: columns) { Scalar.exp(storage.pointer, into: $0.baseAddress!, count: count) }
     }
     /// Element-wise natural logarithm.
+    @inlinable
     public func log() -> Matrix {
         Matrix(rows: rows, columns: columns) { Scalar.log(storage.pointer, into: $0.baseAddress!, count: count) }
     }
     /// Element-wise logistic function.
+    @inlinable
     public func logistic() -> Matrix {
         Matrix(rows: rows, columns: columns) {
             Scalar.logistic(storage.pointer, into: $0.baseAddress!, count: count)
         }
     }
     /// Sum of all entries.
+    @inlinable
     public var sum: Scalar {
         let p = storage.pointer
         var s: Scalar = 0
@@ -184,6 +196,7 @@ extension Matrix {
 
 extension Matrix {
     /// `op(a) * op(b)`, where `op` transposes when asked (one BLAS GEMM).
+    @inlinable
     public static func matmul(_ a: Matrix, _ b: Matrix,
                               transposeA ta: Bool = false, transposeB tb: Bool = false) -> Matrix {
         let (m, k) = ta ? (a.columns, a.rows) : (a.rows, a.columns)
@@ -199,6 +212,7 @@ extension Matrix {
     }
 
     /// Matrix-vector product `self * x` (BLAS GEMV).
+    @inlinable
     public func matvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(columns == x.count,
                      "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
@@ -209,6 +223,7 @@ extension Matrix {
     }
 
     /// Transposed matrix-vector product `selfᵀ * x` (BLAS GEMV).
+    @inlinable
     public func transposedMatvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(rows == x.count,
                      "shape mismatch in transposed matvec: \(shapeDescription)ᵀ times Vector[\(x.count)]")
@@ -219,6 +234,7 @@ extension Matrix {
     }
 
     /// Outer product `x yᵀ`.
+    @inlinable
     public static func outer(_ x: Vector<Scalar>, _ y: Vector<Scalar>) -> Matrix {
         let xp = x.storage.pointer, yp = y.storage.pointer, n = y.count
         return Matrix(rows: x.count, columns: n) { out in
@@ -231,6 +247,7 @@ extension Matrix {
     }
 
     /// Adds `scale * x yᵀ` in place (BLAS GER).
+    @inlinable
     public mutating func addOuter(_ x: Vector<Scalar>, _ y: Vector<Scalar>, scaledBy scale: Scalar = 1) {
         precondition(x.count == rows && y.count == columns,
                      "shape mismatch in addOuter: \(shapeDescription) vs Vector[\(x.count)] x Vector[\(y.count)]")
@@ -240,6 +257,7 @@ extension Matrix {
     }
 
     /// The transpose.
+    @inlinable
     public func transposed() -> Matrix {
         let a = storage.pointer, r = rows, c = columns
         return Matrix(rows: c, columns: r) { out in
@@ -248,6 +266,7 @@ extension Matrix {
     }
 
     /// Adds `v` to every row (`v` has one entry per column).
+    @inlinable
     public func addingToEachRow(_ v: Vector<Scalar>) -> Matrix {
         precondition(v.count == columns,
                      "shape mismatch in row broadcast: \(shapeDescription) plus Vector[\(v.count)] per row")
@@ -262,6 +281,7 @@ extension Matrix {
     }
 
     /// Sums of the columns: one entry per column (the gradient of a row broadcast).
+    @inlinable
     public func columnSums() -> Vector<Scalar> {
         let a = storage.pointer, c = columns
         return Vector(count: columns) { out in
@@ -275,6 +295,7 @@ extension Matrix {
     }
 
     /// Row-wise `softMax` (each row sums to one), computed stably.
+    @inlinable
     public func softMaxRows() -> Matrix {
         let a = storage.pointer, c = columns
         var e = Matrix(rows: rows, columns: columns) { out in
@@ -299,6 +320,7 @@ extension Matrix {
     }
 
     /// For each row, the column of its largest entry.
+    @inlinable
     public func indexOfMaximumPerRow() -> [Int] {
         let a = storage.pointer, c = columns
         return (0..<rows).map { i in

@@ -21,6 +21,8 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
     /// `A += alpha * x yᵀ`, row-major `A` of `m` by `n`.
     static func ger(m: Int, n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafePointer<Self>,
                     a: UnsafeMutablePointer<Self>, lda: Int)
+    /// Sets `count` entries at `p` to `value`.
+    static func fill(_ p: UnsafeMutablePointer<Self>, count: Int, with value: Self)
     /// Element-wise `e^x`.
     static func exp(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
     /// Element-wise natural logarithm.
@@ -30,6 +32,9 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
 }
 
 extension Float: TensorScalar {
+    public static func fill(_ p: UnsafeMutablePointer<Float>, count: Int, with value: Float) {
+        for i in 0..<count { p[i] = value }
+    }
     @inlinable public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                        alpha: Float, a: UnsafePointer<Float>, lda: Int,
                                        b: UnsafePointer<Float>, ldb: Int, beta: Float,
@@ -72,6 +77,9 @@ extension Float: TensorScalar {
 }
 
 extension Double: TensorScalar {
+    public static func fill(_ p: UnsafeMutablePointer<Double>, count: Int, with value: Double) {
+        for i in 0..<count { p[i] = value }
+    }
     @inlinable public static func gemm(transposeA: Bool, transposeB: Bool, m: Int, n: Int, k: Int,
                                        alpha: Double, a: UnsafePointer<Double>, lda: Int,
                                        b: UnsafePointer<Double>, ldb: Int, beta: Double,
@@ -132,7 +140,9 @@ enum FloatKernels {
         p = p * r + 1.666_666_546e-1
         p = p * r + 5.000_000_120e-1
         p = p * (r * r) + r + 1
-        let bits = (SIMD8<Int32>(k) &+ 127) &<< 23
+        // k is integral and |k| < 2^22: adding 1.5 * 2^23 puts it in the low mantissa bits.
+        let shifted = unsafeBitCast(k + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let bits = (shifted &+ 127) &<< 23
         return p * unsafeBitCast(bits, to: V.self)
     }
 

@@ -19,13 +19,20 @@ final class TensorStorage<Scalar: TensorScalar> {
     @usableFromInline
     convenience init(repeating value: Scalar, count: Int) {
         self.init(uninitializedCount: count)
-        pointer.initialize(repeating: value, count: count)
+        // Raw memory operations: this class is generic and often runs unspecialised, where a
+        // typed element loop would cost a generic witness call per entry.
+        if value == 0 {
+            UnsafeMutableRawPointer(pointer).initializeMemory(as: UInt8.self, repeating: 0,
+                                                              count: count * MemoryLayout<Scalar>.stride)
+        } else {
+            Scalar.fill(pointer, count: count, with: value)
+        }
     }
 
     @usableFromInline
     func copy() -> TensorStorage {
         let new = TensorStorage(uninitializedCount: count)
-        new.pointer.update(from: pointer, count: count)
+        UnsafeMutableRawPointer(new.pointer).copyMemory(from: pointer, byteCount: count * MemoryLayout<Scalar>.stride)
         return new
     }
 

@@ -12,11 +12,13 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     @inlinable init(storage: TensorStorage<Scalar>) { self.storage = storage }
 
     /// A vector of `count` copies of `value`.
+    @inlinable
     public init(repeating value: Scalar, count: Int) {
         storage = TensorStorage(repeating: value, count: count)
     }
 
     /// A vector holding `scalars`.
+    @inlinable
     public init(_ scalars: [Scalar]) {
         storage = TensorStorage(uninitializedCount: scalars.count)
         scalars.withUnsafeBufferPointer { storage.pointer.update(from: $0.baseAddress!, count: $0.count) }
@@ -31,6 +33,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     /// A vector of zeros.
+    @inlinable
     public static func zeros(_ count: Int) -> Vector { Vector(repeating: 0, count: count) }
 
     /// The entries as an array.
@@ -66,6 +69,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     /// Adds `scale * other` to this vector in place (BLAS axpy).
+    @inlinable
     public mutating func add(_ other: Vector, scaledBy scale: Scalar = 1) {
         checkSameShape(other, "add")
         makeUnique()
@@ -73,6 +77,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     /// Multiplies every entry by `scale` in place.
+    @inlinable
     public mutating func scale(by scale: Scalar) {
         makeUnique()
         let p = storage.pointer
@@ -80,6 +85,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     /// Index of the largest entry (the first one on ties).
+    @inlinable
     public var indexOfMaximum: Int {
         precondition(count > 0, "indexOfMaximum of an empty vector")
         let p = storage.pointer
@@ -89,6 +95,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     /// Sum of the entries.
+    @inlinable
     public var sum: Scalar {
         let p = storage.pointer
         var s: Scalar = 0
@@ -124,6 +131,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
 }
 
 extension Vector: Equatable {
+    @inlinable
     public static func == (lhs: Vector, rhs: Vector) -> Bool {
         lhs.count == rhs.count && (lhs.storage === rhs.storage
             || (0..<lhs.count).allSatisfy { lhs.storage.pointer[$0] == rhs.storage.pointer[$0] })
@@ -153,24 +161,29 @@ extension Vector {
     @inlinable public static func / (s: Scalar, a: Vector) -> Vector { a.map { s / $0 } }
 
     /// Dot product (BLAS).
+    @inlinable
     public func dot(_ other: Vector) -> Scalar {
         checkSameShape(other, "dot")
         return Scalar.dot(count: count, storage.pointer, other.storage.pointer)
     }
 
     /// Element-wise `e^x`.
+    @inlinable
     public func exp() -> Vector {
         Vector(count: count) { Scalar.exp(storage.pointer, into: $0.baseAddress!, count: count) }
     }
     /// Element-wise natural logarithm.
+    @inlinable
     public func log() -> Vector {
         Vector(count: count) { Scalar.log(storage.pointer, into: $0.baseAddress!, count: count) }
     }
     /// Element-wise logistic function `1 / (1 + e^-x)`.
+    @inlinable
     public func logistic() -> Vector {
         Vector(count: count) { Scalar.logistic(storage.pointer, into: $0.baseAddress!, count: count) }
     }
     /// `e^x / sum(e^x)`, computed stably (the maximum is subtracted first).
+    @inlinable
     public func softMax() -> Vector {
         precondition(count > 0, "softMax of an empty vector")
         let m = self[indexOfMaximum]

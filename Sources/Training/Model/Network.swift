@@ -91,27 +91,33 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 }
 
 /// The network's output probabilities for one sample: logistic hidden layers, softmax output.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func runNetwork<S>(_ net: BVar<Network<S>>, _ x: Vector<S>) -> BVar<Vector<S>> {
     softMax(logits(net, constVar(x)))
 }
 
 /// The output layer's inputs to the softmax (the logits) for one sample.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
     let depth = net.value.layers.count
     var h = x
     for i in 0..<depth {
-        let z = runLayer(net[\.layers[i]], h)
+        let z = runLayer(net.layers[i], h)
         h = i == depth - 1 ? z : logistic(z)
     }
     return h
 }
 
 /// The logits of a batch (one sample per row).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, batch x: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
     let depth = net.value.layers.count
     var h = x
     for i in 0..<depth {
-        let z = runLayer(net[\.layers[i]], batch: h)
+        let z = runLayer(net.layers[i], batch: h)
         h = i == depth - 1 ? z : logistic(z)
     }
     return h
@@ -119,12 +125,16 @@ public func logits<S>(_ net: BVar<Network<S>>, batch x: BVar<Matrix<S>>) -> BVar
 
 /// The tutorial's error function: cross-entropy of the network's output for `x` against the
 /// target distribution `target` (a one-hot vector for a labelled sample).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func netErr<S>(_ x: Vector<S>, _ target: Vector<S>, _ net: BVar<Network<S>>) -> BVar<S> {
     crossEntropy(target, runNetwork(net, x))
 }
 
 /// Sum over a batch of the softmax cross-entropy against the labels (the training loss of a
 /// shard; divide by the batch size for the mean).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
 public func batchLoss<S>(_ net: BVar<Network<S>>, _ x: Matrix<S>, labels: [Int]) -> BVar<S> {
     softMaxCrossEntropy(logits: logits(net, batch: constVar(x)), labels: labels)
 }
