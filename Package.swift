@@ -3,11 +3,12 @@ import PackageDescription
 
 let package = Package(
     name: "backprop-swift",
-    platforms: [.macOS(.v14)],
+    platforms: [.macOS(.v15)],
     products: [
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Training", targets: ["Training"]),
         .executable(name: "backprop-mnist", targets: ["BackpropMNIST"]),
+        .executable(name: "engine-bench", targets: ["EngineBenchmarks"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,12 @@ let package = Package(
         .target(name: "Training", dependencies: ["Engine", "CZlib"]),
         // The tutorial's program, single process.
         .executableTarget(name: "BackpropMNIST", dependencies: [
+            "Engine", "Training",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+
+        // Benchmarks of the Engine (engine-bench; see BENCHMARKS.md).
+        .executableTarget(name: "EngineBenchmarks", dependencies: [
             "Engine", "Training",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),

@@ -42,8 +42,9 @@ public enum BLASRuntime {
         public var description: String { "OpenBLAS kernel \(coreName) (\(source)), \(threads) thread(s)" }
     }
 
-    /// Ensures the best kernel (re-executing the program once if needed) and sets the thread
-    /// count (nil: OpenBLAS's default). Returns what is in use.
+    /// Ensures the best kernel (re-executing the program once if needed), sets the thread
+    /// count (nil: OpenBLAS's default) and keeps freed tensor memory in the process (see
+    /// `keepFreedMemoryMapped`). Returns what is in use.
     @discardableResult
     public static func prepareProcess(threads: Int? = nil) -> Report {
         let environment = ProcessInfo.processInfo.environment
@@ -57,7 +58,20 @@ public enum BLASRuntime {
             source = "fallback: could not re-execute with OPENBLAS_CORETYPE=\(kernel)"
         }
         if let threads { setThreadCount(threads) }
+        keepFreedMemoryMapped()
         return Report(coreName: coreName, threads: threadCount, source: source)
+    }
+
+    /// Tensors of a training step are allocated and freed again at every step, many of them
+    /// around a megabyte: glibc would hand those back to the kernel on each free (mmap
+    /// threshold, heap trimming) and page-fault them in again on each use, which costs as much
+    /// as the arithmetic. Keeping freed memory in the process avoids that; the peak stays the
+    /// same.
+    static func keepFreedMemoryMapped() {
+        #if os(Linux)
+        _ = glibcMallopt(-3 /* M_MMAP_THRESHOLD */, 64 << 20)
+        _ = glibcMallopt(-1 /* M_TRIM_THRESHOLD */, 256 << 20)
+        #endif
     }
 
     /// Environment entries for a child process that runs BLAS with `threads` threads on the
@@ -133,3 +147,9 @@ public struct CPUFeatures: Sendable, Equatable {
         return "\(vendor.isEmpty ? "unknown CPU" : vendor) [\(simd)]"
     }
 }
+
+#if os(Linux)
+/// glibc's `mallopt` (declared in <malloc.h>, which the Glibc module does not export).
+@_silgen_name("mallopt")
+private func glibcMallopt(_ parameter: Int32, _ value: Int32) -> Int32
+#endif

@@ -42,10 +42,18 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
         try body(UnsafeMutableBufferPointer(start: storage.pointer, count: rows * columns))
     }
 
-    /// A matrix of zeros.
+    @usableFromInline
+    init(storage: TensorStorage<Scalar>, rows: Int, columns: Int) {
+        self.storage = storage
+        self.rows = rows
+        self.columns = columns
+    }
+
+    /// A matrix of zeros (sharing one read-only zero buffer per size: free to make).
     @inlinable
     public static func zeros(rows: Int, columns: Int) -> Matrix {
-        Matrix(rows: rows, columns: columns, repeating: 0)
+        precondition(rows >= 0 && columns >= 0, "matrix shape must not be negative: \(rows)x\(columns)")
+        return Matrix(storage: .sharedZeros(count: rows * columns), rows: rows, columns: columns)
     }
 
     /// The shape as text, `rows x columns`, for messages.
@@ -105,6 +113,10 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     @inlinable
     public mutating func add(_ other: Matrix, scaledBy scale: Scalar = 1) {
         checkSameShape(other, "add")
+        if storage.isSharedZero && scale == 1 {
+            storage = other.storage   // 0 + other: share other's storage (copy on write)
+            return
+        }
         makeUnique()
         Scalar.axpy(count: count, alpha: scale, x: other.storage.pointer, y: storage.pointer)
     }
@@ -239,10 +251,7 @@ extension Matrix {
         let xp = x.storage.pointer, yp = y.storage.pointer, n = y.count
         return Matrix(rows: x.count, columns: n) { out in
             let o = out.baseAddress!
-            for r in 0..<x.count {
-                let s = xp[r], row = o + r * n
-                for c in 0..<n { row[c] = s * yp[c] }
-            }
+            for r in 0..<x.count { Scalar.scale(yp, by: xp[r], into: o + r * n, count: n) }
         }
     }
 

@@ -21,6 +21,8 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
     /// `A += alpha * x yᵀ`, row-major `A` of `m` by `n`.
     static func ger(m: Int, n: Int, alpha: Self, x: UnsafePointer<Self>, y: UnsafePointer<Self>,
                     a: UnsafeMutablePointer<Self>, lda: Int)
+    /// `y = alpha * x` over `count` entries (`x` and `y` do not overlap).
+    static func scale(_ x: UnsafePointer<Self>, by alpha: Self, into y: UnsafeMutablePointer<Self>, count: Int)
     /// Sets `count` entries at `p` to `value`.
     static func fill(_ p: UnsafeMutablePointer<Self>, count: Int, with value: Self)
     /// Element-wise `e^x`.
@@ -32,6 +34,10 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
 }
 
 extension Float: TensorScalar {
+    public static func scale(_ x: UnsafePointer<Float>, by alpha: Float, into y: UnsafeMutablePointer<Float>,
+                             count: Int) {
+        FloatKernels.scale(x, alpha, y, count)
+    }
     public static func fill(_ p: UnsafeMutablePointer<Float>, count: Int, with value: Float) {
         for i in 0..<count { p[i] = value }
     }
@@ -77,6 +83,10 @@ extension Float: TensorScalar {
 }
 
 extension Double: TensorScalar {
+    public static func scale(_ x: UnsafePointer<Double>, by alpha: Double, into y: UnsafeMutablePointer<Double>,
+                             count: Int) {
+        for i in 0..<count { y[i] = alpha * x[i] }
+    }
     public static func fill(_ p: UnsafeMutablePointer<Double>, count: Int, with value: Double) {
         for i in 0..<count { p[i] = value }
     }
@@ -144,6 +154,17 @@ enum FloatKernels {
         let shifted = unsafeBitCast(k + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
         let bits = (shifted &+ 127) &<< 23
         return p * unsafeBitCast(bits, to: V.self)
+    }
+
+    static func scale(_ x: UnsafePointer<Float>, _ alpha: Float, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
+        var i = 0
+        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
+        let a = V(repeating: alpha)
+        while i + 8 <= n {
+            ry.storeBytes(of: a * rx.loadUnaligned(fromByteOffset: i * 4, as: V.self), toByteOffset: i * 4, as: V.self)
+            i += 8
+        }
+        while i < n { y[i] = alpha * x[i]; i += 1 }
     }
 
     static func exp(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {

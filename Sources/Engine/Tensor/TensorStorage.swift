@@ -1,11 +1,15 @@
+import Synchronization
+
 /// Owns the memory of one tensor: a 64-byte aligned buffer of `count` scalars.
 ///
 /// Tensors are value types that share a storage until one of them is mutated
 /// (copy on write); the storage itself is never exposed.
 @usableFromInline
-final class TensorStorage<Scalar: TensorScalar> {
+final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
     @usableFromInline let pointer: UnsafeMutablePointer<Scalar>
     @usableFromInline let count: Int
+    /// Whether this is one of the shared, never-mutated all-zero buffers (see `sharedZeros`).
+    @usableFromInline private(set) var isSharedZero = false
 
     @usableFromInline
     init(uninitializedCount count: Int) {
@@ -36,5 +40,30 @@ final class TensorStorage<Scalar: TensorScalar> {
         return new
     }
 
+    /// An all-zero buffer of `count` scalars shared by every zero tensor of that size: a zero
+    /// gradient costs no memory and no time, and adding a gradient to it just takes that
+    /// gradient's storage. Tensors never write to it (copy on write sees it shared).
+    @usableFromInline
+    static func sharedZeros(count: Int) -> TensorStorage {
+        if count < 4096 { return TensorStorage(repeating: 0, count: count) }
+        let key = SharedZeroKey(scalar: ObjectIdentifier(Scalar.self), count: count)
+        return sharedZeroCache.withLock { cache in
+            if let found = cache[key] { return unsafeDowncast(found, to: TensorStorage.self) }
+            if cache.count >= 64 { cache.removeAll() }
+            let zeros = TensorStorage(repeating: 0, count: count)
+            zeros.isSharedZero = true
+            cache[key] = zeros
+            return zeros
+        }
+    }
+
     deinit { UnsafeMutableRawPointer(pointer).deallocate() }
 }
+
+struct SharedZeroKey: Hashable {
+    var scalar: ObjectIdentifier
+    var count: Int
+}
+
+/// The shared all-zero buffers, by scalar type and size (at most 64 sizes are kept).
+let sharedZeroCache = Mutex<[SharedZeroKey: AnyObject]>([:])

@@ -32,9 +32,9 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
         try body(UnsafeMutableBufferPointer(start: storage.pointer, count: count))
     }
 
-    /// A vector of zeros.
+    /// A vector of zeros (sharing one read-only zero buffer per size: free to make).
     @inlinable
-    public static func zeros(_ count: Int) -> Vector { Vector(repeating: 0, count: count) }
+    public static func zeros(_ count: Int) -> Vector { Vector(storage: .sharedZeros(count: count)) }
 
     /// The entries as an array.
     public var scalars: [Scalar] { Array(UnsafeBufferPointer(start: storage.pointer, count: count)) }
@@ -72,6 +72,10 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     @inlinable
     public mutating func add(_ other: Vector, scaledBy scale: Scalar = 1) {
         checkSameShape(other, "add")
+        if storage.isSharedZero && scale == 1 {
+            storage = other.storage   // 0 + other: share other's storage (copy on write)
+            return
+        }
         makeUnique()
         Scalar.axpy(count: count, alpha: scale, x: other.storage.pointer, y: storage.pointer)
     }

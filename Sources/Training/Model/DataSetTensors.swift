@@ -30,13 +30,14 @@ extension LabeledDataSet {
     /// The samples at `indices` as the rows of a matrix (pixel intensities in 0...1).
     public func batchMatrix<S: TensorScalar>(_ indices: [Int], as: S.Type = S.self) -> Matrix<S> {
         let n = featureCount
+        let table = (0..<256).map { S($0) / 255 }
         return Matrix(rows: indices.count, columns: n) { out in
             pixels.withUnsafeBufferPointer { pixels in
                 var row = 0
                 for index in indices {
                     precondition(index >= 0 && index < count, "sample \(index) out of range for a data set of \(count)")
                     let src = index * n, dst = row * n
-                    for j in 0..<n { out[dst + j] = S(pixels[src + j]) * (1 / 255) }
+                    for j in 0..<n { out[dst + j] = table[Int(pixels[src + j])] }
                     row += 1
                 }
             }

@@ -41,12 +41,12 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
-    matvec(layer.weights, x) + layer.biases
+    matvec(layer[Lenses.weights()], x) + layer[Lenses.biases()]
 }
 
 /// A layer applied to a batch (one sample per row): `X * weightsᵀ + biases` on every row.
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, batch x: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
-    addingToEachRow(matmul(x, layer.weights, transposeB: true), layer.biases)
+    addingToEachRow(matmul(x, layer[Lenses.weights()], transposeB: true), layer[Lenses.biases()])
 }

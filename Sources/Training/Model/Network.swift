@@ -102,9 +102,10 @@ public func runNetwork<S>(_ net: BVar<Network<S>>, _ x: Vector<S>) -> BVar<Vecto
 @_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
     let depth = net.value.layers.count
+    let layers = net[Lenses.layers()]
     var h = x
     for i in 0..<depth {
-        let z = runLayer(net.layers[i], h)
+        let z = runLayer(layers[i], h)
         h = i == depth - 1 ? z : logistic(z)
     }
     return h
@@ -115,9 +116,10 @@ public func logits<S>(_ net: BVar<Network<S>>, _ x: BVar<Vector<S>>) -> BVar<Vec
 @_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, batch x: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
     let depth = net.value.layers.count
+    let layers = net[Lenses.layers()]
     var h = x
     for i in 0..<depth {
-        let z = runLayer(net.layers[i], batch: h)
+        let z = runLayer(layers[i], batch: h)
         h = i == depth - 1 ? z : logistic(z)
     }
     return h

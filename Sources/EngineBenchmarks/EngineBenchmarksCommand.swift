@@ -1,0 +1,100 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Training
+
+/// Measures the Engine on this machine: sgemm peak, a batched training step against it, the
+/// AD overhead against hand-written gradients, and the per-sample step. Prints one line per
+/// figure (medians of repeated runs) for BENCHMARKS.md.
+@main
+struct EngineBenchmarksCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "engine-bench",
+        abstract: "Benchmark the Engine (run a release build: swift run -c release engine-bench).")
+
+    @Option(help: "Directory with the MNIST IDX files.")
+    var data = "data/mnist"
+
+    @Option(help: "Repetitions of each batched measurement (the median is reported).")
+    var repetitions = 15
+
+    @Option(help: "BLAS thread counts to measure, comma-separated.")
+    var threads = "1,2"
+
+    func run() throws {
+        print(BLASRuntime.prepareProcess())
+        let (train, _) = try MNIST.load(directory: data)
+        var rng = SeededGenerator(seed: 1)
+        let net = Network<Float>(sizes: [784, 300, 100, 10], using: &rng)
+        let batch = Array(rng.permutation(train.count).prefix(5000))
+        let x = train.batchMatrix(batch, as: Float.self)
+        let labels = train.batchLabels(batch)
+
+        // FLOPs of one step: forward and weight gradients are one GEMM each per layer; input
+        // gradients for every layer but the first.
+        let sizes = net.sizes
+        let weightsPerSample = zip(sizes, sizes.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 }
+        let inputGradPerSample = zip(sizes.dropFirst(), sizes.dropFirst(2)).reduce(0) { $0 + $1.0 * $1.1 }
+        let stepFlops = 2.0 * 5000 * Double(2 * weightsPerSample + inputGradPerSample)
+
+        for t in threads.split(separator: ",").compactMap({ Int($0) }) {
+            BLASRuntime.setThreadCount(t)
+            let a = Matrix<Float>(rows: 5000, columns: 784, repeating: 0.5)
+            let b = Matrix<Float>(rows: 300, columns: 784, repeating: 0.25)
+            let sgemm = median(repetitions) { _ = Matrix.matmul(a, b, transposeB: true) }
+            let sgemmRate = 2.0 * 5000 * 784 * 300 / sgemm / 1e9
+            print(String(format: "threads=%d sgemm 5000x784x300: %.2f ms, %.1f GFLOP/s", t, sgemm * 1e3, sgemmRate))
+
+            let engine = median(repetitions) { _ = ShardResult.compute(net, on: train, indices: batch) }
+            let engineGradientOnly = median(repetitions) {
+                _ = backprop({ (n: BVar<Network<Float>>) in batchLoss(n, x, labels: labels) }, net)
+            }
+            let hand = median(repetitions) { _ = HandWrittenGradients.batch(net, x, labels) }
+            var stepNet = net
+            let fullStep = median(repetitions) {
+                let r = ShardResult.compute(stepNet, on: train, indices: batch)
+                stepNet.add(r.gradient, scaledBy: -0.1 / 5000)
+            }
+            print(String(format: "threads=%d batched step (5000 points, gather + forward + backward + SGD update): %.2f ms, %.1f GFLOP/s = %.0f%% of sgemm",
+                         t, fullStep * 1e3, stepFlops / fullStep / 1e9, 100 * stepFlops / fullStep / 1e9 / sgemmRate))
+            print(String(format: "threads=%d batched gradient: engine %.2f ms (with data gather %.2f ms), hand-written %.2f ms, ratio %.3f",
+                         t, engineGradientOnly * 1e3, engine * 1e3, hand * 1e3, engineGradientOnly / hand))
+        }
+
+        BLASRuntime.setThreadCount(1)
+        let samples = Array(batch.prefix(1000))
+        let xs = samples.map { train.sampleVector($0, as: Float.self) }
+        let ts = samples.map { train.oneHot($0, as: Float.self) }
+        let ls = samples.map { train.label(of: $0) }
+        let perSampleEngine = median(5) {
+            for i in xs.indices { _ = gradBP({ netErr(xs[i], ts[i], $0) }, net) }
+        } / Double(samples.count)
+        let perSampleHand = median(5) {
+            for i in xs.indices { _ = HandWrittenGradients.sample(net, xs[i], ls[i]) }
+        } / Double(samples.count)
+        var sgdNet = net
+        let perSampleStep = median(5) {
+            for i in xs.indices {
+                let g = gradBP({ netErr(xs[i], ts[i], $0) }, sgdNet)
+                sgdNet.add(g, scaledBy: -0.02)
+            }
+        } / Double(samples.count)
+        print(String(format: "threads=1 per-sample gradient: engine %.1f us, hand-written %.1f us, ratio %.3f",
+                     perSampleEngine * 1e6, perSampleHand * 1e6, perSampleEngine / perSampleHand))
+        print(String(format: "threads=1 per-sample SGD step (gradient + update): %.1f us, %.3f s per 5000 points",
+                     perSampleStep * 1e6, perSampleStep * 5000))
+    }
+}
+
+/// Median wall time of `count` runs of `body`, in seconds (after one warm-up run).
+func median(_ count: Int, _ body: () -> Void) -> Double {
+    body()
+    var times = [Double]()
+    for _ in 0..<count {
+        let start = DispatchTime.now().uptimeNanoseconds
+        body()
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+    }
+    times.sort()
+    return times[times.count / 2]
+}

@@ -1,0 +1,50 @@
+import Engine
+import Training
+
+/// The gradient of the summed cross-entropy of the same network, written out by hand with the
+/// same tensor operations the Engine uses: the baseline for the AD overhead.
+enum HandWrittenGradients {
+    /// Batched: one sample per row of `x`.
+    static func batch(_ net: Network<Float>, _ x: Matrix<Float>, _ labels: [Int]) -> Network<Float> {
+        var activations = [x]
+        for (i, layer) in net.layers.enumerated() {
+            let z = Matrix.matmul(activations[i], layer.weights, transposeB: true).addingToEachRow(layer.biases)
+            activations.append(i == net.layers.count - 1 ? z.softMaxRows() : z.logistic())
+        }
+        var delta = activations.last!
+        let c = delta.columns
+        delta.withUnsafeMutableBufferPointer { d in
+            for (i, label) in labels.enumerated() { d[i * c + label] -= 1 }
+        }
+        var gradient = net
+        for i in stride(from: net.layers.count - 1, through: 0, by: -1) {
+            gradient.layers[i] = Layer(weights: Matrix.matmul(delta, activations[i], transposeA: true),
+                                       biases: delta.columnSums())
+            if i > 0 {
+                let h = activations[i]
+                delta = Matrix.matmul(delta, net.layers[i].weights).zipMap(h, "σ'") { g, y in g * y * (1 - y) }
+            }
+        }
+        return gradient
+    }
+
+    /// One sample.
+    static func sample(_ net: Network<Float>, _ x: Vector<Float>, _ label: Int) -> Network<Float> {
+        var activations = [x]
+        for (i, layer) in net.layers.enumerated() {
+            let z = layer.weights.matvec(activations[i]) + layer.biases
+            activations.append(i == net.layers.count - 1 ? z.softMax() : z.logistic())
+        }
+        var delta = activations.last!
+        delta[label] -= 1
+        var gradient = net
+        for i in stride(from: net.layers.count - 1, through: 0, by: -1) {
+            gradient.layers[i] = Layer(weights: Matrix.outer(delta, activations[i]), biases: delta)
+            if i > 0 {
+                let h = activations[i]
+                delta = net.layers[i].weights.transposedMatvec(delta).zipMap(h, "σ'") { g, y in g * y * (1 - y) }
+            }
+        }
+        return gradient
+    }
+}
