@@ -27,7 +27,9 @@ let package = Package(
         // Tensors on OpenBLAS and the reverse-mode AD engine.
         .target(name: "Engine", dependencies: ["COpenBLAS"]),
         // What the programs share: the MNIST model, IDX data sets.
-        .target(name: "Training", dependencies: ["Engine", "CZlib"]),
+        .target(name: "Training", dependencies: [
+            "Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         // The tutorial's program, single process.
         .executableTarget(name: "BackpropMNIST", dependencies: [
             "Engine", "Training",

@@ -1,0 +1,66 @@
+/// Adds the gradient sums of a batch's shards in shard order, whatever order they arrive in.
+///
+/// Results that arrive early wait until every shard before them has been added, so the sum is
+/// the same bits every time; a shard's result arriving twice (a retried task) is ignored.
+public struct GradientReducer: Sendable {
+    /// Number of shards in the batch.
+    public let shardCount: Int
+    /// The running sum of the gradients added so far (shards `0..<nextShard`).
+    public private(set) var gradientSum: [Float]
+    /// Summed loss of the shards added so far.
+    public private(set) var lossSum: Double = 0
+    /// Correct predictions in the shards added so far.
+    public private(set) var correct = 0
+    /// Samples in the shards added so far.
+    public private(set) var sampleCount = 0
+    /// The next shard to add.
+    public private(set) var nextShard = 0
+    private var waiting: [Int: ShardSum] = [:]
+
+    /// One shard's contribution.
+    public struct ShardSum: Sendable {
+        public var gradient: [Float]
+        public var lossSum: Double
+        public var correct: Int
+        public var count: Int
+        public init(gradient: [Float], lossSum: Double, correct: Int, count: Int) {
+            self.gradient = gradient
+            self.lossSum = lossSum
+            self.correct = correct
+            self.count = count
+        }
+    }
+
+    public init(shardCount: Int, parameterCount: Int) {
+        self.shardCount = shardCount
+        gradientSum = [Float](repeating: 0, count: parameterCount)
+    }
+
+    /// Whether every shard has been added.
+    public var isComplete: Bool { nextShard == shardCount }
+
+    /// Whether shard `index` has already been received (added or waiting).
+    public func hasReceived(_ index: Int) -> Bool { index < nextShard || waiting[index] != nil }
+
+    /// Offers shard `index`'s result; returns false (and changes nothing) for a duplicate or an
+    /// index out of range.
+    @discardableResult
+    public mutating func offer(shard index: Int, _ sum: ShardSum) -> Bool {
+        guard index >= 0, index < shardCount, !hasReceived(index) else { return false }
+        precondition(sum.gradient.count == gradientSum.count,
+                     "shard gradient has \(sum.gradient.count) entries, the model \(gradientSum.count)")
+        waiting[index] = sum
+        while let next = waiting.removeValue(forKey: nextShard) {
+            gradientSum.withUnsafeMutableBufferPointer { total in
+                next.gradient.withUnsafeBufferPointer { g in
+                    for i in 0..<total.count { total[i] += g[i] }
+                }
+            }
+            lossSum += next.lossSum
+            correct += next.correct
+            sampleCount += next.count
+            nextShard += 1
+        }
+        return true
+    }
+}

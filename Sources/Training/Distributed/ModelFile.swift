@@ -1,0 +1,91 @@
+import Foundation
+import Engine
+import Crypto
+
+/// The binary file a trained network is saved in (`--model-out`), read back by
+/// `backprop-mnist --evaluate`. Layout, all integers little-endian:
+///
+/// | bytes | field |
+/// |---|---|
+/// | 8 | magic `BPMODEL1` (ASCII) |
+/// | 4 | number of layer sizes `n` (UInt32) |
+/// | 4·n | layer sizes, inputs first (UInt32 each) |
+/// | 4·P | parameters as IEEE-754 Float32, per layer weights (row-major, outputs x inputs) then biases |
+/// | 32 | SHA-256 of every byte before it |
+///
+/// `P` must equal the parameter count the sizes imply; anything else is rejected with an error
+/// naming the file.
+public enum ModelFile {
+    static let magic = Array("BPMODEL1".utf8)
+
+    /// The file's bytes for a network.
+    public static func encode(_ network: Network<Float>) -> [UInt8] {
+        var bytes = magic
+        let sizes = network.sizes
+        append(UInt32(sizes.count), to: &bytes)
+        for s in sizes { append(UInt32(s), to: &bytes) }
+        for value in network.flattened() { append(value.bitPattern, to: &bytes) }
+        bytes += Array(SHA256.hash(data: bytes))
+        return bytes
+    }
+
+    /// Writes `network` to `path` (through a temporary file and a rename).
+    public static func save(_ network: Network<Float>, to path: String) throws {
+        let url = URL(fileURLWithPath: path)
+        let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
+        try Data(encode(network)).write(to: temporary)
+        _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
+    }
+
+    /// Reads a network saved by `save`.
+    public static func load(from path: String) throws -> Network<Float> {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ModelFileError(path: path, problem: "cannot be read (missing or not permitted)")
+        }
+        return try decode([UInt8](data), path: path)
+    }
+
+    /// Parses a model file's bytes; `path` only names the file in errors.
+    public static func decode(_ bytes: [UInt8], path: String = "model") throws -> Network<Float> {
+        func fail(_ problem: String) -> ModelFileError { ModelFileError(path: path, problem: problem) }
+        guard bytes.count >= magic.count + 4 + 32, Array(bytes.prefix(magic.count)) == magic else {
+            throw fail("is not a model file (no BPMODEL1 header)")
+        }
+        let body = bytes[..<(bytes.count - 32)]
+        guard Array(SHA256.hash(data: Array(body))) == Array(bytes.suffix(32)) else {
+            throw fail("is damaged (checksum mismatch)")
+        }
+        var offset = magic.count
+        func u32() -> UInt32? {
+            guard offset + 4 <= body.count else { return nil }
+            defer { offset += 4 }
+            return UInt32(body[offset]) | UInt32(body[offset + 1]) << 8 | UInt32(body[offset + 2]) << 16
+                | UInt32(body[offset + 3]) << 24
+        }
+        guard let n = u32(), n >= 2, n <= 64 else { throw fail("has an invalid number of layers") }
+        var sizes = [Int]()
+        for _ in 0..<n {
+            guard let s = u32(), s > 0, s <= 1 << 20 else { throw fail("has an invalid layer size") }
+            sizes.append(Int(s))
+        }
+        let count = zip(sizes, sizes.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }
+        guard body.count - offset == 4 * count else {
+            throw fail("holds \((body.count - offset) / 4) parameters, sizes \(sizes) need \(count)")
+        }
+        var flat = [Float]()
+        flat.reserveCapacity(count)
+        for _ in 0..<count { flat.append(Float(bitPattern: u32()!)) }
+        return flat.withUnsafeBufferPointer { Network(sizes: sizes, flattened: $0) }
+    }
+
+    static func append(_ value: UInt32, to bytes: inout [UInt8]) {
+        bytes += [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 24)]
+    }
+}
+
+/// A model file that could not be read, naming the file and the problem.
+public struct ModelFileError: Error, CustomStringConvertible {
+    public var path: String
+    public var problem: String
+    public var description: String { "\(path): \(problem)" }
+}

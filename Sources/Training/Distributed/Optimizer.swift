@@ -1,0 +1,79 @@
+import Foundation
+
+/// The descent rule applied to the flat parameter vector once per batch, with its state.
+///
+/// All arithmetic is in a fixed order on `Float`s, so a given sequence of gradients gives the
+/// same parameters bit for bit on every run.
+public enum OptimizerKind: String, Sendable, CaseIterable, Codable {
+    case sgd, momentum, adam
+}
+
+/// An optimizer and its state (momentum or Adam moments, step count): everything a checkpoint
+/// must keep to continue the same run.
+public struct Optimizer: Sendable, Equatable, Codable {
+    public var kind: OptimizerKind
+    public var learningRate: Float
+    /// Momentum coefficient (momentum) or first-moment decay (Adam).
+    public var beta1: Float
+    /// Second-moment decay (Adam).
+    public var beta2: Float
+    /// Adam's epsilon.
+    public var epsilon: Float
+    /// Steps taken so far.
+    public private(set) var step = 0
+    /// Velocity (momentum) or first moment (Adam).
+    public private(set) var first: [Float] = []
+    /// Second moment (Adam).
+    public private(set) var second: [Float] = []
+
+    public init(kind: OptimizerKind, learningRate: Float, beta1: Float? = nil, beta2: Float = 0.999,
+                epsilon: Float = 1e-8) {
+        self.kind = kind
+        self.learningRate = learningRate
+        self.beta1 = beta1 ?? 0.9
+        self.beta2 = beta2
+        self.epsilon = epsilon
+    }
+
+    /// Takes one step: `parameters` move against `gradient` (the batch's mean gradient).
+    public mutating func apply(gradient: [Float], to parameters: inout [Float]) {
+        precondition(gradient.count == parameters.count,
+                     "gradient has \(gradient.count) entries, the parameters \(parameters.count)")
+        step += 1
+        let lr = learningRate
+        switch kind {
+        case .sgd:
+            for i in parameters.indices { parameters[i] -= lr * gradient[i] }
+        case .momentum:
+            if first.isEmpty { first = [Float](repeating: 0, count: parameters.count) }
+            let mu = beta1
+            for i in parameters.indices {
+                first[i] = mu * first[i] + gradient[i]
+                parameters[i] -= lr * first[i]
+            }
+        case .adam:
+            if first.isEmpty {
+                first = [Float](repeating: 0, count: parameters.count)
+                second = [Float](repeating: 0, count: parameters.count)
+            }
+            let b1 = beta1, b2 = beta2, eps = epsilon
+            let correction1 = 1 - Float(pow(Double(b1), Double(step)))
+            let correction2 = 1 - Float(pow(Double(b2), Double(step)))
+            let stepSize = lr / correction1
+            let root2 = Float(Double(correction2).squareRoot())
+            first.withUnsafeMutableBufferPointer { m in
+                second.withUnsafeMutableBufferPointer { v in
+                    parameters.withUnsafeMutableBufferPointer { p in
+                        gradient.withUnsafeBufferPointer { g in
+                            for i in 0..<p.count {
+                                m[i] = b1 * m[i] + (1 - b1) * g[i]
+                                v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+                                p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
