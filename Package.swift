@@ -9,6 +9,8 @@ let package = Package(
         .library(name: "Training", targets: ["Training"]),
         .executable(name: "backprop-mnist", targets: ["BackpropMNIST"]),
         .executable(name: "engine-bench", targets: ["EngineBenchmarks"]),
+        .executable(name: "worker", targets: ["Worker"]),
+        .executable(name: "coordinator", targets: ["Coordinator"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,6 +49,24 @@ let package = Package(
             "CZstd",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOExtras", package: "swift-nio-extras"),
+            .product(name: "Crypto", package: "swift-crypto"),
+        ]),
+
+        // The worker executable: serves shard gradients to a coordinator.
+        .executableTarget(name: "Worker", dependencies: [
+            "Engine", "Training", "Wire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+
+        // The coordinator executable: shards batches across workers, reduces, steps.
+        .executableTarget(name: "Coordinator", dependencies: [
+            "Engine", "Training", "Wire",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
 

@@ -1,0 +1,165 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Training
+import Wire
+
+/// The `coordinator` executable: shards each batch across workers, adds their gradients in
+/// shard order and takes the descent step.
+@main
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "coordinator",
+        abstract: "Train the MNIST classifier data-parallel across worker processes.",
+        discussion: """
+            Give it workers to dial (--workers), or let it start its own on this machine
+            (--local N). Each batch is cut into fixed-size shards; the workers compute the
+            shards' gradient sums, the coordinator adds them in shard order and takes the step,
+            so the trained model is the same bits with any number of workers.
+
+            Examples:
+              coordinator --local 2
+              coordinator --local 2 --epochs 5 --metrics run.jsonl --model-out mnist.model
+              coordinator --workers hostA:7070,hostB:7070 --optimizer momentum --learning-rate 0.5
+            """)
+
+    @Option(help: "Workers to dial, comma-separated HOST:PORT list.")
+    var workers: String?
+
+    @Option(help: "Start N local worker processes on loopback instead of dialling --workers.")
+    var local: Int?
+
+    @Option(help: "BLAS threads of each local worker (default: cores / workers, at least 1).")
+    var threadsPerWorker: Int?
+
+    @Option(help: "Directory with the MNIST-style IDX files (raw or .gz).")
+    var data = "data/mnist"
+
+    @Option(help: "Passes over the training set.")
+    var epochs = Defaults.epochs
+
+    @Option(help: "Points per batch (one descent step per batch).")
+    var batchSize = 5000
+
+    @Option(help: "Points per shard: the unit of work of a worker (fixed, so results do not depend on the number of workers).")
+    var shardSize = 1250
+
+    @Option(help: "Seed of the initial weights and the shuffles.")
+    var seed: UInt64 = 1
+
+    @Option(help: "Descent rule: sgd, momentum (0.9) or adam.")
+    var optimizer: OptimizerKind = .adam
+
+    @Option(help: "Learning rate (default: 0.1 for sgd, 0.5 for momentum, \(Defaults.adamRate) for adam).")
+    var learningRate: Float?
+
+    @Option(help: "Hidden layer sizes, comma-separated.")
+    var hidden = "300,100"
+
+    @Option(help: "Stop after this many descent steps.")
+    var maxSteps: Int?
+
+    @Option(help: "Validate every N batches (0: only at the end).")
+    var evalEvery = 1
+
+    @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
+    var modelOut: String?
+
+    @Option(help: "Write one JSON object per step, and a summary line, to this file.")
+    var metrics: String?
+
+    func validate() throws {
+        if (workers == nil) == (local == nil) {
+            throw ValidationError("give either --workers HOST:PORT,... or --local N (for example --local 2)")
+        }
+        if let n = local, !(1...64).contains(n) { throw ValidationError("--local must be 1 to 64, got \(n)") }
+        if let t = threadsPerWorker, t < 1 { throw ValidationError("--threads-per-worker must be at least 1, got \(t)") }
+        if let w = workers, w.split(separator: ",").isEmpty { throw ValidationError("--workers is empty") }
+        guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
+        guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
+        guard shardSize >= 1 else { throw ValidationError("--shard-size must be at least 1, got \(shardSize)") }
+        if let s = maxSteps, s < 1 { throw ValidationError("--max-steps must be at least 1, got \(s)") }
+        guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, got \(evalEvery)") }
+        if let r = learningRate, !(r > 0 && r.isFinite) {
+            throw ValidationError("--learning-rate must be a positive number, got \(r)")
+        }
+        guard hiddenSizes != nil else {
+            throw ValidationError("--hidden must be positive integers separated by commas, like 300,100; got '\(hidden)'")
+        }
+    }
+
+    var hiddenSizes: [Int]? {
+        let parts = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
+        return parts.map { $0! }
+    }
+
+    func run() async throws {
+        BLASRuntime.prepareProcess(threads: 1)
+        let (train, test): (LabeledDataSet, LabeledDataSet)
+        do {
+            (train, test) = try MNIST.load(directory: data)
+        } catch {
+            throw CoordinatorError("\(error)")
+        }
+        let rate = learningRate ?? Defaults.learningRate(optimizer)
+        let configuration = TrainingConfiguration(
+            sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
+            epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
+            optimizer: Optimizer(kind: optimizer, learningRate: rate), maxSteps: maxSteps,
+            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics)
+
+        var localWorkers: LocalWorkers?
+        let addresses: [String]
+        if let n = local {
+            let cores = ProcessInfo.processInfo.activeProcessorCount
+            let threads = threadsPerWorker ?? max(1, cores / n)
+            print("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
+            localWorkers = try LocalWorkers(count: n, threads: threads)
+            addresses = localWorkers!.addresses
+        } else {
+            addresses = workers!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        }
+        let stopWorkers = localWorkers
+        let signals = SignalCleanup { stopWorkers?.stop() }
+        defer {
+            localWorkers?.stop()
+            _ = signals
+        }
+        let run = TrainingRun(configuration: configuration, train: train, test: test, addresses: addresses)
+        try await run.run()
+    }
+}
+
+/// Default options, chosen by measurement (see BENCHMARKS.md).
+enum Defaults {
+    static let epochs = 30
+    static let adamRate: Float = 0.01
+    static func learningRate(_ kind: OptimizerKind) -> Float {
+        switch kind {
+        case .sgd: 0.1
+        case .momentum: 0.5
+        case .adam: adamRate
+        }
+    }
+}
+
+extension OptimizerKind: ExpressibleByArgument {}
+
+/// Runs `cleanup` and exits when the process gets SIGINT or SIGTERM.
+final class SignalCleanup: @unchecked Sendable {
+    private var sources: [DispatchSourceSignal] = []
+
+    init(_ cleanup: @escaping @Sendable () -> Void) {
+        for sig in [SIGINT, SIGTERM] {
+            signal(sig, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+            source.setEventHandler {
+                cleanup()
+                exit(128 + sig)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+}

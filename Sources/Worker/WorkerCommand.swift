@@ -1,0 +1,98 @@
+import ArgumentParser
+import Engine
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import Wire
+
+/// The `worker` executable: listens for a coordinator and computes shard gradients for it.
+@main
+struct WorkerCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "worker",
+        abstract: "Compute gradients for a training coordinator.",
+        discussion: """
+            A worker listens on an address, serves one coordinator session at a time, and keeps
+            the data sets it was sent (by SHA-256) for the next session.
+
+            Examples:
+              worker                          # listen on 127.0.0.1:7070
+              worker --listen 0.0.0.0:7070    # listen on every interface
+              worker --listen 127.0.0.1:0     # any free port (printed on start)
+            """)
+
+    @Option(help: "Address to listen on, HOST:PORT (port 0: any free port).")
+    var listen = "127.0.0.1:\(WireProtocol.defaultPort)"
+
+    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice, all cores).")
+    var threads: Int?
+
+    @Option(help: "Exit after serving this many sessions (default: serve forever).")
+    var sessions: Int?
+
+    @Flag(help: "Exit when the parent process ends (used by coordinator --local).")
+    var exitWithParent = false
+
+    func validate() throws {
+        guard ListenAddress(listen) != nil else {
+            throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7070 or 0.0.0.0:7070; got '\(listen)'")
+        }
+        if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
+    }
+
+    func run() async throws {
+        if exitWithParent {
+            _ = linuxPrctl(1 /* PR_SET_PDEATHSIG */, UInt(SIGKILL), 0, 0, 0)
+            if getppid() == 1 { return }
+        }
+        let blas = BLASRuntime.prepareProcess(threads: threads)
+        var logger = Logger(label: "worker")
+        logger.logLevel = .info
+        let address = ListenAddress(listen)!
+        let server: NIOAsyncChannel<NIOAsyncChannel<WireMessage, WireMessage>, Never>
+        do {
+            server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                .bind(host: address.host, port: address.port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try WirePipeline.configure(channel, role: .worker)
+                        return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                    }
+                }
+        } catch {
+            throw ValidationError("cannot listen on \(listen): \(error) (is another worker using that port? choose another with --listen)")
+        }
+        let bound = server.channel.localAddress?.port ?? address.port
+        // The coordinator's --local mode reads this line to learn the port.
+        FileHandle.standardOutput.write(Data("worker listening on \(address.host):\(bound) [\(blas)]\n".utf8))
+
+        let state = WorkerState(blas: blas, logger: logger)
+        var served = 0
+        try await server.executeThenClose { connections in
+            for try await connection in connections {
+                await state.serve(connection)
+                served += 1
+                if let limit = sessions, served >= limit { break }
+            }
+        }
+    }
+}
+
+/// `HOST:PORT`, parsed.
+struct ListenAddress {
+    var host: String
+    var port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (0...65535).contains(port), colon > text.startIndex else { return nil }
+        host = String(text[..<colon])
+        self.port = port
+    }
+}
+
+/// Linux `prctl` (in <sys/prctl.h>, which the Glibc module does not export).
+@_silgen_name("prctl")
+private func linuxPrctl(_ option: Int32, _ a2: UInt, _ a3: UInt, _ a4: UInt, _ a5: UInt) -> Int32

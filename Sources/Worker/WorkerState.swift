@@ -1,0 +1,111 @@
+import Engine
+import Foundation
+import Logging
+import NIOCore
+import Training
+import Wire
+
+/// What a worker keeps across sessions (the data sets, by digest) and the logic of one session.
+final class WorkerState {
+    let blas: BLASRuntime.Report
+    let logger: Logger
+    /// Data sets received in earlier sessions, by SHA-256.
+    private var dataSets: [DatasetDigest: LabeledDataSet] = [:]
+
+    init(blas: BLASRuntime.Report, logger: Logger) {
+        self.blas = blas
+        self.logger = logger
+    }
+
+    /// Serves one coordinator session until it says goodbye or the connection ends.
+    func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>) async {
+        let peer = connection.channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
+        logger.info("session from \(peer)")
+        do {
+            try await connection.executeThenClose { inbound, outbound in
+                var session = Session()
+                for try await message in inbound {
+                    let replies = try handle(message, session: &session)
+                    for reply in replies { try await outbound.write(reply) }
+                    if case .goodbye = message { break }
+                }
+            }
+            logger.info("session from \(peer) ended")
+        } catch {
+            logger.error("session from \(peer) failed: \(error)")
+        }
+    }
+
+    /// The state of one session.
+    struct Session {
+        var signature: ModelSignature?
+        var active: [DatasetKind: DatasetDigest] = [:]
+        var network: Network<Float>?
+        var step: UInt64 = 0
+    }
+
+    func handle(_ message: WireMessage, session: inout Session) throws -> [WireMessage] {
+        switch message {
+        case .hello(let hello):
+            session.signature = hello.signature
+            let name = ProcessInfo.processInfo.hostName + ":\(getpid())"
+            return [.helloAck(HelloAck(answering: hello, workerName: name, blasKernel: blas.coreName,
+                                       threadCount: blas.threads))]
+        case .datasetOffer(let descriptor):
+            let have = dataSets[descriptor.digest] != nil
+            if have { session.active[descriptor.kind] = descriptor.digest }
+            return [.datasetStatus(DatasetStatus(kind: descriptor.kind, digest: descriptor.digest,
+                                                 state: have ? .ready : .missing))]
+        case .dataset(let transfer):
+            let d = transfer.descriptor
+            let data = try LabeledDataSet(rows: 1, columns: d.featureCount, pixels: transfer.images,
+                                          labels: transfer.labels, classCount: d.classCount,
+                                          source: "\(d.kind) data set from the coordinator")
+            dataSets[d.digest] = data
+            session.active[d.kind] = d.digest
+            logger.info("received \(d.kind) data set: \(d.sampleCount) samples, \(d.digest)")
+            return [.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready))]
+        case .parameters(let update):
+            guard let signature = session.signature else { return [] }
+            session.network = update.values.withUnsafeBufferPointer {
+                Network(sizes: signature.layerSizes, flattened: $0)
+            }
+            session.step = update.step
+            return []
+        case .task(let task):
+            return [try run(task, session: session)]
+        case .ping(let n):
+            return [.pong(n)]
+        case .goodbye, .error, .helloAck, .datasetStatus, .gradient, .evaluation, .pong:
+            return []
+        }
+    }
+
+    func run(_ task: ShardTask, session: Session) throws -> WireMessage {
+        guard let network = session.network else {
+            throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
+        }
+        guard let digest = session.active[task.dataset], let data = dataSets[digest] else {
+            throw WireError.unexpectedMessage(.task, "a task names the \(task.dataset) data set, which this session has not sent")
+        }
+        let indices: [Int]
+        switch task.samples {
+        case .indices(let list): indices = list.map(Int.init)
+        case .range(let start, let count): indices = Array(start..<(start + count))
+        }
+        guard task.samples.requiredSampleCount <= data.count else {
+            throw WireError.unexpectedMessage(.task, "sample \(task.samples.requiredSampleCount - 1) is beyond the \(data.count) samples of the \(task.dataset) data set")
+        }
+        switch task.kind {
+        case .train:
+            let result = ShardResult.compute(network, on: data, indices: indices)
+            return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
+                                            lossSum: result.lossSum, correctCount: result.correct,
+                                            gradientSum: result.gradient.flattened()))
+        case .evaluate:
+            let e = Evaluation.evaluate(network, on: data, indices: indices)
+            return .evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
+                                                lossSum: e.lossSum, correctCount: e.correct))
+        }
+    }
+}
