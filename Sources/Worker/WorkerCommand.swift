@@ -25,7 +25,7 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Address to listen on, HOST:PORT (port 0: any free port).")
     var listen = "127.0.0.1:\(WireProtocol.defaultPort)"
 
-    @Option(help: "OpenBLAS threads (default: OpenBLAS's own choice, all cores).")
+    @Option(help: "Shards computed at once, each on one BLAS thread (default: all cores).")
     var threads: Int?
 
     @Option(help: "Exit after serving this many sessions (default: serve forever).")
@@ -46,7 +46,8 @@ struct WorkerCommand: AsyncParsableCommand {
             _ = linuxPrctl(1 /* PR_SET_PDEATHSIG */, UInt(SIGKILL), 0, 0, 0)
             if getppid() == 1 { return }
         }
-        let blas = BLASRuntime.prepareProcess(threads: threads)
+        let parallelism = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let blas = BLASRuntime.prepareProcess(threads: 1)
         var logger = Logger(label: "worker")
         logger.logLevel = .info
         let address = ListenAddress(listen)!
@@ -68,11 +69,11 @@ struct WorkerCommand: AsyncParsableCommand {
         // The coordinator's --local mode reads this line to learn the port.
         FileHandle.standardOutput.write(Data("worker listening on \(address.host):\(bound) [\(blas)]\n".utf8))
 
-        let state = WorkerState(blas: blas, logger: logger)
+        let state = WorkerState(blas: blas, parallelism: parallelism, logger: logger)
         var served = 0
         try await server.executeThenClose { connections in
             for try await connection in connections {
-                await state.serve(connection)
+                await state.serve(connection, parallelism: parallelism)
                 served += 1
                 if let limit = sessions, served >= limit { break }
             }

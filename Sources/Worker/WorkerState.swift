@@ -8,26 +8,45 @@ import Wire
 /// What a worker keeps across sessions (the data sets, by digest) and the logic of one session.
 final class WorkerState {
     let blas: BLASRuntime.Report
+    let parallelism: Int
     let logger: Logger
     /// Data sets received in earlier sessions, by SHA-256.
     private var dataSets: [DatasetDigest: LabeledDataSet] = [:]
 
-    init(blas: BLASRuntime.Report, logger: Logger) {
+    init(blas: BLASRuntime.Report, parallelism: Int, logger: Logger) {
         self.blas = blas
+        self.parallelism = parallelism
         self.logger = logger
     }
 
     /// Serves one coordinator session until it says goodbye or the connection ends.
-    func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>) async {
+    ///
+    /// Tasks run `parallelism` at a time, each on one BLAS thread: a worker's cores are used
+    /// across shards, never inside one shard's products, so a shard's gradient is the same
+    /// bits whatever the thread count.
+    func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, parallelism: Int) async {
         let peer = connection.channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
         logger.info("session from \(peer)")
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
-                for try await message in inbound {
-                    let replies = try handle(message, session: &session)
-                    for reply in replies { try await outbound.write(reply) }
-                    if case .goodbye = message { break }
+                try await withThrowingTaskGroup(of: Void.self) { group in
+                    var running = 0
+                    for try await message in inbound {
+                        if case .task(let task) = message {
+                            let job = try self.prepare(task, session: session)
+                            if running == parallelism {
+                                try await group.next()
+                                running -= 1
+                            }
+                            running += 1
+                            group.addTask { try await outbound.write(job()) }
+                            continue
+                        }
+                        for reply in try handle(message, session: &session) { try await outbound.write(reply) }
+                        if case .goodbye = message { break }
+                    }
+                    try await group.waitForAll()
                 }
             }
             logger.info("session from \(peer) ended")
@@ -50,7 +69,7 @@ final class WorkerState {
             session.signature = hello.signature
             let name = ProcessInfo.processInfo.hostName + ":\(getpid())"
             return [.helloAck(HelloAck(answering: hello, workerName: name, blasKernel: blas.coreName,
-                                       threadCount: blas.threads))]
+                                       threadCount: parallelism))]
         case .datasetOffer(let descriptor):
             let have = dataSets[descriptor.digest] != nil
             if have { session.active[descriptor.kind] = descriptor.digest }
@@ -73,7 +92,7 @@ final class WorkerState {
             session.step = update.step
             return []
         case .task(let task):
-            return [try run(task, session: session)]
+            return [try prepare(task, session: session)()]
         case .ping(let n):
             return [.pong(n)]
         case .goodbye, .error, .helloAck, .datasetStatus, .gradient, .evaluation, .pong:
@@ -81,31 +100,36 @@ final class WorkerState {
         }
     }
 
-    func run(_ task: ShardTask, session: Session) throws -> WireMessage {
+    /// Checks a task against the session and returns the work that answers it.
+    func prepare(_ task: ShardTask, session: Session) throws -> @Sendable () -> WireMessage {
         guard let network = session.network else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
         }
         guard let digest = session.active[task.dataset], let data = dataSets[digest] else {
             throw WireError.unexpectedMessage(.task, "a task names the \(task.dataset) data set, which this session has not sent")
         }
+        guard task.samples.requiredSampleCount <= data.count else {
+            throw WireError.unexpectedMessage(.task, "sample \(task.samples.requiredSampleCount - 1) is beyond the \(data.count) samples of the \(task.dataset) data set")
+        }
         let indices: [Int]
         switch task.samples {
         case .indices(let list): indices = list.map(Int.init)
         case .range(let start, let count): indices = Array(start..<(start + count))
         }
-        guard task.samples.requiredSampleCount <= data.count else {
-            throw WireError.unexpectedMessage(.task, "sample \(task.samples.requiredSampleCount - 1) is beyond the \(data.count) samples of the \(task.dataset) data set")
-        }
         switch task.kind {
         case .train:
-            let result = ShardResult.compute(network, on: data, indices: indices)
-            return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
-                                            lossSum: result.lossSum, correctCount: result.correct,
-                                            gradientSum: result.gradient.flattened()))
+            return {
+                let result = ShardResult.compute(network, on: data, indices: indices)
+                return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
+                                                lossSum: result.lossSum, correctCount: result.correct,
+                                                gradientSum: result.gradient.flattened()))
+            }
         case .evaluate:
-            let e = Evaluation.evaluate(network, on: data, indices: indices)
-            return .evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
-                                                lossSum: e.lossSum, correctCount: e.correct))
+            return {
+                let e = Evaluation.evaluate(network, on: data, indices: indices)
+                return .evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
+                                                    lossSum: e.lossSum, correctCount: e.correct))
+            }
         }
     }
 }

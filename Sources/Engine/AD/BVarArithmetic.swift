@@ -110,17 +110,6 @@ extension BVar where Value: ElementwiseArithmetic {
         op1 { (x: Value) in (x.map { c / $0 }, { g in g.zipMap(x, "/") { g, x in -c * g / (x * x) } }) }(a)
     }
 
-    /// A scalar variable times every entry of this one (the tutorial's `konst' c * v`).
-    @_specialize(exported: true, where Value == Float)
-    @_specialize(exported: true, where Value == Double)
-    @_specialize(exported: true, where Value == Vector<Float>)
-    @_specialize(exported: true, where Value == Matrix<Float>)
-    @_specialize(exported: true, where Value == Vector<Double>)
-    @_specialize(exported: true, where Value == Matrix<Double>)
-    public static func * (c: BVar<Scalar>, a: BVar) -> BVar {
-        op2 { (s: Scalar, x: Value) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
-    }
-
     /// Sum of the entries.
     @_specialize(exported: true, where Value == Float)
     @_specialize(exported: true, where Value == Double)
@@ -185,4 +174,18 @@ public func logistic<V: ElementwiseArithmetic>(_ a: BVar<V>) -> BVar<V> {
 @_specialize(exported: true, where S == Double)
 public func konst<S: TensorScalar & ElementwiseArithmetic>(_ c: BVar<S>, count: Int) -> BVar<Vector<S>> {
     op1 { (s: S) in (Vector(repeating: s, count: count), { $0.sum }) }(c)
+}
+
+/// A scalar variable times every entry of a vector variable (the tutorial's `konst' c * v`).
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func * <S>(c: BVar<S>, a: BVar<Vector<S>>) -> BVar<Vector<S>> {
+    op2 { (s: S, x: Vector<S>) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
+}
+
+/// A scalar variable times every entry of a matrix variable.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func * <S>(c: BVar<S>, a: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
+    op2 { (s: S, x: Matrix<S>) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
 }

@@ -100,7 +100,7 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
     }
 
     @inlinable mutating func makeUnique() {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        if storage.isSharedZero || !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
     }
 
     @usableFromInline
@@ -228,6 +228,7 @@ extension Matrix {
     public func matvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(columns == x.count,
                      "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
+        if rows == 0 || columns == 0 { return .zeros(rows) }
         return Vector(count: rows) { out in
             Scalar.gemv(transpose: false, m: rows, n: columns, alpha: 1, a: storage.pointer,
                         lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
@@ -239,6 +240,7 @@ extension Matrix {
     public func transposedMatvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(rows == x.count,
                      "shape mismatch in transposed matvec: \(shapeDescription)ᵀ times Vector[\(x.count)]")
+        if rows == 0 || columns == 0 { return .zeros(columns) }
         return Vector(count: columns) { out in
             Scalar.gemv(transpose: true, m: rows, n: columns, alpha: 1, a: storage.pointer,
                         lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
@@ -260,6 +262,7 @@ extension Matrix {
     public mutating func addOuter(_ x: Vector<Scalar>, _ y: Vector<Scalar>, scaledBy scale: Scalar = 1) {
         precondition(x.count == rows && y.count == columns,
                      "shape mismatch in addOuter: \(shapeDescription) vs Vector[\(x.count)] x Vector[\(y.count)]")
+        if count == 0 { return }
         makeUnique()
         Scalar.ger(m: rows, n: columns, alpha: scale, x: x.storage.pointer, y: y.storage.pointer,
                    a: storage.pointer, lda: columns)

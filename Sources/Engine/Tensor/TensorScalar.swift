@@ -136,6 +136,13 @@ extension Double: TensorScalar {
 enum FloatKernels {
     typealias V = SIMD8<Float>
 
+    /// Lanes the polynomial does not serve exactly: NaN, overflow, and results below the
+    /// smallest normal Float; those vectors take the scalar path.
+    @inline(__always)
+    static func outsidePolynomialRange(_ x: V) -> SIMDMask<SIMD8<Int32>> {
+        (x .> 88.3) .| (x .< -87.3) .| (x .!= x)
+    }
+
     @inline(__always)
     static func exp8(_ x0: V) -> V {
         // e^x = 2^k * e^r with k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two parts
@@ -172,7 +179,11 @@ enum FloatKernels {
         let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
         while i + 8 <= n {
             let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-            ry.storeBytes(of: exp8(v), toByteOffset: i * 4, as: V.self)
+            if any(outsidePolynomialRange(v)) {
+                for j in i..<(i + 8) { y[j] = Foundation.exp(x[j]) }
+            } else {
+                ry.storeBytes(of: exp8(v), toByteOffset: i * 4, as: V.self)
+            }
             i += 8
         }
         while i < n { y[i] = Foundation.exp(x[i]); i += 1 }
@@ -184,7 +195,11 @@ enum FloatKernels {
         let one = V(repeating: 1)
         while i + 8 <= n {
             let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-            ry.storeBytes(of: one / (one + exp8(-v)), toByteOffset: i * 4, as: V.self)
+            if any(outsidePolynomialRange(-v)) {
+                for j in i..<(i + 8) { y[j] = 1 / (1 + Foundation.exp(-x[j])) }
+            } else {
+                ry.storeBytes(of: one / (one + exp8(-v)), toByteOffset: i * 4, as: V.self)
+            }
             i += 8
         }
         while i < n { y[i] = 1 / (1 + Foundation.exp(-x[i])); i += 1 }

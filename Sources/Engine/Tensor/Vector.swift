@@ -65,7 +65,7 @@ public struct Vector<Scalar: TensorScalar>: Sendable {
     }
 
     @inlinable mutating func makeUnique() {
-        if !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
+        if storage.isSharedZero || !isKnownUniquelyReferenced(&storage) { storage = storage.copy() }
     }
 
     /// Adds `scale * other` to this vector in place (BLAS axpy).

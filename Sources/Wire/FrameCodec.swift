@@ -1,0 +1,120 @@
+import NIOCore
+
+/// Cuts a byte stream into ``WireFrame``s, refusing anything that is not a valid frame header
+/// before it waits for (and so buffers) the payload.
+///
+/// Use it through `ByteToMessageHandler(FrameDecoder(limits:))`, or let
+/// `ChannelPipeline.SynchronousOperations.addWireHandlers(role:limits:compression:)` install it.
+/// It is a two-state machine:
+///
+/// - `waitingForHeader`: as soon as up to four bytes are there, they must be the magic (so a
+///   stray HTTP request is refused at once); once all 12 are there, the version, the type, the
+///   flags and the length are checked, the length against ``FrameLimits/maxPayload(for:)``.
+///   Nothing is allocated from the declared length: a malicious 4 GB length is refused as soon as
+///   its header is complete.
+/// - `waitingForPayload`: returns "need more data" until the whole payload is buffered, then
+///   hands out a slice of it (no copy).
+///
+/// When the connection ends in the middle of a frame, `decodeLast` throws
+/// ``WireError/truncatedFrame(received:expected:)``.
+public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = WireFrame
+
+    private enum State {
+        case waitingForHeader
+        case waitingForPayload(FrameHeader)
+    }
+
+    private var state: State = .waitingForHeader
+    /// The limits frames are checked against.
+    public let limits: FrameLimits
+
+    public init(limits: FrameLimits = .default) {
+        self.limits = limits
+    }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> WireFrame? {
+        switch state {
+        case .waitingForHeader:
+            guard let header = try Self.readHeader(from: &buffer, limits: limits) else { return nil }
+            state = .waitingForPayload(header)
+            return try decode(buffer: &buffer)
+        case .waitingForPayload(let header):
+            guard let payload = buffer.readSlice(length: Int(header.payloadLength)) else { return nil }
+            state = .waitingForHeader
+            return WireFrame(version: header.version, type: header.type, flags: header.flags, payload: payload)
+        }
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> WireFrame? {
+        if let frame = try decode(buffer: &buffer) { return frame }
+        switch state {
+        case .waitingForHeader:
+            if buffer.readableBytes > 0 {
+                throw WireError.truncatedFrame(received: buffer.readableBytes, expected: FrameHeader.byteCount)
+            }
+        case .waitingForPayload(let header):
+            throw WireError.truncatedFrame(
+                received: FrameHeader.byteCount + buffer.readableBytes,
+                expected: FrameHeader.byteCount + Int(header.payloadLength))
+        }
+        return nil
+    }
+
+    /// Reads and validates a header; `nil` when fewer than 12 bytes are buffered (after checking
+    /// the magic bytes that are there).
+    static func readHeader(from buffer: inout ByteBuffer, limits: FrameLimits) throws -> FrameHeader? {
+        let available = min(buffer.readableBytes, 4)
+        if available > 0, let prefix = buffer.getBytes(at: buffer.readerIndex, length: available) {
+            for (index, byte) in prefix.enumerated() where byte != UInt8(truncatingIfNeeded: WireProtocol.magic >> (24 - 8 * index)) {
+                throw WireError.badMagic(found: prefix)
+            }
+        }
+        guard buffer.readableBytes >= FrameHeader.byteCount,
+              let (_, version, rawType, rawFlags, length) = buffer.getMultipleIntegers(
+                at: buffer.readerIndex, endianness: .big, as: (UInt32, UInt8, UInt8, UInt16, UInt32).self)
+        else { return nil }
+
+        guard let type = MessageType(rawValue: rawType) else { throw WireError.unknownMessageType(rawType) }
+        // An error frame's layout is frozen, so it is read whatever the version: a peer refusing
+        // our version can still tell us so.
+        guard version == WireProtocol.version || type == .error else {
+            throw WireError.unsupportedVersion(found: version)
+        }
+        let flags = FrameFlags(rawValue: rawFlags)
+        guard FrameFlags.known.isSuperset(of: flags) else { throw WireError.reservedFlags(rawFlags) }
+        let limit = limits.maxPayload(for: type)
+        guard UInt64(length) <= UInt64(limit) else {
+            throw WireError.frameTooLarge(type: type, length: UInt64(length), limit: limit)
+        }
+        buffer.moveReaderIndex(forwardBy: FrameHeader.byteCount)
+        return FrameHeader(version: version, type: type, flags: flags, payloadLength: length)
+    }
+}
+
+/// Writes ``WireFrame``s as header plus payload. Use it through `MessageToByteHandler(FrameEncoder())`.
+///
+/// A frame whose payload is over the limit for its type is refused with
+/// ``WireError/frameTooLarge(type:length:limit:)`` (the write fails; nothing is sent), since the
+/// peer would refuse it anyway.
+public struct FrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = WireFrame
+
+    public let limits: FrameLimits
+
+    public init(limits: FrameLimits = .default) {
+        self.limits = limits
+    }
+
+    public func encode(data frame: WireFrame, out: inout ByteBuffer) throws {
+        let length = frame.payload.readableBytes
+        let limit = limits.maxPayload(for: frame.type)
+        guard length <= limit else {
+            throw WireError.frameTooLarge(type: frame.type, length: UInt64(length), limit: limit)
+        }
+        out.reserveCapacity(minimumWritableBytes: FrameHeader.byteCount + length)
+        frame.header.write(to: &out)
+        var payload = frame.payload
+        out.writeBuffer(&payload)
+    }
+}

@@ -1,0 +1,258 @@
+/// Every message of the coordinator-worker protocol; the unit the session code sends and
+/// receives. Start here, then read docs/PROTOCOL.md for the order of messages in a session.
+///
+/// A message is written with ``encode(into:codec:signature:)`` and read with
+/// ``decode(type:payload:codec:limits:signature:)``; framing (header, length) is separate
+/// (``FrameDecoder``, ``FrameEncoder``), and ``WireMessageHandler`` joins the two in a channel
+/// pipeline. Payloads are plain values (`[Float]`, `[UInt32]`, bytes): `Wire` knows nothing of
+/// the Engine.
+public enum WireMessage: Hashable, Sendable {
+    /// Coordinator → worker, first message: protocol version, model, session.
+    case hello(Hello)
+    /// Worker → coordinator, answer to `hello`.
+    case helloAck(HelloAck)
+    /// Coordinator → worker: "I am about to use this data set; do you hold it?"
+    case datasetOffer(DatasetDescriptor)
+    /// Worker → coordinator: the answer to `datasetOffer`, and the receipt of `dataset`.
+    case datasetStatus(DatasetStatus)
+    /// Coordinator → worker: a whole data set, compressed.
+    case dataset(DatasetTransfer)
+    /// Coordinator → worker: the parameters the following tasks of this step use.
+    case parameters(ParameterUpdate)
+    /// Coordinator → worker: compute one shard.
+    case task(ShardTask)
+    /// Worker → coordinator: a training shard's gradient sum, loss sum and correct count.
+    case gradient(GradientResult)
+    /// Worker → coordinator: an evaluation shard's loss sum and correct count.
+    case evaluation(EvaluationResult)
+    /// Either side: "are you there?" with a nonce, answered by `pong` with the same nonce.
+    case ping(UInt64)
+    /// Either side: the answer to `ping`.
+    case pong(UInt64)
+    /// Either side: the sender will send nothing more and closes the connection.
+    case goodbye(reason: String)
+    /// Either side: the sender refuses the connection and closes it. Frozen layout.
+    case error(ErrorReport)
+
+    /// The frame type that carries this message.
+    public var type: MessageType {
+        switch self {
+        case .hello: return .hello
+        case .helloAck: return .helloAck
+        case .datasetOffer: return .datasetOffer
+        case .datasetStatus: return .datasetStatus
+        case .dataset: return .dataset
+        case .parameters: return .parameters
+        case .task: return .task
+        case .gradient: return .gradient
+        case .evaluation: return .evaluation
+        case .ping: return .ping
+        case .pong: return .pong
+        case .goodbye: return .goodbye
+        case .error: return .error
+        }
+    }
+}
+
+/// An optional tagged field of ``Hello`` and ``HelloAck``, for later additions (authentication
+/// nonces, capabilities) that do not need a new protocol version. A receiver ignores tags it
+/// does not know. At most 16 per message, 4096 bytes each.
+public struct WireExtension: Hashable, Sendable {
+    public var tag: UInt16
+    public var value: [UInt8]
+
+    public init(tag: UInt16, value: [UInt8]) {
+        self.tag = tag
+        self.value = value
+    }
+}
+
+/// The coordinator's opening message.
+public struct Hello: Hashable, Sendable {
+    /// Must equal the frame header's version and the worker's ``WireProtocol/version``.
+    public var protocolVersion: UInt8
+    /// Chosen at random by the coordinator for each connection; echoed in ``HelloAck``.
+    public var sessionID: UInt64
+    /// The network of this session.
+    public var signature: ModelSignature
+    /// For the worker's logs (host name and process of the coordinator).
+    public var coordinatorName: String
+    public var extensions: [WireExtension]
+
+    public init(
+        protocolVersion: UInt8 = WireProtocol.version, sessionID: UInt64, signature: ModelSignature,
+        coordinatorName: String, extensions: [WireExtension] = []
+    ) {
+        self.protocolVersion = protocolVersion
+        self.sessionID = sessionID
+        self.signature = signature
+        self.coordinatorName = coordinatorName
+        self.extensions = extensions
+    }
+}
+
+/// The worker's acceptance of a ``Hello``. Its version, session and signature must equal the
+/// hello's, or the coordinator refuses the worker.
+public struct HelloAck: Hashable, Sendable {
+    public var protocolVersion: UInt8
+    public var sessionID: UInt64
+    public var signature: ModelSignature
+    /// The worker's name for logs, such as "hostB:7070 pid 4242".
+    public var workerName: String
+    /// The BLAS kernel in use (`openblas_get_corename()`), e.g. "SkylakeX".
+    public var blasKernel: String
+    /// BLAS threads the worker computes with (0...65535).
+    public var threadCount: Int
+    public var extensions: [WireExtension]
+
+    public init(
+        protocolVersion: UInt8 = WireProtocol.version, sessionID: UInt64, signature: ModelSignature,
+        workerName: String, blasKernel: String, threadCount: Int, extensions: [WireExtension] = []
+    ) {
+        self.protocolVersion = protocolVersion
+        self.sessionID = sessionID
+        self.signature = signature
+        self.workerName = workerName
+        self.blasKernel = blasKernel
+        self.threadCount = threadCount
+        self.extensions = extensions
+    }
+
+    /// The acknowledgement a worker sends for `hello`.
+    public init(answering hello: Hello, workerName: String, blasKernel: String, threadCount: Int, extensions: [WireExtension] = []) {
+        self.init(
+            protocolVersion: hello.protocolVersion, sessionID: hello.sessionID, signature: hello.signature,
+            workerName: workerName, blasKernel: blasKernel, threadCount: threadCount, extensions: extensions)
+    }
+}
+
+/// The parameters of one step, which every following task of that step uses. Exactly
+/// ``ModelSignature/parameterCount`` values.
+public struct ParameterUpdate: Hashable, Sendable {
+    public var step: UInt64
+    public var values: [Float]
+
+    public init(step: UInt64, values: [Float]) {
+        self.step = step
+        self.values = values
+    }
+}
+
+/// What a task computes.
+public enum TaskKind: UInt8, Hashable, Sendable {
+    /// Gradient sum, loss sum and correct count: answered by ``GradientResult``.
+    case train = 1
+    /// Loss sum and correct count only: answered by ``EvaluationResult``.
+    case evaluate = 2
+}
+
+/// The samples of a task, as indices into one data set.
+public enum SampleSelection: Hashable, Sendable {
+    /// These samples, in this order (a shard of a shuffled batch).
+    case indices([UInt32])
+    /// `count` consecutive samples from `start` (an evaluation shard).
+    case range(start: Int, count: Int)
+
+    /// The number of samples.
+    public var count: Int {
+        switch self {
+        case .indices(let indices): return indices.count
+        case .range(_, let count): return count
+        }
+    }
+
+    /// The largest index used plus one: the data set must hold at least this many samples.
+    public var requiredSampleCount: Int {
+        switch self {
+        case .indices(let indices): return indices.max().map { Int($0) + 1 } ?? 0
+        case .range(let start, let count):
+            let end = start.addingReportingOverflow(count)
+            return end.overflow ? Int.max : end.partialValue
+        }
+    }
+}
+
+/// One shard of work: compute on `samples` of `dataset` with the parameters of `step`.
+public struct ShardTask: Hashable, Sendable {
+    public var step: UInt64
+    /// The shard's place in the step; results are reduced in shard order.
+    public var shardID: UInt32
+    public var kind: TaskKind
+    public var dataset: DatasetKind
+    public var samples: SampleSelection
+
+    public init(step: UInt64, shardID: UInt32, kind: TaskKind, dataset: DatasetKind, samples: SampleSelection) {
+        self.step = step
+        self.shardID = shardID
+        self.kind = kind
+        self.dataset = dataset
+        self.samples = samples
+    }
+}
+
+/// A training shard's answer: sums over its samples, not averages.
+public struct GradientResult: Hashable, Sendable {
+    public var step: UInt64
+    public var shardID: UInt32
+    public var sampleCount: Int
+    /// Sum of the per-sample losses.
+    public var lossSum: Double
+    /// Samples whose predicted class was the label (at most `sampleCount`).
+    public var correctCount: Int
+    /// Sum of the per-sample gradients, ``ModelSignature/parameterCount`` values.
+    public var gradientSum: [Float]
+
+    public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int, gradientSum: [Float]) {
+        self.step = step
+        self.shardID = shardID
+        self.sampleCount = sampleCount
+        self.lossSum = lossSum
+        self.correctCount = correctCount
+        self.gradientSum = gradientSum
+    }
+
+    /// Whether the loss and every gradient value are finite. The protocol carries NaN and
+    /// infinity faithfully; the coordinator must not apply a result for which this is false.
+    public var isFinite: Bool {
+        lossSum.isFinite && gradientSum.allSatisfy { $0.isFinite }
+    }
+}
+
+/// An evaluation shard's answer.
+public struct EvaluationResult: Hashable, Sendable {
+    public var step: UInt64
+    public var shardID: UInt32
+    public var sampleCount: Int
+    public var lossSum: Double
+    public var correctCount: Int
+
+    public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int) {
+        self.step = step
+        self.shardID = shardID
+        self.sampleCount = sampleCount
+        self.lossSum = lossSum
+        self.correctCount = correctCount
+    }
+}
+
+/// Why the sender is closing the connection: a code and a sentence (at most 1024 bytes of
+/// UTF-8; longer texts are cut when sent).
+public struct ErrorReport: Hashable, Sendable, CustomStringConvertible {
+    public var code: ErrorCode
+    public var message: String
+
+    public init(code: ErrorCode, message: String) {
+        self.code = code
+        self.message = message
+    }
+
+    /// The report sent for a violation detected locally.
+    public init(_ error: WireError) {
+        self.init(code: error.code, message: error.description)
+    }
+
+    /// The error to throw when a peer sent this report.
+    public var error: WireError { .peer(code: code, message: message) }
+
+    public var description: String { "\(code): \(message)" }
+}

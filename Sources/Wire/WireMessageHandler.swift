@@ -1,0 +1,241 @@
+import NIOCore
+
+/// Which end of a connection a pipeline serves.
+public enum SessionRole: Sendable, CustomStringConvertible {
+    /// Dials workers, sends hello, data sets, parameters and tasks.
+    case coordinator
+    /// Listens, answers hello, computes tasks.
+    case worker
+
+    public var description: String { self == .coordinator ? "coordinator" : "worker" }
+
+    /// The role at the other end.
+    public var peer: SessionRole { self == .coordinator ? .worker : .coordinator }
+
+    func maySend(_ type: MessageType) -> Bool {
+        switch type.sender {
+        case .either: return true
+        case .coordinator: return self == .coordinator
+        case .worker: return self == .worker
+        }
+    }
+}
+
+/// Turns frames into ``WireMessage``s and back, and enforces the protocol's rules that do not
+/// need the session's state: the direction of each message, the handshake first, the model's
+/// parameter count on every parameters and gradient message.
+///
+/// Install it with `channel.pipeline.syncOperations.addWireHandlers(role:)`, then wrap the
+/// channel in `NIOAsyncChannel<WireMessage, WireMessage>` and write the session as plain async
+/// code. On any ``WireError`` (from itself or from the ``FrameDecoder`` before it) it sends the
+/// peer an ``WireMessage/error(_:)`` message with the error's code and description, closes the
+/// connection, and passes the error on (so the session's read throws it); later input is
+/// dropped. An ``WireMessage/error(_:)`` received from the peer is passed on as a message, then
+/// the connection is closed.
+///
+/// The handshake it checks:
+/// - worker: the first message must be a `hello` whose version is ours and whose model passes
+///   ``ModelSignature/validate(limits:)``; nothing else is read until our `helloAck` is sent.
+/// - coordinator: nothing is read before our `hello` is sent; the answer must be a `helloAck`
+///   echoing its version, session id and model.
+/// Before the handshake completes only `error` and `goodbye` may cross besides these.
+public final class WireMessageHandler: ChannelDuplexHandler {
+    public typealias InboundIn = WireFrame
+    public typealias InboundOut = WireMessage
+    public typealias OutboundIn = WireMessage
+    public typealias OutboundOut = WireFrame
+
+    private enum State {
+        /// Coordinator: hello not sent yet. Worker: hello not received yet.
+        case idle
+        /// Coordinator: hello sent, waiting for helloAck. Worker: hello received, helloAck not sent.
+        case handshaking(Hello)
+        case established(ModelSignature)
+        /// A violation was reported; everything else is dropped.
+        case failed
+    }
+
+    public let role: SessionRole
+    public let limits: FrameLimits
+    private let codec: PayloadCodec
+    private var state: State = .idle
+
+    /// - Parameters:
+    ///   - role: the end of the connection this pipeline serves.
+    ///   - limits: the limits payloads are checked against (use the ones given to ``FrameDecoder``).
+    ///   - compression: how this side compresses the float arrays it sends.
+    public init(role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init()) {
+        self.role = role
+        self.limits = limits
+        self.codec = PayloadCodec(compression)
+    }
+
+    /// The model agreed in the handshake, once it is complete.
+    public var agreedSignature: ModelSignature? {
+        if case .established(let signature) = state { return signature }
+        return nil
+    }
+
+    // MARK: Inbound
+
+    public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .failed = state { return }
+        let frame = unwrapInboundIn(data)
+        do {
+            let message = try WireMessage.decode(
+                type: frame.type, payload: frame.payload, codec: codec, limits: limits, signature: agreedSignature)
+            try acceptInbound(message)
+            context.fireChannelRead(wrapInboundOut(message))
+            if case .error = message {
+                state = .failed
+                context.close(promise: nil)
+            }
+        } catch let error as WireError {
+            fail(context: context, error: error)
+        } catch {
+            context.fireErrorCaught(error)
+        }
+    }
+
+    private func acceptInbound(_ message: WireMessage) throws {
+        let type = message.type
+        guard role.peer.maySend(type) else {
+            throw WireError.unexpectedMessage(type, "a \(role) does not accept it (only a \(role) sends it)")
+        }
+        switch type {
+        case .error, .goodbye: return
+        default: break
+        }
+        switch (role, state, message) {
+        case (.worker, .idle, .hello(let hello)):
+            guard hello.protocolVersion == WireProtocol.version else {
+                throw WireError.handshakeMismatch(
+                    "coordinator speaks protocol version \(hello.protocolVersion), this worker \(WireProtocol.version)")
+            }
+            do {
+                try hello.signature.validate(limits: limits)
+            } catch let error as WireError {
+                throw WireError.handshakeMismatch("this worker cannot train the model: \(error)")
+            }
+            state = .handshaking(hello)
+        case (.worker, .idle, _):
+            throw WireError.unexpectedMessage(type, "the first message of a session must be hello")
+        case (.worker, .handshaking, _):
+            throw WireError.unexpectedMessage(type, "sent before this worker's helloAck")
+        case (.coordinator, .idle, _):
+            throw WireError.unexpectedMessage(type, "sent before the coordinator's hello")
+        case (.coordinator, .handshaking(let hello), .helloAck(let ack)):
+            guard ack.protocolVersion == hello.protocolVersion else {
+                throw WireError.handshakeMismatch(
+                    "worker speaks protocol version \(ack.protocolVersion), this coordinator \(hello.protocolVersion)")
+            }
+            guard ack.sessionID == hello.sessionID else {
+                throw WireError.handshakeMismatch("helloAck is for session \(ack.sessionID), not \(hello.sessionID)")
+            }
+            guard ack.signature == hello.signature else {
+                throw WireError.handshakeMismatch("worker acknowledged model \(ack.signature), the session trains \(hello.signature)")
+            }
+            state = .established(hello.signature)
+        case (.coordinator, .handshaking, _):
+            throw WireError.unexpectedMessage(type, "the answer to hello must be helloAck")
+        case (_, .established, .hello), (_, .established, .helloAck):
+            throw WireError.unexpectedMessage(type, "the handshake is already complete")
+        case (_, .established, _), (_, .failed, _):
+            return
+        }
+    }
+
+    // MARK: Outbound
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let message = unwrapOutboundIn(data)
+        do {
+            try acceptOutbound(message)
+            var payload = context.channel.allocator.buffer(capacity: Self.estimatedPayloadSize(message))
+            try message.encode(into: &payload, codec: codec, signature: agreedSignature)
+            context.write(wrapOutboundOut(WireFrame(type: message.type, payload: payload)), promise: promise)
+        } catch {
+            promise?.fail(error)
+        }
+    }
+
+    private func acceptOutbound(_ message: WireMessage) throws {
+        let type = message.type
+        guard role.maySend(type) else {
+            throw WireError.unexpectedMessage(type, "a \(role) may not send it")
+        }
+        switch (role, state, message) {
+        case (_, _, .error), (_, _, .goodbye):
+            return
+        case (.coordinator, .idle, .hello(let hello)):
+            state = .handshaking(hello)
+        case (.worker, .handshaking(let hello), .helloAck(let ack)):
+            guard ack.protocolVersion == hello.protocolVersion, ack.sessionID == hello.sessionID, ack.signature == hello.signature else {
+                throw WireError.handshakeMismatch("helloAck does not echo the hello's version, session and model")
+            }
+            state = .established(hello.signature)
+        case (_, .established, .hello), (_, .established, .helloAck):
+            throw WireError.unexpectedMessage(type, "the handshake is already complete")
+        case (_, .established, _), (_, .failed, _):
+            return
+        case (_, .idle, _), (_, .handshaking, _):
+            throw WireError.unexpectedMessage(type, "the handshake is not complete")
+        }
+    }
+
+    private static func estimatedPayloadSize(_ message: WireMessage) -> Int {
+        switch message {
+        case .parameters(let update): return 4 * update.values.count + 64
+        case .gradient(let result): return 4 * result.gradientSum.count + 64
+        case .task(let task): return 4 * task.samples.count + 64
+        case .dataset(let transfer): return transfer.images.count / 4 + transfer.labels.count + 64
+        default: return 256
+        }
+    }
+
+    // MARK: Errors
+
+    public func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if case .failed = state { return }  // already reported; the rest follows from it
+        if let error = error as? WireError {
+            fail(context: context, error: error)
+        } else {
+            context.fireErrorCaught(error)
+        }
+    }
+
+    /// Reports `error` to the peer, closes, and passes the error on.
+    private func fail(context: ChannelHandlerContext, error: WireError) {
+        state = .failed
+        var payload = context.channel.allocator.buffer(capacity: 256)
+        // Encoding an error report cannot fail (the text is cut to its limit).
+        try? WireMessage.error(ErrorReport(error)).encode(into: &payload, codec: codec)
+        let frame = WireFrame(type: .error, payload: payload)
+        if context.channel.isActive {
+            context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        } else {
+            context.close(promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+}
+
+@available(*, unavailable)
+extension WireMessageHandler: Sendable {}
+
+extension ChannelPipeline.SynchronousOperations {
+    /// Adds the protocol's handlers to a connection's pipeline: ``FrameEncoder``, ``FrameDecoder``
+    /// (with the buffer capped at one maximal frame) and ``WireMessageHandler``. Afterwards the
+    /// channel reads and writes ``WireMessage``s; wrap it in
+    /// `NIOAsyncChannel<WireMessage, WireMessage>` for the session.
+    public func addWireHandlers(
+        role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init()
+    ) throws {
+        try addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
+        try addHandler(ByteToMessageHandler(
+            FrameDecoder(limits: limits), maximumBufferSize: FrameHeader.byteCount + limits.maxPayloadBytes))
+        try addHandler(WireMessageHandler(role: role, limits: limits, compression: compression))
+    }
+}
