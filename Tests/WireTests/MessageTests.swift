@@ -1,0 +1,151 @@
+import NIOCore
+import Testing
+import Wire
+
+@Suite("Messages")
+struct MessageTests {
+    @Test("every message survives encode then decode", arguments: Samples.everyMessage())
+    func roundTrip(message: WireMessage) throws {
+        let codec = PayloadCodec()
+        var payload = ByteBuffer()
+        try message.encode(into: &payload, codec: codec, signature: Samples.signature)
+        let decoded = try WireMessage.decode(type: message.type, payload: payload, codec: codec, signature: Samples.signature)
+        #expect(decoded == message)
+    }
+
+    @Test("every float encoding round-trips parameters and gradients", arguments: FloatEncoding.allCases)
+    func roundTripEncodings(encoding: FloatEncoding) throws {
+        let codec = PayloadCodec(.init(floatEncoding: encoding))
+        let message = WireMessage.gradient(GradientResult(
+            step: 1, shardID: 0, sampleCount: 10, lossSum: 2.5, correctCount: 3,
+            gradientSum: gradientLikeValues(count: Samples.signature.parameterCount)))
+        var payload = ByteBuffer()
+        try message.encode(into: &payload, codec: codec)
+        #expect(try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature) == message)
+    }
+
+    @Test("a gradient whose length does not match the model is refused before decompressing")
+    func gradientOfWrongShape() throws {
+        let codec = PayloadCodec()
+        let message = WireMessage.gradient(GradientResult(
+            step: 1, shardID: 5, sampleCount: 10, lossSum: 1, correctCount: 1, gradientSum: [Float](repeating: 0.5, count: 1000)))
+        var payload = ByteBuffer()
+        try message.encode(into: &payload, codec: codec)
+        let error = try #require(throws: WireError.self) {
+            try WireMessage.decode(type: .gradient, payload: payload, codec: codec, signature: Samples.signature)
+        }
+        #expect(error.code == .shapeMismatch)
+        #expect(error.description.contains("266610 floats") && error.description.contains("1000 floats"))
+        #expect(error.description.contains("784-300-100-10"))
+
+        // Sending one is refused as well.
+        #expect(throws: WireError.self) { try message.encode(into: &payload, codec: codec, signature: Samples.signature) }
+    }
+
+    @Test("a data set whose bytes do not hash to the announced SHA-256 is refused")
+    func datasetDigestMismatch() throws {
+        var transfer = Samples.dataset()
+        transfer.descriptor.digest = DatasetDigest(bytes: Array(repeating: 0xAB, count: 32))!
+        var payload = ByteBuffer()
+        try WireMessage.dataset(transfer).encode(into: &payload, codec: PayloadCodec())
+        let error = try #require(throws: WireError.self) {
+            try WireMessage.decode(type: .dataset, payload: payload, codec: PayloadCodec())
+        }
+        #expect(error.code == .digestMismatch)
+        #expect(error.description.contains(String(repeating: "ab", count: 32)))
+    }
+
+    @Test("a data set with a label beyond its class count is refused")
+    func datasetBadLabel() throws {
+        var images = Samples.dataset().images
+        images[0] = 1
+        let transfer = DatasetTransfer(kind: .train, featureCount: 784, classCount: 10, images: images, labels: [UInt8](repeating: 3, count: 49) + [10])
+        var payload = ByteBuffer()
+        try WireMessage.dataset(transfer).encode(into: &payload, codec: PayloadCodec())
+        let error = try #require(throws: WireError.self) {
+            try WireMessage.decode(type: .dataset, payload: payload, codec: PayloadCodec())
+        }
+        #expect(error.code == .malformedPayload)
+        #expect(error.description.contains("label 10 of sample 49"))
+    }
+
+    @Test("a data set declaring more bytes than allowed is refused from its descriptor")
+    func datasetOverLimit() throws {
+        let transfer = Samples.dataset()
+        var payload = ByteBuffer()
+        try WireMessage.dataset(transfer).encode(into: &payload, codec: PayloadCodec())
+        let limits = FrameLimits(maxDecompressedBytes: 1000)
+        let error = try #require(throws: WireError.self) {
+            try WireMessage.decode(type: .dataset, payload: payload, codec: PayloadCodec(), limits: limits)
+        }
+        #expect(error.code == .decompressedSizeTooLarge)
+        // A descriptor with sizes whose product overflows is refused the same way.
+        var offer = ByteBuffer()
+        offer.writeMultipleIntegers(DatasetKind.train.rawValue, SampleFormat.float32.rawValue, UInt16(10), UInt32.max, UInt32.max, endianness: .big)
+        offer.writeBytes([UInt8](repeating: 0, count: 32))
+        #expect(throws: WireError.self) { try WireMessage.decode(type: .datasetOffer, payload: offer, codec: PayloadCodec()) }
+    }
+
+    @Test("payloads cut short, padded, or with bad enumerations are refused with the field named")
+    func malformedPayloads() throws {
+        let codec = PayloadCodec()
+        var payload = ByteBuffer()
+        try WireMessage.task(ShardTask(step: 1, shardID: 2, kind: .train, dataset: .train, samples: .indices([1, 2, 3]))).encode(into: &payload, codec: codec)
+
+        let cut = payload.getSlice(at: 0, length: payload.readableBytes - 1)!
+        let shortError = try #require(throws: WireError.self) { try WireMessage.decode(type: .task, payload: cut, codec: codec) }
+        #expect(shortError.code == .malformedPayload)
+        #expect(shortError.description.contains("sample indices"))
+
+        var padded = payload
+        padded.writeInteger(UInt8(0))
+        let padError = try #require(throws: WireError.self) { try WireMessage.decode(type: .task, payload: padded, codec: codec) }
+        #expect(padError.description.contains("1 unexpected bytes"))
+
+        var badKind = payload
+        badKind.setInteger(UInt8(9), at: badKind.readerIndex + 12)
+        let kindError = try #require(throws: WireError.self) { try WireMessage.decode(type: .task, payload: badKind, codec: codec) }
+        #expect(kindError.description.contains("unknown task kind 9"))
+
+        // A count far beyond the bytes present: refused before reserving anything.
+        var hugeCount = payload
+        hugeCount.setInteger(UInt32(1_000_000), at: hugeCount.readerIndex + 15, endianness: .big)
+        let countError = try #require(throws: WireError.self) { try WireMessage.decode(type: .task, payload: hugeCount, codec: codec) }
+        #expect(countError.description.contains("4000000 bytes"))
+    }
+
+    @Test("any mutation of a valid payload is refused or decoded, never a trap")
+    func mutatedPayloadsNeverTrap() throws {
+        let codec = PayloadCodec()
+        var rng = SeededGenerator(seed: 99)
+        let limits = FrameLimits(maxDecompressedBytes: 4 << 20)
+        let messages = Samples.everyMessage(signature: Samples.smallSignature, datasetSamples: 3)
+        var outcomes = (decoded: 0, refused: 0)
+        for message in messages {
+            var payload = ByteBuffer()
+            try message.encode(into: &payload, codec: codec)
+            let bytes = Array(payload.readableBytesView)
+            for _ in 0..<400 {
+                var mutated = bytes
+                switch Int.random(in: 0..<4, using: &rng) {
+                case 0 where !mutated.isEmpty:
+                    mutated[Int.random(in: 0..<mutated.count, using: &rng)] ^= UInt8.random(in: 1...255, using: &rng)
+                case 1 where !mutated.isEmpty:
+                    mutated.removeLast(Int.random(in: 1...mutated.count, using: &rng))
+                case 2:
+                    mutated.append(contentsOf: (0..<Int.random(in: 1...8, using: &rng)).map { _ in UInt8.random(in: 0...255, using: &rng) })
+                default:
+                    let at = Int.random(in: 0..<max(1, mutated.count - 3), using: &rng)
+                    if mutated.count >= at + 4 { for k in 0..<4 { mutated[at + k] = 0xFF } }
+                }
+                do {
+                    _ = try WireMessage.decode(type: message.type, payload: ByteBuffer(bytes: mutated), codec: codec, limits: limits)
+                    outcomes.decoded += 1
+                } catch is WireError {
+                    outcomes.refused += 1
+                }
+            }
+        }
+        #expect(outcomes.refused > outcomes.decoded)
+    }
+}
