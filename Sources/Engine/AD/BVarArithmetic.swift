@@ -176,16 +176,19 @@ public func konst<S: TensorScalar & ElementwiseArithmetic>(_ c: BVar<S>, count: 
     op1 { (s: S) in (Vector(repeating: s, count: count), { $0.sum }) }(c)
 }
 
-/// A scalar variable times every entry of a vector variable (the tutorial's `konst' c * v`).
-@_specialize(exported: true, where S == Float)
-@_specialize(exported: true, where S == Double)
-public func * <S>(c: BVar<S>, a: BVar<Vector<S>>) -> BVar<Vector<S>> {
-    op2 { (s: S, x: Vector<S>) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
+/// Every entry of `a` times the scalar variable `c`; gradients flow to both.
+@_specialize(exported: true, where V == Float)
+@_specialize(exported: true, where V == Double)
+@_specialize(exported: true, where V == Vector<Float>)
+@_specialize(exported: true, where V == Matrix<Float>)
+@_specialize(exported: true, where V == Vector<Double>)
+@_specialize(exported: true, where V == Matrix<Double>)
+public func scale<V: ElementwiseArithmetic>(_ a: BVar<V>, by c: BVar<V.Scalar>) -> BVar<V> {
+    op2 { (s: V.Scalar, x: V) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
 }
 
+/// A scalar variable times every entry of a vector variable (the tutorial's `konst' c * v`).
+public func * <S>(c: BVar<S>, a: BVar<Vector<S>>) -> BVar<Vector<S>> { scale(a, by: c) }
+
 /// A scalar variable times every entry of a matrix variable.
-@_specialize(exported: true, where S == Float)
-@_specialize(exported: true, where S == Double)
-public func * <S>(c: BVar<S>, a: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
-    op2 { (s: S, x: Matrix<S>) in (s * x, { $0.dot(x) }, { s * $0 }) }(c, a)
-}
+public func * <S>(c: BVar<S>, a: BVar<Matrix<S>>) -> BVar<Matrix<S>> { scale(a, by: c) }

@@ -202,4 +202,4 @@ func checkGradient2<A: Nudgeable, B: Nudgeable, C: ElementwiseArithmetic>(
 func product<V: ElementwiseArithmetic>(_ a: BVar<V>, _ b: BVar<V>) -> BVar<V> { a * b }
 
 /// "A scalar variable times a tensor variable", callable with a scalar as the tensor.
-func scaled<V: ElementwiseArithmetic>(_ c: BVar<V.Scalar>, _ a: BVar<V>) -> BVar<V> { c * a }
+func scaled<V: ElementwiseArithmetic>(_ c: BVar<V.Scalar>, _ a: BVar<V>) -> BVar<V> { scale(a, by: c) }
