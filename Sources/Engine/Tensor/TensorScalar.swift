@@ -23,6 +23,8 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
                     a: UnsafeMutablePointer<Self>, lda: Int)
     /// `y = alpha * x` over `count` entries (`x` and `y` do not overlap).
     static func scale(_ x: UnsafePointer<Self>, by alpha: Self, into y: UnsafeMutablePointer<Self>, count: Int)
+    /// `y[i] = scale * x[i]` for bytes `x` (pixels to intensities).
+    static func convert(bytes x: UnsafePointer<UInt8>, scale: Self, into y: UnsafeMutablePointer<Self>, count: Int)
     /// Sets `count` entries at `p` to `value`.
     static func fill(_ p: UnsafeMutablePointer<Self>, count: Int, with value: Self)
     /// Element-wise `e^x`.
@@ -34,6 +36,10 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
 }
 
 extension Float: TensorScalar {
+    public static func convert(bytes x: UnsafePointer<UInt8>, scale: Float, into y: UnsafeMutablePointer<Float>,
+                               count: Int) {
+        for i in 0..<count { y[i] = Float(x[i]) * scale }
+    }
     public static func scale(_ x: UnsafePointer<Float>, by alpha: Float, into y: UnsafeMutablePointer<Float>,
                              count: Int) {
         FloatKernels.scale(x, alpha, y, count)
@@ -83,6 +89,10 @@ extension Float: TensorScalar {
 }
 
 extension Double: TensorScalar {
+    public static func convert(bytes x: UnsafePointer<UInt8>, scale: Double, into y: UnsafeMutablePointer<Double>,
+                               count: Int) {
+        for i in 0..<count { y[i] = Double(x[i]) * scale }
+    }
     public static func scale(_ x: UnsafePointer<Double>, by alpha: Double, into y: UnsafeMutablePointer<Double>,
                              count: Int) {
         for i in 0..<count { y[i] = alpha * x[i] }

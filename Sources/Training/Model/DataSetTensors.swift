@@ -30,14 +30,13 @@ extension LabeledDataSet {
     /// The samples at `indices` as the rows of a matrix (pixel intensities in 0...1).
     public func batchMatrix<S: TensorScalar>(_ indices: [Int], as: S.Type = S.self) -> Matrix<S> {
         let n = featureCount
-        let table = (0..<256).map { S($0) / 255 }
         return Matrix(rows: indices.count, columns: n) { out in
             pixels.withUnsafeBufferPointer { pixels in
                 var row = 0
                 for index in indices {
                     precondition(index >= 0 && index < count, "sample \(index) out of range for a data set of \(count)")
-                    let src = index * n, dst = row * n
-                    for j in 0..<n { out[dst + j] = table[Int(pixels[src + j])] }
+                    S.convert(bytes: pixels.baseAddress! + index * n, scale: 1 / 255,
+                              into: out.baseAddress! + row * n, count: n)
                     row += 1
                 }
             }
