@@ -45,6 +45,7 @@ struct BackpropMNISTCommand: ParsableCommand {
             Examples:
               backprop-mnist --batches 1
               backprop-mnist --epochs 2 --seed 7 --data /path/to/mnist
+              backprop-mnist --evaluate mnist.model
             """)
 
     @Option(help: "Directory with the MNIST IDX files (raw or .gz).")
@@ -70,6 +71,9 @@ struct BackpropMNISTCommand: ParsableCommand {
 
     @Option(help: "OpenBLAS threads (the per-sample products are small: 1 is fastest).")
     var threads = 1
+
+    @Option(help: "Score a saved model (coordinator --model-out) on the test set instead of training.")
+    var evaluate: String?
 
     func validate() throws {
         guard epochs >= 1 else { throw ValidationError("--epochs must be at least 1, got \(epochs)") }
@@ -98,6 +102,16 @@ struct BackpropMNISTCommand: ParsableCommand {
             throw ValidationError("\(error)")
         }
         print("Loaded data.")
+        if let path = evaluate {
+            let net = try ModelFile.load(from: path)
+            guard net.sizes.first == test.featureCount, net.sizes.last == test.classCount else {
+                throw ValidationError("\(path) is a \(net.sizes) network; the data has \(test.featureCount) inputs and \(test.classCount) classes")
+            }
+            let result = Evaluation.evaluate(net, on: test)
+            print(String(format: "Test error: %.2f%% (%d of %d), mean cross-entropy %.4f",
+                         result.errorRate * 100, result.count - result.correct, result.count, result.meanLoss))
+            return
+        }
 
         var rng = SeededGenerator(seed: seed)
         var net = Network<Float>(sizes: [train.featureCount] + hiddenSizes! + [train.classCount],

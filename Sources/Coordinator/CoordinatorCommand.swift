@@ -83,6 +83,13 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let r = learningRate, !(r > 0 && r.isFinite) {
             throw ValidationError("--learning-rate must be a positive number, got \(r)")
         }
+        for (option, path) in [("--model-out", modelOut), ("--metrics", metrics)] {
+            guard let path else { continue }
+            let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
+            guard FileManager.default.isWritableFile(atPath: directory) else {
+                throw ValidationError("\(option) \(path): the directory \(directory) does not exist or is not writable")
+            }
+        }
         guard hiddenSizes != nil else {
             throw ValidationError("--hidden must be positive integers separated by commas, like 300,100; got '\(hidden)'")
         }
@@ -100,7 +107,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         do {
             (train, test) = try MNIST.load(directory: data)
         } catch {
-            throw CoordinatorError("\(error)")
+            throw ValidationError("\(error)")
         }
         let rate = learningRate ?? Defaults.learningRate(optimizer)
         let configuration = TrainingConfiguration(
@@ -127,7 +134,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
             _ = signals
         }
         let run = TrainingRun(configuration: configuration, train: train, test: test, addresses: addresses)
-        try await run.run()
+        do {
+            try await run.run()
+        } catch {
+            FileHandle.standardError.write(Data("coordinator: error: \(error)\n".utf8))
+            throw ExitCode.failure
+        }
     }
 }
 

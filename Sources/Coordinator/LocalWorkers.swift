@@ -72,7 +72,8 @@ final class LocalWorkers: @unchecked Sendable {
 }
 
 /// An error that ends the coordinator with a message saying what to do.
-struct CoordinatorError: Error, CustomStringConvertible {
+struct CoordinatorError: Error, CustomStringConvertible, LocalizedError {
+    var errorDescription: String? { description }
     var description: String
     init(_ description: String) { self.description = description }
 }

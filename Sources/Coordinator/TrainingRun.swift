@@ -157,6 +157,7 @@ final class TrainingRun {
               + "batch \(c.batchSize), shards of \(c.shardSize), \(c.optimizer.kind) lr \(c.optimizer.learningRate), "
               + "\(alive.count) worker(s)")
         training: for epoch in 1...c.epochs {
+            if let limit = c.maxSteps, step >= limit { break training }
             let plan = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator)
             print("[Epoch \(epoch)]")
             for (b, batch) in plan.batches.enumerated() {

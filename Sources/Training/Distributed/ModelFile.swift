@@ -33,8 +33,16 @@ public enum ModelFile {
     public static func save(_ network: Network<Float>, to path: String) throws {
         let url = URL(fileURLWithPath: path)
         let temporary = url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp")
-        try Data(encode(network)).write(to: temporary)
-        _ = try FileManager.default.replaceItemAt(url, withItemAt: temporary)
+        do {
+            try Data(encode(network)).write(to: temporary)
+        } catch {
+            throw ModelFileError(path: path, problem: "cannot be written: \(error.localizedDescription)")
+        }
+        guard rename(temporary.path, url.path) == 0 else {
+            let reason = String(cString: strerror(errno))
+            try? FileManager.default.removeItem(at: temporary)
+            throw ModelFileError(path: path, problem: "cannot be written: \(reason)")
+        }
     }
 
     /// Reads a network saved by `save`.
