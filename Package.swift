@@ -40,7 +40,8 @@ let package = Package(
 
         // Benchmarks of the Engine (engine-bench; see BENCHMARKS.md).
         .executableTarget(name: "EngineBenchmarks", dependencies: [
-            "Engine", "Training",
+            "Engine", "Training", "Wire",
+            .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
 

@@ -21,6 +21,9 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
+    @Flag(help: "Measure only the gradient codec.")
+    var codecOnly = false
+
     func run() throws {
         print(BLASRuntime.prepareProcess())
         let (train, _) = try MNIST.load(directory: data)
@@ -29,6 +32,8 @@ struct EngineBenchmarksCommand: ParsableCommand {
         let batch = Array(rng.permutation(train.count).prefix(5000))
         let x = train.batchMatrix(batch, as: Float.self)
         let labels = train.batchLabels(batch)
+        try CodecBenchmark.run(train: train, net: net, batch: batch, repetitions: repetitions)
+        if codecOnly { return }
 
         // FLOPs of one step: forward and weight gradients are one GEMM each per layer; input
         // gradients for every layer but the first.

@@ -34,7 +34,12 @@ extension WireMessage {
         case .parameters(let update):
             if let signature { try checkCount(update.values.count, signature, "parameters of step \(update.step)") }
             buffer.writeInteger(update.step, endianness: .big)
-            try codec.encodeFloats(update.values, into: &buffer)
+            let payload = try update.encoded.bytes(for: codec.configuration) {
+                var bytes = ByteBuffer()
+                try codec.encodeFloats(update.values, into: &bytes)
+                return bytes
+            }
+            buffer.writeImmutableBuffer(payload)
         case .task(let task):
             buffer.writeInteger(task.step, endianness: .big)
             buffer.writeInteger(task.shardID, endianness: .big)

@@ -1,3 +1,5 @@
+import NIOCore
+import Synchronization
 /// Every message of the coordinator-worker protocol; the unit the session code sends and
 /// receives. Start here, then read docs/PROTOCOL.md for the order of messages in a session.
 ///
@@ -129,12 +131,39 @@ public struct HelloAck: Hashable, Sendable {
 /// The parameters of one step, which every following task of that step uses. Exactly
 /// ``ModelSignature/parameterCount`` values.
 public struct ParameterUpdate: Hashable, Sendable {
-    public var step: UInt64
-    public var values: [Float]
+    public let step: UInt64
+    public let values: [Float]
+    /// The encoded float payload, shared by every copy of this update: a coordinator sending
+    /// the same parameters to N workers compresses them once, not N times.
+    let encoded = EncodedPayloadCache()
 
     public init(step: UInt64, values: [Float]) {
         self.step = step
         self.values = values
+    }
+
+    public static func == (lhs: ParameterUpdate, rhs: ParameterUpdate) -> Bool {
+        lhs.step == rhs.step && lhs.values == rhs.values
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(step)
+        hasher.combine(values)
+    }
+}
+
+/// A float payload encoded once, with the codec configuration that encoded it.
+final class EncodedPayloadCache: Sendable {
+    private let state = Mutex<(PayloadCodec.Configuration, ByteBuffer)?>(nil)
+
+    /// The cached bytes for `configuration`, encoding them with `encode` the first time.
+    func bytes(for configuration: PayloadCodec.Configuration, encode: () throws -> ByteBuffer) rethrows -> ByteBuffer {
+        try state.withLock { cached in
+            if let (c, bytes) = cached, c == configuration { return bytes }
+            let bytes = try encode()
+            cached = (configuration, bytes)
+            return bytes
+        }
     }
 }
 
