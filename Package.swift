@@ -78,5 +78,6 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
+        .testTarget(name: "DistributedTests", dependencies: ["Training", "Engine", "Wire"]),
     ]
 )

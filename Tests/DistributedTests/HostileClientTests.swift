@@ -1,0 +1,86 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A worker drops a peer that does not speak the protocol and keeps serving.
+@Suite("Worker against a hostile client")
+struct HostileClientTests {
+    @Test("a worker closes a connection that sends 100 bytes of garbage, then serves a real coordinator")
+    func garbageThenRealSession() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath)
+        defer { worker.stop() }
+
+        // Garbage: not the "BPWR" magic from the first byte on.
+        let garbage = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        print("[DistributedTests] sending 100 bytes of garbage to 127.0.0.1:\(worker.port)")
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: garbage, timeout: 5)
+        print("[DistributedTests] worker answered \(result.received.count) byte(s), then "
+              + "\(result.closed ? "closed the connection" : "kept it open") after \(String(format: "%.2f", result.seconds))s")
+        #expect(result.closed, "the worker did not close the connection within 5 s (\(result.detail))")
+        // docs/PROTOCOL.md, "Violations": one `error` frame naming the problem, then the close.
+        let reply = String(decoding: result.received.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+        print("[DistributedTests] the worker's answer: \(reply)")
+        #expect(result.received.starts(with: Array("BPWR".utf8)), "the answer is not a frame: \(reply)")
+        #expect(reply.localizedCaseInsensitiveContains("magic"), "the answer does not name the wrong magic: \(reply)")
+        #expect(worker.process.isRunning, "the worker exited after the garbage:\n\(worker.stderr)")
+
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--max-steps", "1"])
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
+        #expect(outcome.stdout.contains("test error "), "\(outcome)")
+    }
+}
+
+/// A plain POSIX TCP client, for bytes no well-behaved peer would send.
+enum RawConnection {
+    struct Result {
+        var closed: Bool
+        var received: [UInt8]
+        var seconds: Double
+        var detail: String
+    }
+
+    /// Connects to 127.0.0.1:`port`, sends `bytes`, and reads until the peer closes (recv
+    /// returns 0 or fails with a reset) or `timeout` seconds pass.
+    static func sendAndAwaitClose(port: Int, bytes: [UInt8], timeout: Double) throws -> Result {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        try #require(fd >= 0, "socket() failed: errno \(errno)")
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let connected = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        try #require(connected == 0, "connect to 127.0.0.1:\(port) failed: errno \(errno)")
+        let started = Date()
+        let sent = bytes.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+        try #require(sent == bytes.count, "send returned \(sent), errno \(errno)")
+
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 4096)
+        let deadline = started.addingTimeInterval(timeout)
+        while Date() < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, 100)
+            if ready < 0 && errno != EINTR {
+                return Result(closed: false, received: received, seconds: Date().timeIntervalSince(started), detail: "poll failed: errno \(errno)")
+            }
+            if ready <= 0 { continue }
+            let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                received += buffer[0..<n]
+                continue
+            }
+            let detail = n == 0 ? "recv returned 0 (orderly close)" : "recv failed: errno \(errno)"
+            return Result(closed: true, received: received, seconds: Date().timeIntervalSince(started), detail: detail)
+        }
+        return Result(closed: false, received: received, seconds: timeout, detail: "no close after \(timeout)s")
+    }
+}

@@ -1,0 +1,77 @@
+import Engine
+import Foundation
+import Testing
+import Training
+import Wire
+
+/// What `--metrics` and `--model-out` leave behind, checked against each other and against the
+/// Engine's own evaluation of the saved model.
+@Suite("Metrics file and model file")
+struct MetricsAndModelTests {
+    @Test("--metrics has one line per step and a done line with the documented keys; --model-out scores its test_error")
+    func metricsAndModelAgree() async throws {
+        let directory = try temporaryDirectory("metrics")
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let metricsPath = directory.appendingPathComponent("run.jsonl").path
+        let modelPath = directory.appendingPathComponent("run.model").path
+        let outcome = try await TinyRun.coordinator(
+            ["--local", "2", "--seed", "3", "--max-steps", "3", "--metrics", metricsPath, "--model-out", modelPath])
+        try #require(outcome.status == 0 && !outcome.timedOut, "\(outcome)")
+        let metrics = try MetricsFile(path: metricsPath)
+
+        // One line per step, in order, with every key, then the done line.
+        #expect(metrics.steps.count == 3, "\(outcome)")
+        for (i, keys) in metrics.keys.enumerated() {
+            let expected = i < metrics.steps.count ? MetricsFile.stepKeys : MetricsFile.doneKeys
+            #expect(keys.isSuperset(of: expected), "line \(i + 1) lacks \(expected.subtracting(keys).sorted())")
+        }
+        var secondsSum = 0.0
+        for (i, line) in metrics.steps.enumerated() {
+            #expect(line.step == i + 1, "\(line)")
+            #expect(line.epoch == 1, "\(line)")
+            #expect(line.loss > 0 && line.loss.isFinite, "\(line)")
+            #expect((0...1).contains(line.train_error), "\(line)")
+            #expect(line.seconds > 0, "\(line)")
+            secondsSum += line.seconds
+            // Every step sends parameters and tasks and receives gradients.
+            #expect(line.bytes_sent > 0, "\(line)")
+            #expect(line.bytes_received > 0, "\(line)")
+        }
+        print("[DistributedTests] bytes sent per step: \(metrics.steps.map(\.bytes_sent)), received: \(metrics.steps.map(\.bytes_received))")
+
+        let done = metrics.done
+        #expect(done.steps == 3, "\(done)")
+        #expect(done.train_seconds > 0, "\(done)")
+        #expect(abs(done.train_seconds - secondsSum) <= 1e-6 * max(1, secondsSum),
+                "train_seconds \(done.train_seconds) is not the sum of the steps' seconds \(secondsSum)")
+        let testError = done.test_error
+        #expect((0...1).contains(testError), "\(done)")
+        let digest = done.model_sha256
+        #expect(digest.count == 64 && digest.allSatisfy(\.isHexDigit), "model_sha256 is not 64 hex digits: \(digest)")
+
+        // The final line says the same.
+        let finalLine = try #require(outcome.stdout.split(separator: "\n").last { $0.hasPrefix("test error ") },
+                                     "no final `test error` line:\n\(outcome)")
+        #expect(finalLine.contains(String(format: "test error %.2f%% after 3 steps", testError * 100)), "\(finalLine)")
+        #expect(finalLine.hasSuffix("model sha256 \(digest)"), "\(finalLine)")
+
+        // The model file: loads, hashes to model_sha256, and scores test_error.
+        let model = try ModelFile.load(from: modelPath)
+        let (_, test) = try MNIST.load(directory: Products.mnistDirectory)
+        #expect(model.sizes == [test.featureCount, 20, test.classCount])
+        let flat = model.flattened()
+        let fileDigest = flat.withUnsafeBytes { DatasetDigest(hashing: $0) }.description
+        #expect(fileDigest == digest, "SHA-256 of the saved parameters \(fileDigest) is not model_sha256 \(digest)")
+        // Evaluated the way the coordinator has the workers do it (tasks of 2500 samples), and
+        // over the whole set in one call: both must give the done line's error.
+        var byTasks = Evaluation()
+        for start in stride(from: 0, to: test.count, by: 2500) {
+            byTasks.add(Evaluation.evaluate(model, on: test, indices: Array(start..<min(start + 2500, test.count))))
+        }
+        let whole = Evaluation.evaluate(model, on: test)
+        print("[DistributedTests] done line test_error \(testError); model file: \(byTasks.errorRate) "
+              + "(tasks of 2500), \(whole.errorRate) (whole set)")
+        #expect(byTasks.errorRate == testError, "the model file scores \(byTasks.errorRate), the done line says \(testError)")
+        #expect(whole.correct == byTasks.correct)
+    }
+}

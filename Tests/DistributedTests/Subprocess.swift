@@ -1,0 +1,226 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where the `coordinator` and `worker` executables of this build are, and the repository's
+/// MNIST copy.
+///
+/// `swift test` (and `swift build --build-tests`) builds every target, executables included,
+/// into the same products directory as the test bundle, so the executables are looked for next
+/// to the running test binary first. Only if that fails are `Bundle.main`, `argv[0]` and the
+/// package's default `.build/debug` tried.
+enum Products {
+    /// The package root (…/Tests/DistributedTests/Subprocess.swift, three levels up).
+    static let packageRoot = URL(fileURLWithPath: #filePath)
+        .deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+
+    /// The MNIST directory shipped with the repository.
+    static var mnistDirectory: String { packageRoot.appendingPathComponent("data/mnist").path }
+
+    /// Directories tried, in order, with what each one is.
+    static var candidates: [(String, String)] {
+        var list: [(String, String)] = []
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            list.append((URL(fileURLWithPath: exe).deletingLastPathComponent().path, "/proc/self/exe"))
+        }
+        // On Linux the bundle is the .xctest executable itself, on macOS a directory.
+        let bundle = Bundle.main.bundleURL
+        list.append((bundle.path, "Bundle.main"))
+        list.append((bundle.deletingLastPathComponent().path, "Bundle.main's directory"))
+        if let first = CommandLine.arguments.first {
+            list.append((URL(fileURLWithPath: first).deletingLastPathComponent().path, "argv[0]"))
+        }
+        list.append((packageRoot.appendingPathComponent(".build/debug").path, "#filePath + .build/debug"))
+        return list
+    }
+
+    /// The products directory holding both executables, or nil.
+    static let directory: String? = {
+        for (directory, source) in candidates {
+            let fm = FileManager.default
+            if fm.isExecutableFile(atPath: directory + "/coordinator"), fm.isExecutableFile(atPath: directory + "/worker") {
+                print("[DistributedTests] executables in \(directory) (found from \(source))")
+                return directory
+            }
+        }
+        return nil
+    }()
+
+    /// The executables; records a failure naming every place tried when they are not there.
+    static func require() throws -> (coordinator: String, worker: String) {
+        let where_ = candidates.map { "\($0.0) (\($0.1))" }.joined(separator: ", ")
+        let directory = try #require(
+            directory,
+            "no coordinator and worker executables found; tried \(where_). `swift test` builds them; run `swift build --build-tests` first if you run the test binary by hand.")
+        return (directory + "/coordinator", directory + "/worker")
+    }
+}
+
+/// What a finished (or killed) subprocess left behind.
+struct ProcessOutcome: CustomStringConvertible {
+    var command: String
+    var status: Int32
+    var timedOut: Bool
+    var stdout: String
+    var stderr: String
+    var seconds: Double
+
+    /// Stdout and stderr together, for messages that may go to either.
+    var output: String { stdout + "\n" + stderr }
+
+    var description: String {
+        "`\(command)` exited \(status)\(timedOut ? " (killed after the timeout)" : "") in "
+            + String(format: "%.2f", seconds) + "s\n--- stdout ---\n\(stdout)\n--- stderr ---\n\(stderr)"
+    }
+}
+
+/// Reads a file handle to its end on a thread of its own (so that a full pipe never blocks
+/// the child).
+final class PipeDrain: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    private var finished = false
+
+    init(_ handle: FileHandle) {
+        let thread = Thread { [self] in
+            while true {
+                let chunk = handle.availableData
+                if chunk.isEmpty { break }
+                lock.withLock { data.append(chunk) }
+            }
+            lock.withLock { finished = true }
+        }
+        thread.start()
+    }
+
+    var isFinished: Bool { lock.withLock { finished } }
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
+}
+
+/// Runs `executable` with `arguments`, killing it after `timeout` seconds; prints the command
+/// line first and a one-line summary after.
+func runProcess(_ executable: String, _ arguments: [String], timeout: Double = 120,
+                environment extra: [String: String] = [:]) async throws -> ProcessOutcome {
+    let command = ([URL(fileURLWithPath: executable).lastPathComponent] + arguments).joined(separator: " ")
+    print("[DistributedTests] running: \(command)")
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.currentDirectoryURL = FileManager.default.temporaryDirectory
+    var environment = ProcessInfo.processInfo.environment
+    environment.merge(extra) { _, new in new }
+    process.environment = environment
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    let started = Date()
+    try process.run()
+    let outDrain = PipeDrain(out.fileHandleForReading)
+    let errDrain = PipeDrain(err.fileHandleForReading)
+
+    let deadline = started.addingTimeInterval(timeout)
+    while process.isRunning && Date() < deadline {
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    let timedOut = process.isRunning
+    if timedOut {
+        process.terminate()   // SIGTERM: the coordinator stops its local workers
+        let grace = Date().addingTimeInterval(2)
+        while process.isRunning && Date() < grace { try await Task.sleep(for: .milliseconds(20)) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+    process.waitUntilExit()
+    let seconds = Date().timeIntervalSince(started)
+    // Children that outlive the process (they should not) keep the pipes open: wait a little.
+    let drainDeadline = Date().addingTimeInterval(5)
+    while !(outDrain.isFinished && errDrain.isFinished) && Date() < drainDeadline {
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    let outcome = ProcessOutcome(command: command, status: process.terminationStatus, timedOut: timedOut,
+                                 stdout: outDrain.text, stderr: errDrain.text, seconds: seconds)
+    print("[DistributedTests] `\(command)` exited \(outcome.status) in \(String(format: "%.2f", seconds))s"
+          + (timedOut ? " (KILLED after \(Int(timeout))s)" : ""))
+    return outcome
+}
+
+/// A `worker` process the test started itself; stopped when the value goes away.
+final class BackgroundWorker: @unchecked Sendable {
+    let process = Process()
+    let port: Int
+    private let stderrDrain: PipeDrain
+
+    /// Starts `worker --listen 127.0.0.1:0 --threads 1` and reads the port it prints.
+    init(executable: String, environment extra: [String: String] = [:], timeout: Double = 30) throws {
+        let arguments = ["--listen", "127.0.0.1:0", "--threads", "1", "--exit-with-parent"]
+        print("[DistributedTests] starting: worker \(arguments.joined(separator: " "))")
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(extra) { _, new in new }
+        process.environment = environment
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        stderrDrain = PipeDrain(err.fileHandleForReading)
+        let line = Self.firstLine(of: out.fileHandleForReading, timeout: timeout)
+        guard let line, let range = line.range(of: "listening on "),
+              let address = line[range.upperBound...].split(separator: " ").first,
+              let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            process.terminate()
+            throw WorkerStartFailure(line: line ?? "(nothing)")
+        }
+        self.port = port
+        // Keep draining stdout so the worker never blocks on a full pipe.
+        _ = PipeDrain(out.fileHandleForReading)
+        print("[DistributedTests] worker listening on 127.0.0.1:\(port)")
+    }
+
+    var stderr: String { stderrDrain.text }
+
+    func stop() {
+        guard process.isRunning else { return }
+        process.terminate()
+        let deadline = Date().addingTimeInterval(2)
+        while process.isRunning && Date() < deadline { usleep(10_000) }
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+    }
+
+    deinit { stop() }
+
+    /// The first line `handle` delivers, or nil at its end or after `timeout` seconds.
+    private static func firstLine(of handle: FileHandle, timeout: Double) -> String? {
+        let fd = handle.fileDescriptor
+        var bytes: [UInt8] = []
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+            let ready = poll(&poller, 1, 100)
+            if ready <= 0 { continue }
+            var byte: UInt8 = 0
+            guard read(fd, &byte, 1) == 1 else { return nil }
+            if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
+            bytes.append(byte)
+        }
+        return nil
+    }
+}
+
+struct WorkerStartFailure: Error, CustomStringConvertible {
+    var line: String
+    var description: String { "the worker did not print its address; its first line: \(line)" }
+}
+
+/// A fresh temporary directory for a test's files.
+func temporaryDirectory(_ name: String) throws -> URL {
+    let url = FileManager.default.temporaryDirectory
+        .appendingPathComponent("DistributedTests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
+    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    return url
+}
