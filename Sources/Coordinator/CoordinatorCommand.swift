@@ -96,7 +96,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     }
 
     var hiddenSizes: [Int]? {
-        let parts = hidden.split(separator: ",").map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        let parts = hidden.split(separator: ",", omittingEmptySubsequences: false)
+            .map { Int($0.trimmingCharacters(in: .whitespaces)) }
         guard parts.allSatisfy({ ($0 ?? 0) > 0 }) else { return nil }
         return parts.map { $0! }
     }

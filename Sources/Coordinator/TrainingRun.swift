@@ -153,6 +153,8 @@ final class TrainingRun {
         var step = 0
         var trainSeconds = 0.0
         var points = 0
+        // Per-step byte counts start after the handshake and the data sets.
+        for counter in counters { _ = counter.take() }
         print("training \(c.sizes.map(String.init).joined(separator: "-")) on \(train.count) points, "
               + "batch \(c.batchSize), shards of \(c.shardSize), \(c.optimizer.kind) lr \(c.optimizer.learningRate), "
               + "\(alive.count) worker(s)")
