@@ -53,6 +53,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Learning rate (default: 0.1 for sgd, 0.5 for momentum, \(Defaults.adamRate) for adam).")
     var learningRate: Float?
 
+    @Option(help: "Learning-rate schedule: constant, or cosine (decays to zero over the run).")
+    var schedule: LearningRateSchedule = .constant
+
     @Option(help: "Hidden layer sizes, comma-separated.")
     var hidden = "300,100"
 
@@ -114,7 +117,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let configuration = TrainingConfiguration(
             sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
-            optimizer: Optimizer(kind: optimizer, learningRate: rate), maxSteps: maxSteps,
+            optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
             evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics)
 
         var localWorkers: LocalWorkers?
@@ -158,6 +161,7 @@ enum Defaults {
 }
 
 extension OptimizerKind: ExpressibleByArgument {}
+extension LearningRateSchedule: ExpressibleByArgument {}
 
 /// Runs `cleanup` and exits when the process gets SIGINT or SIGTERM.
 final class SignalCleanup: @unchecked Sendable {

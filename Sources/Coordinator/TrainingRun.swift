@@ -12,6 +12,7 @@ struct TrainingConfiguration: Sendable {
     var shardSize: Int
     var seed: UInt64
     var optimizer: Optimizer
+    var schedule: LearningRateSchedule
     var maxSteps: Int?
     var evalEvery: Int
     var modelOut: String?
@@ -151,6 +152,8 @@ final class TrainingRun {
         var optimizer = c.optimizer
         let metrics = try c.metricsPath.map { try MetricsLog(path: $0) }
         var step = 0
+        let batchesPerEpoch = (train.count + c.batchSize - 1) / c.batchSize
+        let totalSteps = min(c.maxSteps ?? Int.max, c.epochs * batchesPerEpoch)
         var trainSeconds = 0.0
         var points = 0
         // Per-step byte counts start after the handshake and the data sets.
@@ -181,6 +184,8 @@ final class TrainingRun {
                     reducer.offer(shard: t, .init(gradient: g.gradientSum, lossSum: g.lossSum,
                                                   correct: g.correctCount, count: g.sampleCount))
                 }
+                optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
+                                                         totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
                 let mean = reducer.gradientSum.map { $0 * scale }
                 optimizer.apply(gradient: mean, to: &parameters)

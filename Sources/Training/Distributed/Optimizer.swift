@@ -77,3 +77,21 @@ public struct Optimizer: Sendable, Equatable, Codable {
         }
     }
 }
+
+/// How the learning rate changes over a run.
+public enum LearningRateSchedule: String, Sendable, CaseIterable, Codable {
+    /// The same rate at every step.
+    case constant
+    /// `base * (1 + cos(pi * step / totalSteps)) / 2`: from the base rate down to zero.
+    case cosine
+
+    /// The rate for step `step` (from 0) of `totalSteps`.
+    public func rate(base: Float, step: Int, totalSteps: Int) -> Float {
+        switch self {
+        case .constant: return base
+        case .cosine:
+            let progress = Double(step) / Double(max(totalSteps, 1))
+            return Float(Double(base) * (1 + cos(Double.pi * progress)) / 2)
+        }
+    }
+}
