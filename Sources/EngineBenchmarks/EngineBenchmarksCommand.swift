@@ -21,8 +21,8 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
-    @Flag(help: "Measure only the gradient codec.")
-    var codecOnly = false
+    @Option(help: "Measure only one part: codec, batched or per-sample (default: all).")
+    var only: String?
 
     func run() throws {
         print(BLASRuntime.prepareProcess())
@@ -32,8 +32,14 @@ struct EngineBenchmarksCommand: ParsableCommand {
         let batch = Array(rng.permutation(train.count).prefix(5000))
         let x = train.batchMatrix(batch, as: Float.self)
         let labels = train.batchLabels(batch)
-        try CodecBenchmark.run(train: train, net: net, batch: batch, repetitions: repetitions)
-        if codecOnly { return }
+        if only == nil || only == "codec" {
+            try CodecBenchmark.run(train: train, net: net, batch: batch, repetitions: repetitions)
+        }
+        if only == nil || only == "batched" { batched(train: train, net: net, batch: batch, x: x, labels: labels) }
+        if only == nil || only == "per-sample" { perSample(train: train, net: net, batch: batch) }
+    }
+
+    func batched(train: LabeledDataSet, net: Network<Float>, batch: [Int], x: Matrix<Float>, labels: [Int]) {
 
         // FLOPs of one step: forward and weight gradients are one GEMM each per layer; input
         // gradients for every layer but the first.
@@ -66,6 +72,9 @@ struct EngineBenchmarksCommand: ParsableCommand {
                          t, engineGradientOnly * 1e3, engine * 1e3, hand * 1e3, engineGradientOnly / hand))
         }
 
+    }
+
+    func perSample(train: LabeledDataSet, net: Network<Float>, batch: [Int]) {
         BLASRuntime.setThreadCount(1)
         let samples = Array(batch.prefix(1000))
         let xs = samples.map { train.sampleVector($0, as: Float.self) }

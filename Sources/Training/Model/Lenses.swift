@@ -7,16 +7,15 @@ import Synchronization
 /// every time it is evaluated, which costs microseconds: as much as a small layer's products.
 /// These accessors build each key path once and then return the same instance.
 enum Lenses {
-    private static let cache = Mutex<[String: AnyKeyPath]>([:])
+    private static let cache = Mutex<[ObjectIdentifier: [String: AnyKeyPath]]>([:])
 
     private static func cached<Root, Value>(_ name: String, _ make: () -> WritableKeyPath<Root, Value>)
         -> WritableKeyPath<Root, Value>
     {
-        let key = "\(name)/\(ObjectIdentifier(Root.self).hashValue)"
-        return cache.withLock { cache in
-            if let found = cache[key] as? WritableKeyPath<Root, Value> { return found }
+        cache.withLock { cache in
+            if let found = cache[ObjectIdentifier(Root.self)]?[name] as? WritableKeyPath<Root, Value> { return found }
             let made = make()
-            cache[key] = made
+            cache[ObjectIdentifier(Root.self), default: [:]][name] = made
             return made
         }
     }

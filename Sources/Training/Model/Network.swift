@@ -43,7 +43,8 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     /// Adds `scale * other` in place (one BLAS axpy per tensor): the descent step
     /// `net.add(gradient, scaledBy: -rate)`.
     public mutating func add(_ other: Network, scaledBy scale: Scalar) {
-        precondition(sizes == other.sizes, "shape mismatch in add: Network\(sizes) vs Network\(other.sizes)")
+        precondition(layers.count == other.layers.count,
+                     "shape mismatch in add: Network\(sizes) vs Network\(other.sizes)")
         for i in layers.indices {
             layers[i].weights.add(other.layers[i].weights, scaledBy: scale)
             layers[i].biases.add(other.layers[i].biases, scaledBy: scale)
