@@ -5,6 +5,7 @@ import Darwin
 #endif
 import NIOCore
 import NIOEmbedded
+import Testing
 import Wire
 
 /// A deterministic generator (SplitMix64) so that failures reproduce.
@@ -144,5 +145,20 @@ enum Samples {
             .goodbye(reason: "training finished, 12 steps"),
             .error(ErrorReport(code: .workerFailure, message: "index 70000 beyond the train set (60000 samples) — é")),
         ]
+    }
+}
+
+/// Test-argument descriptions: the message type and size only, not every float of a payload
+/// (Swift Testing prints each argument of a parameterised test).
+extension WireMessage: CustomTestStringConvertible {
+    public var testDescription: String {
+        switch self {
+        case .parameters(let p): return "parameters(step \(p.step), \(p.values.count) floats)"
+        case .gradient(let g): return "gradient(step \(g.step), shard \(g.shardID), \(g.gradientSum.count) floats)"
+        case .dataset(let d): return "dataset(\(d.descriptor.kind), \(d.images.count) image bytes)"
+        default:
+            let text = String(describing: self)
+            return text.count > 200 ? String(text.prefix(200)) + "…" : text
+        }
     }
 }

@@ -110,13 +110,15 @@ public protocol BackpropFields: Backprop {
 }
 
 /// One parameter field of a `BackpropFields` type.
-public struct BackpropField<Root>: Sendable {
-    let zero: @Sendable (inout Root) -> Void
-    let one: @Sendable (inout Root) -> Void
-    let add: @Sendable (inout Root, Root) -> Void
+///
+/// Sendable: it holds only closures over an immutable key path.
+public struct BackpropField<Root>: @unchecked Sendable {
+    let zero: (inout Root) -> Void
+    let one: (inout Root) -> Void
+    let add: (inout Root, Root) -> Void
 
     /// The field at `keyPath`.
-    public init<Field: Backprop>(_ keyPath: WritableKeyPath<Root, Field> & Sendable) {
+    public init<Field: Backprop>(_ keyPath: WritableKeyPath<Root, Field>) {
         zero = { $0[keyPath: keyPath] = $0[keyPath: keyPath].zero() }
         one = { $0[keyPath: keyPath] = $0[keyPath: keyPath].one() }
         add = { $0[keyPath: keyPath].add($1[keyPath: keyPath]) }
