@@ -27,6 +27,9 @@ struct WorkerLink: Sendable {
         (outboxStream, outbox) = AsyncStream.makeStream(of: WireMessage.self)
     }
 
+    /// How long the handshake and the data-set exchange may take.
+    static let handshakeTimeout = TimeAmount.seconds(60)
+
     /// Sends `message` to the worker (queued; written in order).
     func send(_ message: WireMessage) { outbox.yield(message) }
 
@@ -53,11 +56,15 @@ struct WorkerLink: Sendable {
             } catch {
                 throw CoordinatorError("cannot reach worker \(address): \(error) (is `worker --listen \(address)` running there, and the port open?)")
             }
+            // A worker that accepts the connection but never answers the handshake (a busy or
+            // stuck process) is given up after the deadline instead of hanging the run.
+            let raw = channel.channel
+            let deadline = raw.eventLoop.scheduleTask(in: Self.handshakeTimeout) { raw.close(promise: nil) }
             try await channel.executeThenClose { inbound, outbound in
                 var messages = inbound.makeAsyncIterator()
                 func next() async throws -> WireMessage {
                     guard let m = try await messages.next() else {
-                        throw CoordinatorError("worker \(address) closed the connection during the handshake")
+                        throw CoordinatorError("worker \(address) closed the connection during the handshake, or did not finish it within \(Self.handshakeTimeout) (is it serving another coordinator?)")
                     }
                     if case .error(let report) = m { throw CoordinatorError("worker \(address) refused: \(report)") }
                     return m
@@ -78,6 +85,7 @@ struct WorkerLink: Sendable {
                         }
                     }
                 }
+                deadline.cancel()
                 events.yield(.ready(worker: index, ack))
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     group.addTask {

@@ -10,6 +10,8 @@ final class WorkerState {
     let blas: BLASRuntime.Report
     let parallelism: Int
     let logger: Logger
+    /// How long a new connection may take to send its hello.
+    static let handshakeTimeout = TimeAmount.seconds(10)
     /// Data sets received in earlier sessions, by SHA-256.
     private var dataSets: [DatasetDigest: LabeledDataSet] = [:]
 
@@ -27,6 +29,13 @@ final class WorkerState {
     func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>, parallelism: Int) async {
         let peer = connection.channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
         logger.info("session from \(peer)")
+        // A peer that connects and stays silent must not hold the worker (it serves one
+        // session at a time): without a hello within the deadline the connection is closed.
+        let channel = connection.channel
+        let handshakeDeadline = channel.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
+            self.logger.warning("no hello from \(peer) within \(Self.handshakeTimeout); closing the connection")
+            channel.close(promise: nil)
+        }
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
@@ -43,6 +52,7 @@ final class WorkerState {
                             group.addTask { try await outbound.write(job()) }
                             continue
                         }
+                        if case .hello = message { handshakeDeadline.cancel() }
                         for reply in try handle(message, session: &session) { try await outbound.write(reply) }
                         if case .goodbye = message { break }
                     }

@@ -34,6 +34,22 @@ struct HostileClientTests {
     }
 }
 
+extension HostileClientTests {
+    @Test("a worker drops a connection that sends nothing, within its 10 s hello deadline, then serves a coordinator")
+    func silentClientDoesNotBlockTheWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath)
+        defer { worker.stop() }
+        print("[DistributedTests] connecting to 127.0.0.1:\(worker.port) and sending nothing")
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: [], timeout: 20)
+        print("[DistributedTests] silent connection \(result.closed ? "closed" : "still open") after \(String(format: "%.1f", result.seconds))s")
+        #expect(result.closed, "the worker kept a silent connection open (\(result.detail))")
+        #expect(result.seconds >= 9 && result.seconds < 15, "closed after \(result.seconds)s; the deadline is 10 s")
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--max-steps", "1"])
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
+    }
+}
+
 /// A plain POSIX TCP client, for bytes no well-behaved peer would send.
 enum RawConnection {
     struct Result {
