@@ -49,6 +49,19 @@ public func addingToEachRow<S>(_ m: BVar<Matrix<S>>, _ v: BVar<Vector<S>>) -> BV
     }(m, v)
 }
 
+/// A dense layer on a batch: `x * weightsᵀ + biases` on every row of `x`, in one GEMM forward
+/// (biases pre-filled) and one GEMM per matrix argument backward.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func affine<S>(_ x: BVar<Matrix<S>>, _ weights: BVar<Matrix<S>>, _ biases: BVar<Vector<S>>) -> BVar<Matrix<S>> {
+    op3 { (x: Matrix<S>, w: Matrix<S>, b: Vector<S>) in
+        (Matrix.affine(x, w, b),
+         { g in Matrix.matmul(g, w) },
+         { g in Matrix.matmul(g, x, transposeA: true) },
+         { g in g.columnSums() })
+    }(x, weights, biases)
+}
+
 /// `e^x / sum(e^x)`, computed stably (a primitive, so its gradient is exact and cheap).
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)

@@ -292,17 +292,29 @@ extension Matrix {
         }
     }
 
-    /// Sums of the columns: one entry per column (the gradient of a row broadcast).
+    /// Sums of the columns: one entry per column (the gradient of a row broadcast); one BLAS
+    /// GEMV against a vector of ones.
     @inlinable
     public func columnSums() -> Vector<Scalar> {
-        let a = storage.pointer, c = columns
-        return Vector(count: columns) { out in
-            let o = out.baseAddress!
-            o.initialize(repeating: 0, count: c)
-            for i in 0..<rows {
-                let src = a + i * c
-                for j in 0..<c { o[j] += src[j] }
-            }
+        if rows == 0 || columns == 0 { return .zeros(columns) }
+        let ones = Vector<Scalar>(repeating: 1, count: rows)
+        return transposedMatvec(ones)
+    }
+
+    /// `a * bᵀ + v` on every row, in one GEMM on rows pre-filled with `v` (a dense layer on a
+    /// batch: samples `a`, weights `b`, biases `v`).
+    @inlinable
+    public static func affine(_ a: Matrix, _ b: Matrix, _ v: Vector<Scalar>) -> Matrix {
+        precondition(a.columns == b.columns && b.rows == v.count,
+                     "shape mismatch in affine: \(a.shapeDescription) times \(b.shapeDescription)ᵀ plus Vector[\(v.count)]")
+        let m = a.rows, n = b.rows, k = a.columns
+        return Matrix(rows: m, columns: n) { out in
+            let o = out.baseAddress!, bias = v.storage.pointer
+            for i in 0..<m { (o + i * n).update(from: bias, count: n) }
+            if k == 0 || m == 0 || n == 0 { return }
+            Scalar.gemm(transposeA: false, transposeB: true, m: m, n: n, k: k, alpha: 1,
+                        a: a.storage.pointer, lda: k, b: b.storage.pointer, ldb: k,
+                        beta: 1, c: o, ldc: n)
         }
     }
 

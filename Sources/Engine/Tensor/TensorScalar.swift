@@ -76,7 +76,7 @@ extension Float: TensorScalar {
     }
     public static func exp(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
                            count: Int) {
-        FloatKernels.exp(x, y, count)
+        ParallelLoop.forEachChunk(count) { r in FloatKernels.exp(x + r.lowerBound, y + r.lowerBound, r.count) }
     }
     public static func log(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
                            count: Int) {
@@ -84,7 +84,7 @@ extension Float: TensorScalar {
     }
     public static func logistic(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
                                 count: Int) {
-        FloatKernels.logistic(x, y, count)
+        ParallelLoop.forEachChunk(count) { r in FloatKernels.logistic(x + r.lowerBound, y + r.lowerBound, r.count) }
     }
 }
 

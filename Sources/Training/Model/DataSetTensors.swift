@@ -30,14 +30,18 @@ extension LabeledDataSet {
     /// The samples at `indices` as the rows of a matrix (pixel intensities in 0...1).
     public func batchMatrix<S: TensorScalar>(_ indices: [Int], as: S.Type = S.self) -> Matrix<S> {
         let n = featureCount
+        for index in indices {
+            precondition(index >= 0 && index < count, "sample \(index) out of range for a data set of \(count)")
+        }
         return Matrix(rows: indices.count, columns: n) { out in
+            let destination = out.baseAddress!
             pixels.withUnsafeBufferPointer { pixels in
-                var row = 0
-                for index in indices {
-                    precondition(index >= 0 && index < count, "sample \(index) out of range for a data set of \(count)")
-                    S.convert(bytes: pixels.baseAddress! + index * n, scale: 1 / 255,
-                              into: out.baseAddress! + row * n, count: n)
-                    row += 1
+                let source = pixels.baseAddress!
+                ParallelLoop.forEachChunk(indices.count, minimumPerThread: 256) { rows in
+                    for row in rows {
+                        S.convert(bytes: source + indices[row] * n, scale: 1 / 255,
+                                  into: destination + row * n, count: n)
+                    }
                 }
             }
         }

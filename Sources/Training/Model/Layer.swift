@@ -48,5 +48,5 @@ public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<V
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, batch x: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
-    addingToEachRow(matmul(x, layer[Lenses.weights()], transposeB: true), layer[Lenses.biases()])
+    affine(x, layer[Lenses.weights()], layer[Lenses.biases()])
 }
