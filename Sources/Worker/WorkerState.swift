@@ -43,7 +43,14 @@ final class WorkerState {
                     var running = 0
                     for try await message in inbound {
                         if case .task(let task) = message {
-                            let job = try self.prepare(task, session: session)
+                            let job: @Sendable () -> WireMessage
+                            do {
+                                job = try self.prepare(task, session: session)
+                            } catch let error as WireError {
+                                // Tell the coordinator why, then end the session.
+                                try? await outbound.write(.error(ErrorReport(error)))
+                                throw error
+                            }
                             if running == parallelism {
                                 try await group.next()
                                 running -= 1
@@ -114,6 +121,9 @@ final class WorkerState {
     func prepare(_ task: ShardTask, session: Session) throws -> @Sendable () -> WireMessage {
         guard let network = session.network else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
+        }
+        guard task.step == session.step else {
+            throw WireError.unexpectedMessage(.task, "a task for step \(task.step) arrived, but the latest parameters are for step \(session.step)")
         }
         guard let digest = session.active[task.dataset], let data = dataSets[digest] else {
             throw WireError.unexpectedMessage(.task, "a task names the \(task.dataset) data set, which this session has not sent")
