@@ -17,8 +17,8 @@ struct TrainingConfiguration: Sendable {
     var evalEvery: Int
     var modelOut: String?
     var metricsPath: String?
-    /// Tasks a worker may hold at once (one computing, one queued behind it).
-    var tasksPerWorker = 2
+    /// Tasks a worker may hold beyond the ones it computes at once (one queued per worker).
+    var queuedTasksPerWorker = 1
     /// Samples per evaluation task.
     var evalShardSize = 2500
 }
@@ -31,6 +31,8 @@ final class TrainingRun {
     let links: [WorkerLink]
     let counters: [ByteCounter]
     private var alive: Set<Int> = []
+    /// Tasks each worker may hold: the shards it computes at once (its threads) plus a queue.
+    private var capacity: [Int: Int] = [:]
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
     private let eventSink: AsyncStream<WorkerEvent>.Continuation
@@ -81,6 +83,7 @@ final class TrainingRun {
             case .ready(let w, let ack):
                 pending.remove(w)
                 alive.insert(w)
+                capacity[w] = max(1, ack.threadCount) + configuration.queuedTasksPerWorker
                 print("worker \(links[w].address) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)")
             case .closed(let w, let reason):
                 pending.remove(w)
@@ -103,7 +106,7 @@ final class TrainingRun {
         var done = Set<Int>()
         func fill() {
             for w in alive.sorted() {
-                while outstanding[w, default: []].count < configuration.tasksPerWorker, let t = queue.popLast() {
+                while outstanding[w, default: []].count < capacity[w, default: 2], let t = queue.popLast() {
                     outstanding[w, default: []].insert(t)
                     links[w].send(.task(tasks[t]))
                 }
