@@ -32,8 +32,9 @@ final class WorkerState {
         // A peer that connects and stays silent must not hold the worker (it serves one
         // session at a time): without a hello within the deadline the connection is closed.
         let channel = connection.channel
+        let logger = self.logger
         let handshakeDeadline = channel.eventLoop.scheduleTask(in: Self.handshakeTimeout) {
-            self.logger.warning("no hello from \(peer) within \(Self.handshakeTimeout); closing the connection")
+            logger.warning("no hello from \(peer) within \(Self.handshakeTimeout); closing the connection")
             channel.close(promise: nil)
         }
         do {
