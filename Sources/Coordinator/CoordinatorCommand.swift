@@ -65,6 +65,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Validate every N batches (0: only at the end).")
     var evalEvery = 1
 
+    @Option(help: "Seconds a worker holding tasks may stay silent before its tasks go to the others.")
+    var workerTimeout: Double = 30
+
     @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
     var modelOut: String?
 
@@ -82,6 +85,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         guard batchSize >= 1 else { throw ValidationError("--batch-size must be at least 1, got \(batchSize)") }
         guard shardSize >= 1 else { throw ValidationError("--shard-size must be at least 1, got \(shardSize)") }
         if let s = maxSteps, s < 1 { throw ValidationError("--max-steps must be at least 1, got \(s)") }
+        guard workerTimeout > 0 else { throw ValidationError("--worker-timeout must be positive, got \(workerTimeout)") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, got \(evalEvery)") }
         if let r = learningRate, !(r > 0 && r.isFinite) {
             throw ValidationError("--learning-rate must be a positive number, got \(r)")
@@ -118,7 +122,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
-            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics)
+            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]

@@ -21,6 +21,9 @@ struct TrainingConfiguration: Sendable {
     var queuedTasksPerWorker = 1
     /// Samples per evaluation task.
     var evalShardSize = 2500
+    /// A worker holding tasks that sends nothing for this long is given up (its tasks go to the
+    /// others) and disconnected.
+    var workerTimeout: Double = 30
 }
 
 /// One training session: connects the workers, runs the epochs, reports, saves.
@@ -62,11 +65,26 @@ final class TrainingRun {
             for (link, counter) in zip(links, counters) {
                 group.addTask { await link.run(hello: hello, dataSets: dataSets, counter: counter, events: sink) }
             }
+            group.addTask {
+                // The loop's clock, for noticing workers that stopped answering.
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(1))
+                    sink.yield(.tick)
+                }
+            }
             defer {
                 for link in links {
                     link.send(.goodbye(reason: "training finished"))
                     link.outbox.finish()
                 }
+                // A worker that is stopped or gone never closes its side: close every
+                // connection after a short grace period so the run can end.
+                let links = self.links
+                Task {
+                    try? await Task.sleep(for: .seconds(2))
+                    for link in links { link.close() }
+                }
+                group.cancelAll()
             }
             try await waitForWorkers()
             try await trainEpochs()
@@ -89,7 +107,7 @@ final class TrainingRun {
                 pending.remove(w)
                 failures.append(reason)
                 print("worker \(links[w].address) unavailable: \(reason)")
-            case .message:
+            case .message, .tick:
                 break
             }
         }
@@ -104,9 +122,17 @@ final class TrainingRun {
         var queue = Array(tasks.indices.reversed())
         var outstanding: [Int: Set<Int>] = [:]
         var done = Set<Int>()
+        var lastHeard: [Int: ContinuousClock.Instant] = [:]
+        func giveUp(_ w: Int, _ reason: String) {
+            alive.remove(w)
+            let lost = outstanding.removeValue(forKey: w) ?? []
+            queue.append(contentsOf: lost.subtracting(done))
+            print("worker \(links[w].address) lost (\(reason)); its \(lost.count) task(s) go to the others")
+        }
         func fill() {
             for w in alive.sorted() {
                 while outstanding[w, default: []].count < capacity[w, default: 2], let t = queue.popLast() {
+                    if outstanding[w, default: []].isEmpty { lastHeard[w] = .now }
                     outstanding[w, default: []].insert(t)
                     links[w].send(.task(tasks[t]))
                 }
@@ -117,6 +143,7 @@ final class TrainingRun {
             guard let event = await events.next() else { throw CoordinatorError("the worker connections ended") }
             switch event {
             case .message(let w, let message):
+                lastHeard[w] = .now
                 let id: (UInt64, UInt32)?
                 switch message {
                 case .gradient(let g): id = (g.step, g.shardID)
@@ -134,11 +161,19 @@ final class TrainingRun {
                 fill()
             case .closed(let w, let reason):
                 guard alive.contains(w) else { continue }
-                alive.remove(w)
-                let lost = outstanding.removeValue(forKey: w) ?? []
-                queue.append(contentsOf: lost.subtracting(done))
-                print("worker \(links[w].address) lost (\(reason)); its \(lost.count) task(s) go to the others")
+                giveUp(w, reason)
                 if alive.isEmpty { throw CoordinatorError("every worker is gone; the last reason: \(reason)") }
+                fill()
+            case .tick:
+                let limit = Duration.seconds(configuration.workerTimeout)
+                for w in alive.sorted() where !(outstanding[w] ?? []).isEmpty {
+                    guard let heard = lastHeard[w], ContinuousClock.now - heard > limit else { continue }
+                    giveUp(w, "no answer for \(configuration.workerTimeout) s while holding tasks")
+                    links[w].close()
+                }
+                if alive.isEmpty {
+                    throw CoordinatorError("every worker stopped answering; restart them and run again")
+                }
                 fill()
             case .ready:
                 break

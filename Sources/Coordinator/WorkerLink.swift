@@ -9,6 +9,8 @@ enum WorkerEvent: Sendable {
     case ready(worker: Int, HelloAck)
     /// A message from worker `worker`.
     case message(worker: Int, WireMessage)
+    /// Time passes (once a second): lets the loop notice a worker that stopped answering.
+    case tick
     /// The connection to worker `worker` ended.
     case closed(worker: Int, reason: String)
 }
@@ -18,6 +20,7 @@ enum WorkerEvent: Sendable {
 struct WorkerLink: Sendable {
     let index: Int
     let address: String
+    private let channel = ChannelHolder()
     let outbox: AsyncStream<WireMessage>.Continuation
     private let outboxStream: AsyncStream<WireMessage>
 
@@ -32,6 +35,9 @@ struct WorkerLink: Sendable {
 
     /// Sends `message` to the worker (queued; written in order).
     func send(_ message: WireMessage) { outbox.yield(message) }
+
+    /// Closes the connection (a worker given up on); its `run` then ends.
+    func close() { channel.close() }
 
     /// Runs the connection until it ends, reporting to `events`.
     func run(hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
@@ -59,6 +65,7 @@ struct WorkerLink: Sendable {
             // A worker that accepts the connection but never answers the handshake (a busy or
             // stuck process) is given up after the deadline instead of hanging the run.
             let raw = channel.channel
+            self.channel.set(raw)
             let deadline = raw.eventLoop.scheduleTask(in: Self.handshakeTimeout) { raw.close(promise: nil) }
             try await channel.executeThenClose { inbound, outbound in
                 var messages = inbound.makeAsyncIterator()
@@ -136,5 +143,28 @@ final class ByteCounter: ChannelDuplexHandler, @unchecked Sendable {
         let n = unwrapOutboundIn(data).readableBytes
         lock.withLock { sent += n }
         context.write(data, promise: promise)
+    }
+}
+
+/// The channel of a link, once connected, so that the training loop can close it.
+final class ChannelHolder: @unchecked Sendable {
+    private let lock = NSLock()
+    private var channel: Channel?
+    private var closed = false
+
+    func set(_ channel: Channel) {
+        let closeNow = lock.withLock { () -> Bool in
+            self.channel = channel
+            return closed
+        }
+        if closeNow { channel.close(promise: nil) }
+    }
+
+    func close() {
+        let channel = lock.withLock { () -> Channel? in
+            closed = true
+            return self.channel
+        }
+        channel?.close(promise: nil)
     }
 }
