@@ -36,8 +36,7 @@ public struct ShardResult<Scalar: TensorScalar>: Sendable {
             scores = z.value
             return softMaxCrossEntropy(logits: z, labels: labels)
         }, network)
-        let predicted = scores!.indexOfMaximumPerRow()
-        let correct = zip(predicted, labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+        let correct = correctCount(scores!, labels)
         return ShardResult(gradient: gradient, lossSum: Double(loss), correct: correct, count: labels.count)
     }
 }
@@ -83,7 +82,7 @@ public struct Evaluation: Sendable, Equatable {
             let labels = data.batchLabels(chunk)
             let z = evalBP({ (net: BVar<Network<S>>) in logits(net, batch: constVar(x)) }, network)
             let loss = evalBP({ (z: BVar<Matrix<S>>) in softMaxCrossEntropy(logits: z, labels: labels) }, z)
-            let correct = zip(z.indexOfMaximumPerRow(), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
+            let correct = correctCount(z, labels)
             result.add(Evaluation(lossSum: Double(loss), correct: correct, count: labels.count))
             start += batchSize
         }
@@ -96,4 +95,9 @@ public struct Evaluation: Sendable, Equatable {
     public static func evaluate<S: TensorScalar>(_ network: Network<S>, on data: LabeledDataSet) -> Evaluation {
         evaluate(network, on: data, indices: Array(0..<data.count))
     }
+}
+
+/// How many rows of `scores` have their largest entry at the row's label.
+func correctCount<S: TensorScalar>(_ scores: Matrix<S>, _ labels: [Int]) -> Int {
+    zip(scores.indexOfMaximumPerRow(), labels).reduce(0) { $0 + ($1.0 == $1.1 ? 1 : 0) }
 }
