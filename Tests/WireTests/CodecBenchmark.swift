@@ -17,7 +17,7 @@ import Testing
 /// the gradient sum of a 500-sample shard of the tutorial's network (logistic hidden layers,
 /// softmax, cross-entropy; uniform(-0.5, 0.5) initialisation; parameters flattened per layer as
 /// weights `outputs x inputs` row-major then biases), at initialisation and after 30 SGD steps.
-@Suite("Codec benchmark", .serialized, .enabled(if: getenv("WIRE_BENCH") != nil))
+@Suite("Codec benchmark", .serialized, .enabled(if: getenv("WIRE_BENCH") != nil, "a benchmark, not a test: runs only with WIRE_BENCH=1 (engine-bench --only codec measures the codec for BENCHMARKS.md)"))
 struct CodecBenchmark {
     private static func now() -> Double {
         var time = timespec()
