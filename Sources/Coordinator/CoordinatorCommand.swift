@@ -21,6 +21,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
               coordinator --local 2
               coordinator --local 2 --epochs 5 --metrics run.jsonl --model-out mnist.model
               coordinator --workers hostA:7070,hostB:7070 --optimizer momentum --learning-rate 0.5
+              coordinator --local 2 --checkpoint-dir ckpt            # after a crash, add --resume
             """)
 
     @Option(help: "Workers to dial, comma-separated HOST:PORT list.")
@@ -65,8 +66,17 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Validate every N batches (0: only at the end).")
     var evalEvery = 1
 
-    @Option(help: "Seconds a worker holding tasks may stay silent before its tasks go to the others.")
-    var workerTimeout: Double = 30
+    @Option(help: "Seconds a worker may stay silent (heartbeats every 0.5 s) before its tasks go to the others; with no worker left, how long to wait for one before saving a checkpoint and stopping.")
+    var workerTimeout: Double = 10
+
+    @Option(help: "Keep checkpoints (parameters, optimizer state, position) in this directory.")
+    var checkpointDir: String?
+
+    @Option(help: "Steps between checkpoints (default: once per epoch).")
+    var checkpointEvery: Int?
+
+    @Flag(help: "Continue from the newest good checkpoint in --checkpoint-dir (start from the beginning if there is none).")
+    var resume = false
 
     @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
     var modelOut: String?
@@ -87,6 +97,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let s = maxSteps, s < 1 { throw ValidationError("--max-steps must be at least 1, got \(s)") }
         guard workerTimeout > 0 else { throw ValidationError("--worker-timeout must be positive, got \(workerTimeout)") }
         guard evalEvery >= 0 else { throw ValidationError("--eval-every must be 0 or more, got \(evalEvery)") }
+        if resume, checkpointDir == nil {
+            throw ValidationError("--resume needs --checkpoint-dir DIR: the directory the interrupted run saved its checkpoints in")
+        }
+        if let n = checkpointEvery, n < 1 { throw ValidationError("--checkpoint-every must be at least 1, got \(n)") }
         if let r = learningRate, !(r > 0 && r.isFinite) {
             throw ValidationError("--learning-rate must be a positive number, got \(r)")
         }
@@ -122,14 +136,15 @@ struct CoordinatorCommand: AsyncParsableCommand {
             sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
-            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout)
+            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout,
+            checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]
         if let n = local {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = threadsPerWorker ?? max(1, cores / n)
-            print("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
+            Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
             localWorkers = try LocalWorkers(count: n, threads: threads)
             addresses = localWorkers!.addresses
         } else {

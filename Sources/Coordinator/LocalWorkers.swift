@@ -3,42 +3,105 @@ import Foundation
 
 /// The worker processes `coordinator --local N` starts on loopback, and stops again when the
 /// coordinator ends (normally, on an error, or on SIGINT/SIGTERM; a worker started this way
-/// also exits by itself if the coordinator is killed).
+/// also exits by itself if the coordinator is killed). A worker that dies while the run goes
+/// on is started again on the same port, where the coordinator's link finds it.
 final class LocalWorkers: @unchecked Sendable {
     private let lock = NSLock()
     private var processes: [Process] = []
+    private var stopping = false
+    private var restarts: [Int] = []
     private(set) var addresses: [String] = []
+    private let executable: String
+    private let threads: Int
+    /// Restarts of one worker after which it is left down (it keeps failing to start).
+    static let maximumRestarts = 20
 
     /// Starts `count` workers with `threads` BLAS threads each and waits for their ports.
     init(count: Int, threads: Int) throws {
-        let executable = Self.workerExecutable()
+        executable = Self.workerExecutable()
+        self.threads = threads
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw CoordinatorError("cannot start local workers: no worker executable at \(executable) (build it with `swift build -c release`)")
         }
         for i in 0..<count {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: executable)
-            process.arguments = ["--listen", "127.0.0.1:0", "--threads", String(threads), "--exit-with-parent"]
-            var environment = ProcessInfo.processInfo.environment
-            environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
-            process.environment = environment
-            let output = Pipe()
-            process.standardOutput = output
-            try process.run()
-            lock.withLock { processes.append(process) }
-            guard let line = Self.readLine(output.fileHandleForReading),
-                  let range = line.range(of: "listening on "),
-                  let address = line[range.upperBound...].split(separator: " ").first else {
+            guard let (process, address) = try start(i, listen: "127.0.0.1:0") else {
                 stop()
                 throw CoordinatorError("local worker \(i + 1) did not start (it printed no address); run \(executable) by hand to see why")
             }
-            addresses.append(String(address))
+            lock.withLock {
+                processes.append(process)
+                restarts.append(0)
+            }
+            addresses.append(address)
+            watch(i, process)
         }
     }
 
-    /// Stops every worker (SIGTERM, then SIGKILL after a second).
+    /// Starts worker `i` listening on `listen`; returns it and the address it printed.
+    private func start(_ i: Int, listen: String) throws -> (Process, String)? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = ["--listen", listen, "--threads", String(threads), "--exit-with-parent"]
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
+        process.environment = environment
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        guard let line = Self.readLine(output.fileHandleForReading),
+              let range = line.range(of: "listening on "),
+              let address = line[range.upperBound...].split(separator: " ").first else {
+            if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+            return nil
+        }
+        return (process, String(address))
+    }
+
+    /// Starts worker `i` again, on its port, whenever it ends while the run goes on.
+    private func watch(_ i: Int, _ process: Process) {
+        process.terminationHandler = { [weak self] ended in
+            guard let self else { return }
+            let (stopping, attempt) = self.lock.withLock { () -> (Bool, Int) in
+                guard !self.stopping, self.restarts[i] < Self.maximumRestarts else { return (true, 0) }
+                self.restarts[i] += 1
+                return (false, self.restarts[i])
+            }
+            guard !stopping else { return }
+            let how = ended.terminationReason == .uncaughtSignal
+                ? "was killed by signal \(ended.terminationStatus)" : "exited with status \(ended.terminationStatus)"
+            let address = self.addresses[i]
+            Console.shared.line("local worker \(i + 1) (pid \(ended.processIdentifier)) \(how); starting it again on \(address)")
+            // Wait a little more after each restart, so a worker that cannot start does not spin.
+            usleep(UInt32(min(attempt, 10)) * 200_000)
+            guard !self.lock.withLock({ self.stopping }) else { return }
+            do {
+                guard let (process, _) = try self.start(i, listen: address) else {
+                    Console.shared.line("local worker \(i + 1) did not start again on \(address); run \(self.executable) --listen \(address) by hand to see why")
+                    return
+                }
+                let keep = self.lock.withLock { () -> Bool in
+                    guard !self.stopping else { return false }
+                    self.processes[i] = process
+                    return true
+                }
+                guard keep else {
+                    kill(process.processIdentifier, SIGKILL)
+                    return
+                }
+                self.watch(i, process)
+            } catch {
+                Console.shared.line("local worker \(i + 1) could not be started again: \(error)")
+            }
+        }
+    }
+
+    /// The process of worker `i` (for tests and diagnostics).
+    func processIdentifier(_ i: Int) -> Int32 { lock.withLock { processes[i].processIdentifier } }
+
+    /// Stops every worker (SIGTERM, then SIGKILL after a second); none is started again.
     func stop() {
         let running = lock.withLock { () -> [Process] in
+            stopping = true
             defer { processes.removeAll() }
             return processes
         }

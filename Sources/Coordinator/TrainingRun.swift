@@ -21,21 +21,50 @@ struct TrainingConfiguration: Sendable {
     var queuedTasksPerWorker = 1
     /// Samples per evaluation task.
     var evalShardSize = 2500
-    /// A worker holding tasks that sends nothing for this long is given up (its tasks go to the
-    /// others) and disconnected.
-    var workerTimeout: Double = 30
+    /// A worker silent for this long (no answer to the heartbeats) is given up: its tasks go
+    /// to the others and the link dials it again. With no worker left, the run waits this long
+    /// for one to come back before it saves a checkpoint and stops.
+    var workerTimeout: Double = 10
+    /// Where checkpoints go (nil: none, except the one saved when every worker is lost).
+    var checkpointDirectory: String?
+    /// Steps between checkpoints (nil: once per epoch).
+    var checkpointEvery: Int?
+    /// Continue from the newest good checkpoint in `checkpointDirectory`.
+    var resume = false
+    /// Where the checkpoint goes when every worker is lost and no directory was given.
+    static let fallbackCheckpointDirectory = "checkpoints"
 }
 
-/// One training session: connects the workers, runs the epochs, reports, saves.
+/// Every worker is gone and none came back within the timeout.
+struct NoWorkersLeft: Error {
+    var waited: Double
+    var reasons: [String]
+}
+
+/// One training session: connects the workers, runs the epochs, checkpoints, reports, saves.
+///
+/// The loop hands shards to workers as they have room and adds the results in shard order;
+/// a worker that is lost (connection closed, or silent past `workerTimeout` despite the
+/// heartbeats) has its unfinished shards handed to the others at once, and its link dials it
+/// again with backoff. Which worker computes which shard never changes the sums, so the run
+/// ends with the same parameters whatever fails along the way.
 final class TrainingRun {
     let configuration: TrainingConfiguration
     let train: LabeledDataSet
     let test: LabeledDataSet
     let links: [WorkerLink]
     let counters: [ByteCounter]
+    private let console = Console.shared
+    /// Workers with an established session, and the number of that session's connection.
     private var alive: Set<Int> = []
+    private var connection: [Int: Int] = [:]
     /// Tasks each worker may hold: the shards it computes at once (its threads) plus a queue.
     private var capacity: [Int: Int] = [:]
+    /// When each worker was last heard from (any message, heartbeats included).
+    private var lastHeard: [Int: ContinuousClock.Instant] = [:]
+    /// When each lost worker was lost, and why its last connection or attempt ended.
+    private var lostAt: [Int: ContinuousClock.Instant] = [:]
+    private var lastReason: [Int: String] = [:]
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
     private let eventSink: AsyncStream<WorkerEvent>.Continuation
@@ -68,114 +97,177 @@ final class TrainingRun {
             group.addTask {
                 // The loop's clock, for noticing workers that stopped answering.
                 while !Task.isCancelled {
-                    try? await Task.sleep(for: .seconds(1))
+                    try? await Task.sleep(for: .milliseconds(250))
                     sink.yield(.tick)
                 }
             }
             defer {
-                for link in links {
-                    link.send(.goodbye(reason: "training finished"))
-                    link.outbox.finish()
-                }
-                // A worker that is stopped or gone never closes its side: close every
-                // connection after a short grace period so the run can end.
-                let links = self.links
-                Task {
-                    try? await Task.sleep(for: .seconds(2))
-                    for link in links { link.close() }
-                }
+                for link in links { link.stop(reason: "training finished") }
                 group.cancelAll()
             }
             try await waitForWorkers()
-            try await trainEpochs()
+            try await trainEpochs(trainingData: dataSets[0].descriptor.digest.description)
         }
     }
 
     // MARK: - Workers
 
-    private func waitForWorkers() async throws {
-        var pending = Set(links.indices)
-        var failures: [String] = []
-        while !pending.isEmpty, let event = await events.next() {
-            switch event {
-            case .ready(let w, let ack):
-                pending.remove(w)
-                alive.insert(w)
-                capacity[w] = max(1, ack.threadCount) + configuration.queuedTasksPerWorker
-                print("worker \(links[w].address) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)")
-            case .closed(let w, let reason):
-                pending.remove(w)
-                failures.append(reason)
-                print("worker \(links[w].address) unavailable: \(reason)")
-            case .message, .tick:
-                break
+    private func address(_ w: Int) -> String { links[w].address }
+
+    /// Handles the events that change which workers are usable; returns true for those.
+    private func handleMembership(_ event: WorkerEvent, announceFailures: Bool) -> Bool {
+        switch event {
+        case .ready(let w, let c, let ack):
+            alive.insert(w)
+            connection[w] = c
+            capacity[w] = max(1, ack.threadCount) + configuration.queuedTasksPerWorker
+            lastHeard[w] = .now
+            if let since = lostAt.removeValue(forKey: w) {
+                console.line(String(format: "worker %@ is back after %.1f s; using it again", address(w),
+                                    (ContinuousClock.now - since).seconds))
+            } else {
+                console.line("worker \(address(w)) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)")
             }
+            return true
+        case .closed(let w, let c, let reason):
+            lastReason[w] = reason
+            if alive.contains(w), connection[w] == c {
+                giveUp(w, "its connection ended: \(reason)")
+            } else if announceFailures, lostAt[w] == nil {
+                lostAt[w] = .now
+                console.line("worker \(address(w)) unavailable: \(reason); dialling it again in the background")
+            }
+            return true
+        case .message, .tick:
+            return false
         }
-        if alive.isEmpty {
-            throw CoordinatorError("no worker could be used:\n  " + failures.joined(separator: "\n  "))
+    }
+
+    /// Stops using worker `w`: its tasks go back to the queue (by the caller) and its
+    /// connection is closed, so that its link dials it again.
+    private func giveUp(_ w: Int, _ reason: String) {
+        alive.remove(w)
+        lostAt[w] = .now
+        let silent = lastHeard[w].map { (ContinuousClock.now - $0).seconds } ?? 0
+        console.line(String(format: "worker %@ lost (%@; last heard from %.1f s ago); dialling it again with backoff",
+                            address(w), reason, silent))
+        if let c = connection[w] { links[w].close(connection: c) }
+    }
+
+    /// Waits until every worker answered once (ready, or failed), and at least one is ready.
+    private func waitForWorkers() async throws {
+        var answered = Set<Int>()
+        var allAnsweredAt: ContinuousClock.Instant?
+        while answered.count < links.count || alive.isEmpty {
+            guard let event = await events.next() else { throw CoordinatorError("the worker connections ended") }
+            if handleMembership(event, announceFailures: true) {
+                switch event {
+                case .ready(let w, _, _), .closed(let w, _, _): answered.insert(w)
+                default: break
+                }
+            }
+            guard answered.count == links.count, alive.isEmpty else { continue }
+            if allAnsweredAt == nil {
+                allAnsweredAt = .now
+                console.line("no worker is usable yet; waiting up to \(configuration.workerTimeout) s for one of \(links.map(\.address).joined(separator: ", "))")
+            } else if (ContinuousClock.now - allAnsweredAt!).seconds > configuration.workerTimeout {
+                let reasons = links.indices.map { "\(address($0)): \(lastReason[$0] ?? "no answer")" }
+                throw CoordinatorError("no worker could be used:\n  " + reasons.joined(separator: "\n  "))
+            }
         }
     }
 
     /// Hands `tasks` to the workers as they have room (a faster worker takes more), calls
-    /// `onResult` with each task's index and answer, and gives a lost worker's tasks to others.
-    private func runTasks(_ tasks: [ShardTask], onResult: (Int, WireMessage) throws -> Void) async throws {
+    /// `accept` with each task's index and answer, and gives a lost worker's tasks to others.
+    ///
+    /// `accept` returns false to reject an answer (a non-finite gradient): the task is then
+    /// computed again by another worker. Every worker that becomes ready meanwhile is first
+    /// sent `parameters`.
+    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate,
+                          accept: (Int, Int, WireMessage) throws -> Bool) async throws {
+        for w in alive { links[w].send(.parameters(parameters), connection: connection[w]!) }
         var queue = Array(tasks.indices.reversed())
         var outstanding: [Int: Set<Int>] = [:]
         var done = Set<Int>()
-        var lastHeard: [Int: ContinuousClock.Instant] = [:]
-        func giveUp(_ w: Int, _ reason: String) {
-            alive.remove(w)
+        /// Workers whose answer to a task was rejected: they do not get it again.
+        var rejected: [Int: Set<Int>] = [:]
+        var noneSince: ContinuousClock.Instant? = nil
+        let index = Dictionary(uniqueKeysWithValues: tasks.enumerated().map { (TaskKey($1.step, $1.shardID), $0) })
+
+        func lose(_ w: Int, _ reason: String) {
+            giveUp(w, reason)
             let lost = outstanding.removeValue(forKey: w) ?? []
-            queue.append(contentsOf: lost.subtracting(done))
-            print("worker \(links[w].address) lost (\(reason)); its \(lost.count) task(s) go to the others")
+            queue.append(contentsOf: lost.subtracting(done).sorted(by: >))
+            if !lost.isEmpty { console.line("  its \(lost.count) unfinished task(s) go to the other workers") }
         }
         func fill() {
             for w in alive.sorted() {
-                while outstanding[w, default: []].count < capacity[w, default: 2], let t = queue.popLast() {
-                    if outstanding[w, default: []].isEmpty { lastHeard[w] = .now }
+                while outstanding[w, default: []].count < capacity[w, default: 2],
+                      let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) {
+                    let t = queue.remove(at: i)
                     outstanding[w, default: []].insert(t)
-                    links[w].send(.task(tasks[t]))
+                    links[w].send(.task(tasks[t]), connection: connection[w]!)
                 }
+            }
+            if alive.isEmpty, noneSince == nil {
+                noneSince = .now
+                console.line("no worker left; waiting up to \(configuration.workerTimeout) s for one of them to come back (\(links.map(\.address).joined(separator: ", ")))")
             }
         }
         fill()
         while done.count < tasks.count {
             guard let event = await events.next() else { throw CoordinatorError("the worker connections ended") }
-            switch event {
-            case .message(let w, let message):
-                lastHeard[w] = .now
-                let id: (UInt64, UInt32)?
-                switch message {
-                case .gradient(let g): id = (g.step, g.shardID)
-                case .evaluation(let e): id = (e.step, e.shardID)
-                case .error(let report):
-                    print("worker \(links[w].address) reported an error: \(report)")
-                    id = nil
-                default: id = nil
+            if handleMembership(event, announceFailures: false) {
+                switch event {
+                case .ready(let w, let c, _):
+                    noneSince = nil
+                    links[w].send(.parameters(parameters), connection: c)
+                case .closed(let w, _, _):
+                    if !alive.contains(w), let lost = outstanding.removeValue(forKey: w) {
+                        queue.append(contentsOf: lost.subtracting(done).sorted(by: >))
+                    }
+                default: break
                 }
-                guard let (step, shard) = id, let t = tasks.firstIndex(where: { $0.step == step && $0.shardID == shard }),
-                      outstanding[w]?.contains(t) == true, !done.contains(t) else { continue }
-                outstanding[w]!.remove(t)
-                try onResult(t, message)
-                done.insert(t)
                 fill()
-            case .closed(let w, let reason):
-                guard alive.contains(w) else { continue }
-                giveUp(w, reason)
-                if alive.isEmpty { throw CoordinatorError("every worker is gone; the last reason: \(reason)") }
+                continue
+            }
+            switch event {
+            case .message(let w, let c, let message):
+                guard alive.contains(w), connection[w] == c else { continue }  // a late answer of a lost session
+                lastHeard[w] = .now
+                let key: TaskKey?
+                switch message {
+                case .gradient(let g): key = TaskKey(g.step, g.shardID)
+                case .evaluation(let e): key = TaskKey(e.step, e.shardID)
+                case .error(let report):
+                    console.line("worker \(address(w)) reported an error: \(report)")
+                    key = nil
+                default: key = nil
+                }
+                guard let key, let t = index[key], outstanding[w]?.contains(t) == true, !done.contains(t) else { continue }
+                outstanding[w]!.remove(t)
+                if try accept(t, w, message) {
+                    done.insert(t)
+                } else {
+                    rejected[t, default: []].insert(w)
+                    let refusals = rejected[t]!.count
+                    if refusals >= min(3, links.count) {
+                        throw CoordinatorError("task \(t) of step \(tasks[t].step) was answered with an unusable result by \(refusals) worker(s): the model has probably diverged (try a lower --learning-rate)")
+                    }
+                    queue.append(t)
+                }
                 fill()
             case .tick:
-                let limit = Duration.seconds(configuration.workerTimeout)
-                for w in alive.sorted() where !(outstanding[w] ?? []).isEmpty {
-                    guard let heard = lastHeard[w], ContinuousClock.now - heard > limit else { continue }
-                    giveUp(w, "no answer for \(configuration.workerTimeout) s while holding tasks")
-                    links[w].close()
-                }
-                if alive.isEmpty {
-                    throw CoordinatorError("every worker stopped answering; restart them and run again")
+                let limit = configuration.workerTimeout
+                for w in alive.sorted() {
+                    guard let heard = lastHeard[w], (ContinuousClock.now - heard).seconds > limit else { continue }
+                    lose(w, "no answer to heartbeats for \(limit) s")
                 }
                 fill()
-            case .ready:
+                if let since = noneSince, (ContinuousClock.now - since).seconds > limit {
+                    throw NoWorkersLeft(waited: limit, reasons: links.indices.map { "\(address($0)): \(lastReason[$0] ?? "no answer")" })
+                }
+            case .ready, .closed:
                 break
             }
         }
@@ -183,105 +275,216 @@ final class TrainingRun {
 
     // MARK: - Training
 
-    private func trainEpochs() async throws {
+    private func trainEpochs(trainingData: String) async throws {
         let c = configuration
-        var generator = SeededGenerator(seed: c.seed)
-        var parameters = Network<Float>(sizes: c.sizes, uniformIn: -0.5...0.5, using: &generator).flattened()
-        var optimizer = c.optimizer
-        let metrics = try c.metricsPath.map { try MetricsLog(path: $0) }
-        var step = 0
         let batchesPerEpoch = (train.count + c.batchSize - 1) / c.batchSize
         let totalSteps = min(c.maxSteps ?? Int.max, c.epochs * batchesPerEpoch)
-        var trainSeconds = 0.0
-        var points = 0
+        let fingerprint = RunFingerprint(
+            layerSizes: c.sizes, batchSize: c.batchSize, shardSize: c.shardSize, seed: c.seed,
+            optimizer: c.optimizer.kind, learningRate: c.optimizer.learningRate, schedule: c.schedule,
+            totalSteps: totalSteps, trainingData: trainingData)
+        let checkpoints = try c.checkpointDirectory.map { try CheckpointDirectory(path: $0) }
+        let checkpointEvery = c.checkpointEvery ?? batchesPerEpoch
+
+        var state = try startingState(checkpoints: checkpoints, fingerprint: fingerprint)
+        let metrics = try c.metricsPath.map { try MetricsLog(path: $0, keepingStepsThrough: c.resume ? state.step : nil) }
         // Per-step byte counts start after the handshake and the data sets.
         for counter in counters { _ = counter.take() }
-        print("training \(c.sizes.map(String.init).joined(separator: "-")) on \(train.count) points, "
+        console.line("training \(c.sizes.map(String.init).joined(separator: "-")) on \(train.count) points, "
               + "batch \(c.batchSize), shards of \(c.shardSize), \(c.optimizer.kind) lr \(c.optimizer.learningRate), "
               + "\(alive.count) worker(s)")
-        training: for epoch in 1...c.epochs {
-            if let limit = c.maxSteps, step >= limit { break training }
-            let plan = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator)
-            print("[Epoch \(epoch)]")
-            for (b, batch) in plan.batches.enumerated() {
-                if let limit = c.maxSteps, step >= limit { break training }
-                step += 1
-                let started = DispatchTime.now().uptimeNanoseconds
+
+        var plan: (epoch: Int, batches: [[Int]], next: SeededGenerator)?
+        do {
+            while state.step < totalSteps, state.epoch <= c.epochs {
+                if plan?.epoch != state.epoch {
+                    var generator = state.epochGenerator
+                    let batches = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator).batches
+                    plan = (state.epoch, batches, generator)
+                    if state.batchesDone == 0 { console.line("[Epoch \(state.epoch)]") }
+                }
+                let batch = plan!.batches[state.batchesDone]
+                let started = ContinuousClock.now
+                let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
-                for w in alive { links[w].send(.parameters(ParameterUpdate(step: UInt64(step), values: parameters))) }
-                let tasks = shards.enumerated().map { i, shard in
-                    ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
-                              samples: .indices(shard.map { UInt32($0) }))
-                }
-                var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
-                try await runTasks(tasks) { t, message in
-                    guard case .gradient(let g) = message else { return }
-                    guard g.gradientSum.count == parameters.count, g.sampleCount == shards[t].count else {
-                        throw CoordinatorError("a worker sent a gradient of the wrong shape for shard \(t)")
-                    }
-                    reducer.offer(shard: t, .init(gradient: g.gradientSum, lossSum: g.lossSum,
-                                                  correct: g.correctCount, count: g.sampleCount))
-                }
-                optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
-                                                         totalSteps: totalSteps)
+                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step)
+                var optimizer = state.optimizer
+                optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1, totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
                 let mean = reducer.gradientSum.map { $0 * scale }
+                var parameters = state.parameters
                 optimizer.apply(gradient: mean, to: &parameters)
-                let seconds = Double(DispatchTime.now().uptimeNanoseconds - started) * 1e-9
-                trainSeconds += seconds
-                points += batch.count
+                let seconds = (ContinuousClock.now - started).seconds
+
+                // The step is taken: the state moves on as one.
+                state.parameters = parameters
+                state.optimizer = optimizer
+                state.step = step
+                state.batchesDone += 1
+                state.trainSeconds += seconds
+                state.points += batch.count
+                if state.batchesDone == plan!.batches.count {
+                    state.epoch += 1
+                    state.batchesDone = 0
+                    state.epochGenerator = plan!.next
+                }
 
                 let trainError = 1 - Double(reducer.correct) / Double(reducer.sampleCount)
                 var line = String(format: "(Batch %d) trained on %d points in %.4fs (%.0f points/s); training error %.2f%%",
-                                  b + 1, batch.count, seconds, Double(batch.count) / seconds, trainError * 100)
+                                  step - (plan!.epoch - 1) * batchesPerEpoch, batch.count, seconds,
+                                  Double(batch.count) / seconds, trainError * 100)
                 if c.evalEvery > 0, step % c.evalEvery == 0 {
-                    let validation = try await evaluate(parameters, step: step)
+                    let validation = try await evaluate(state.parameters, step: step)
                     line += String(format: "; validation error %.2f%%", validation.errorRate * 100)
                 }
-                print(line)
+                console.line(line)
                 let bytes = counters.reduce((0, 0)) { total, counter in
                     let (s, r) = counter.take()
                     return (total.0 + s, total.1 + r)
                 }
                 try metrics?.write([
-                    "step": .int(step), "epoch": .int(epoch), "loss": .double(reducer.lossSum / Double(reducer.sampleCount)),
+                    "step": .int(step), "epoch": .int(plan!.epoch), "loss": .double(reducer.lossSum / Double(reducer.sampleCount)),
                     "train_error": .double(trainError), "seconds": .double(seconds),
                     "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
                 ])
+                if let checkpoints, step % checkpointEvery == 0 || step == totalSteps {
+                    let path = try checkpoints.save(state, fingerprint: fingerprint)
+                    console.line("checkpoint \(path)")
+                }
+                let elapsed = state.trainSeconds
+                let left = elapsed / Double(step) * Double(totalSteps - step)
+                console.status(String(format: "step %d/%d · epoch %d/%d · %.0f s training · about %.0f s left",
+                                      step, totalSteps, min(state.epoch, c.epochs), c.epochs, elapsed, left))
             }
+            let final = try await evaluate(state.parameters, step: state.step + 1)
+            let digest = Self.sha256(of: state.parameters)
+            console.clearStatus()
+            console.line(String(format: "test error %.2f%% after %d steps; training time %.3fs (%.0f points/s); model sha256 %@",
+                                final.errorRate * 100, state.step, state.trainSeconds,
+                                Double(state.points) / max(state.trainSeconds, 1e-9), digest))
+            try metrics?.write([
+                "event": .string("done"), "test_error": .double(final.errorRate), "test_loss": .double(final.meanLoss),
+                "model_sha256": .string(digest), "steps": .int(state.step), "train_seconds": .double(state.trainSeconds),
+            ])
+        } catch let lost as NoWorkersLeft {
+            let directory = try checkpoints ?? CheckpointDirectory(path: TrainingConfiguration.fallbackCheckpointDirectory)
+            let path = try directory.save(state, fingerprint: fingerprint)
+            var resume = CommandLine.arguments.dropFirst().joined(separator: " ")
+            if !CommandLine.arguments.contains("--resume") { resume += " --resume" }
+            if checkpoints == nil { resume += " --checkpoint-dir \(directory.path)" }
+            throw CoordinatorError("""
+                every worker was lost and none came back within \(lost.waited) s:
+                  \(lost.reasons.joined(separator: "\n  "))
+                The state after step \(state.step) is saved in \(path).
+                Start the workers again, then resume with:
+                  coordinator \(resume)
+                """)
         }
-        let final = try await evaluate(parameters, step: step + 1)
-        let digest = Self.sha256(of: parameters)
-        print(String(format: "test error %.2f%% after %d steps; training time %.3fs (%.0f points/s); model sha256 %@",
-                     final.errorRate * 100, step, trainSeconds, Double(points) / max(trainSeconds, 1e-9), digest))
-        try metrics?.write([
-            "event": .string("done"), "test_error": .double(final.errorRate), "test_loss": .double(final.meanLoss),
-            "model_sha256": .string(digest), "steps": .int(step), "train_seconds": .double(trainSeconds),
-        ])
         if let path = c.modelOut {
-            let network = parameters.withUnsafeBufferPointer { Network(sizes: c.sizes, flattened: $0) }
+            let network = state.parameters.withUnsafeBufferPointer { Network(sizes: c.sizes, flattened: $0) }
             try ModelFile.save(network, to: path)
-            print("model written to \(path)")
+            console.line("model written to \(path)")
         }
     }
 
+    /// The state the run starts from: the newest good checkpoint with `--resume`, else step 0.
+    private func startingState(checkpoints: CheckpointDirectory?, fingerprint: RunFingerprint) throws -> TrainingState {
+        let c = configuration
+        if c.resume, let checkpoints {
+            if let found = checkpoints.newest() {
+                for problem in found.skipped { console.line("skipping \(problem)") }
+                let differences = fingerprint.differences(from: found.fingerprint)
+                guard differences.isEmpty else {
+                    throw CoordinatorError("cannot resume from \(found.path): it belongs to a different run (\(differences.joined(separator: "; "))). Resume with the options of that run, or use another --checkpoint-dir.")
+                }
+                console.line("resuming from \(found.path): \(found.state.step) step(s) done, epoch \(found.state.epoch)")
+                return found.state
+            }
+            let bad = checkpoints.checkpointFiles()
+            guard bad.isEmpty else {
+                throw CoordinatorError("no usable checkpoint in \(checkpoints.path): every file is damaged (\(bad.map(\.path).joined(separator: ", "))). Move them away to start from the beginning.")
+            }
+            console.line("no checkpoint in \(checkpoints.path) yet; starting from the beginning")
+        }
+        var generator = SeededGenerator(seed: c.seed)
+        let parameters = Network<Float>(sizes: c.sizes, uniformIn: -0.5...0.5, using: &generator).flattened()
+        return TrainingState(parameters: parameters, optimizer: c.optimizer, epoch: 1, batchesDone: 0, step: 0,
+                             epochGenerator: generator)
+    }
+
+    /// The batch's gradient sum, added in shard order, from the workers' shard sums.
+    private func gradient(of shards: [[Int]], parameters: [Float], step: Int) async throws -> GradientReducer {
+        let tasks = shards.enumerated().map { i, shard in
+            ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
+                      samples: .indices(shard.map { UInt32($0) }))
+        }
+        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
+        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters)) { t, w, message in
+            guard case .gradient(let g) = message else { return false }
+            guard g.gradientSum.count == parameters.count, g.sampleCount == shards[t].count,
+                  (0...g.sampleCount).contains(g.correctCount) else {
+                console.line("worker \(address(w)) sent a result of the wrong shape for shard \(t) of step \(step); rejected, it is computed again")
+                return false
+            }
+            guard g.lossSum.isFinite, Self.allFinite(g.gradientSum) else {
+                console.line("error: worker \(address(w)) sent a non-finite gradient (NaN or infinity) for shard \(t) of step \(step); rejected, it is computed again by another worker")
+                return false
+            }
+            reducer.offer(shard: t, .init(gradient: g.gradientSum, lossSum: g.lossSum,
+                                          correct: g.correctCount, count: g.sampleCount))
+            return true
+        }
+        return reducer
+    }
+
     private func evaluate(_ parameters: [Float], step: Int) async throws -> Evaluation {
-        for w in alive { links[w].send(.parameters(ParameterUpdate(step: UInt64(step), values: parameters))) }
         let tasks = stride(from: 0, to: test.count, by: configuration.evalShardSize).enumerated().map { i, start in
             ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .evaluate, dataset: .test,
                       samples: .range(start: start, count: min(configuration.evalShardSize, test.count - start)))
         }
         var parts = [Evaluation?](repeating: nil, count: tasks.count)
-        try await runTasks(tasks) { t, message in
-            guard case .evaluation(let e) = message else { return }
+        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters)) { t, _, message in
+            guard case .evaluation(let e) = message, e.sampleCount == tasks[t].samples.count,
+                  (0...e.sampleCount).contains(e.correctCount) else { return false }
             parts[t] = Evaluation(lossSum: e.lossSum, correct: e.correctCount, count: e.sampleCount)
+            return true
         }
         return parts.reduce(into: Evaluation()) { $0.add($1!) }
+    }
+
+    /// Whether every value is finite (no NaN, no infinity).
+    static func allFinite(_ values: [Float]) -> Bool {
+        values.withUnsafeBufferPointer { buffer in
+            buffer.withMemoryRebound(to: UInt32.self) { bits in
+                // A float is NaN or infinite exactly when its exponent bits are all ones.
+                var bad: UInt32 = 0
+                for b in bits { bad |= UInt32((b & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0) }
+                return bad == 0
+            }
+        }
     }
 
     /// SHA-256 of the parameters' bytes (IEEE-754 float32, little-endian), in hex.
     static func sha256(of parameters: [Float]) -> String {
         let digest = parameters.withUnsafeBytes { SHA256.hash(data: $0) }
         return digest.map { String(format: "%02x", $0) }.joined()
+    }
+}
+
+/// A task's identity in answers: its step and shard.
+private struct TaskKey: Hashable {
+    var step: UInt64
+    var shard: UInt32
+    init(_ step: UInt64, _ shard: UInt32) {
+        self.step = step
+        self.shard = shard
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        let (s, a) = components
+        return Double(s) + Double(a) * 1e-18
     }
 }

@@ -1,115 +1,212 @@
 import Foundation
+import Synchronization
 import NIOCore
 import NIOPosix
 import Wire
 
 /// What the connections to the workers report to the training loop.
+///
+/// `connection` numbers the successive connections of one link (a worker that is lost and
+/// reconnected gets a new number), so that the loop can tell a new session from a late
+/// message of an old one. For one link the events come in order: a connection's messages,
+/// then its `closed`, then the next connection's `ready`.
 enum WorkerEvent: Sendable {
     /// Worker `worker` finished its handshake and holds the data sets.
-    case ready(worker: Int, HelloAck)
+    case ready(worker: Int, connection: Int, HelloAck)
     /// A message from worker `worker`.
-    case message(worker: Int, WireMessage)
-    /// Time passes (once a second): lets the loop notice a worker that stopped answering.
+    case message(worker: Int, connection: Int, WireMessage)
+    /// Time passes (a few times a second): lets the loop notice a worker that stopped answering.
     case tick
-    /// The connection to worker `worker` ended.
-    case closed(worker: Int, reason: String)
+    /// A connection to worker `worker` ended, or an attempt to make one failed.
+    case closed(worker: Int, connection: Int, reason: String)
 }
 
-/// One connection to a worker: dials it, does the handshake and the data-set exchange, then
-/// forwards what it receives as `WorkerEvent`s and writes what the loop sends it.
-struct WorkerLink: Sendable {
+/// One worker, as the coordinator sees it: dials it, does the handshake and the data-set
+/// exchange, then forwards what it receives as `WorkerEvent`s and writes what the loop sends
+/// it, with a heartbeat `ping` every ``heartbeatInterval``. When the connection ends (or cannot
+/// be made) it dials again with exponential backoff, until ``stop()``.
+final class WorkerLink: Sendable {
     let index: Int
     let address: String
-    private let channel = ChannelHolder()
-    let outbox: AsyncStream<WireMessage>.Continuation
-    private let outboxStream: AsyncStream<WireMessage>
+    private let state = Mutex(State())
+
+    private struct State {
+        var connection = 0
+        var outbox: AsyncStream<WireMessage>.Continuation?
+        var channel: Channel?
+        var stopped = false
+    }
 
     init(index: Int, address: String) {
         self.index = index
         self.address = address
-        (outboxStream, outbox) = AsyncStream.makeStream(of: WireMessage.self)
     }
 
-    /// How long the handshake and the data-set exchange may take.
-    static let handshakeTimeout = TimeAmount.seconds(60)
+    /// How long a worker may take to answer the hello.
+    static let helloTimeout = TimeAmount.seconds(10)
+    /// How long the data-set exchange that follows may take.
+    static let dataSetTimeout = TimeAmount.seconds(300)
+    /// Pings on an established connection; any message from the worker shows it is alive.
+    static let heartbeatInterval = Duration.milliseconds(500)
+    /// Waits between attempts to reach the worker: doubling from the first to the last.
+    static let backoff = (first: 0.25, last: 5.0)
 
-    /// Sends `message` to the worker (queued; written in order).
-    func send(_ message: WireMessage) { outbox.yield(message) }
+    /// Sends `message` on connection `connection` (queued; written in order). Dropped if that
+    /// connection is no longer the current one: a new session first needs new parameters.
+    func send(_ message: WireMessage, connection: Int) {
+        state.withLock { s in
+            guard s.connection == connection else { return }
+            s.outbox?.yield(message)
+        }
+    }
 
-    /// Closes the connection (a worker given up on); its `run` then ends.
-    func close() { channel.close() }
+    /// Closes connection `connection` if it is still the current one (a worker given up on);
+    /// the link then dials again.
+    func close(connection: Int) {
+        let channel = state.withLock { s in s.connection == connection ? s.channel : nil }
+        channel?.close(promise: nil)
+    }
 
-    /// Runs the connection until it ends, reporting to `events`.
+    /// Ends the link: says goodbye on the current connection, dials no more, and closes the
+    /// connection after `grace` (a worker that is stopped or gone never closes its side).
+    func stop(reason: String, grace: Duration = .seconds(2)) {
+        let (outbox, channel) = state.withLock { s in
+            s.stopped = true
+            defer { s.outbox = nil }
+            return (s.outbox, s.channel)
+        }
+        outbox?.yield(.goodbye(reason: reason))
+        outbox?.finish()
+        guard let channel else { return }
+        Task {
+            try? await Task.sleep(for: grace)
+            try? await channel.close()
+        }
+    }
+
+    private var isStopped: Bool { state.withLock { $0.stopped } }
+
+    /// Runs the link until it is stopped or its task cancelled, reporting to `events`.
     func run(hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
              events: AsyncStream<WorkerEvent>.Continuation) async {
-        do {
-            guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-                throw CoordinatorError("worker address '\(address)' is not HOST:PORT")
+        var wait = Self.backoff.first
+        while !isStopped && !Task.isCancelled {
+            let connection = state.withLock { s in
+                s.connection += 1
+                s.channel = nil
+                s.outbox = nil
+                return s.connection
             }
-            let host = String(address[..<colon])
-            let channel: NIOAsyncChannel<WireMessage, WireMessage>
+            var established = false
             do {
-                channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-                    .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                    .connectTimeout(.seconds(5))
-                    .connect(host: host, port: port) { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(counter)
-                            try WirePipeline.configure(channel, role: .coordinator)
-                            return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
-                        }
-                    }
+                try await connect(connection, hello: hello, dataSets: dataSets, counter: counter, events: events) {
+                    established = true
+                }
+                events.yield(.closed(worker: index, connection: connection, reason: "the worker closed the connection"))
             } catch {
-                throw CoordinatorError("cannot reach worker \(address): \(error) (is `worker --listen \(address)` running there, and the port open?)")
+                events.yield(.closed(worker: index, connection: connection, reason: "\(error)"))
             }
-            // A worker that accepts the connection but never answers the handshake (a busy or
-            // stuck process) is given up after the deadline instead of hanging the run.
-            let raw = channel.channel
-            self.channel.set(raw)
-            let deadline = raw.eventLoop.scheduleTask(in: Self.handshakeTimeout) { raw.close(promise: nil) }
-            try await channel.executeThenClose { inbound, outbound in
-                var messages = inbound.makeAsyncIterator()
-                func next() async throws -> WireMessage {
-                    guard let m = try await messages.next() else {
-                        throw CoordinatorError("worker \(address) closed the connection during the handshake, or did not finish it within \(Self.handshakeTimeout) (is it serving another coordinator?)")
-                    }
-                    if case .error(let report) = m { throw CoordinatorError("worker \(address) refused: \(report)") }
-                    return m
-                }
-                try await outbound.write(.hello(hello))
-                guard case .helloAck(let ack) = try await next() else {
-                    throw CoordinatorError("worker \(address) did not answer the handshake")
-                }
-                for transfer in dataSets {
-                    try await outbound.write(.datasetOffer(transfer.descriptor))
-                    guard case .datasetStatus(let status) = try await next() else {
-                        throw CoordinatorError("worker \(address) did not answer the data-set offer")
-                    }
-                    if status.state == .missing {
-                        try await outbound.write(.dataset(transfer))
-                        guard case .datasetStatus(let s) = try await next(), s.state == .ready else {
-                            throw CoordinatorError("worker \(address) did not accept the \(transfer.descriptor.kind) data set")
-                        }
-                    }
-                }
-                deadline.cancel()
-                events.yield(.ready(worker: index, ack))
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    group.addTask {
-                        for await message in outboxStream {
-                            try await outbound.write(message)
-                            if case .goodbye = message { return }
-                        }
-                    }
-                    while let m = try await messages.next() {
-                        events.yield(.message(worker: index, m))
-                    }
-                    group.cancelAll()
-                }
+            state.withLock { s in
+                s.outbox?.finish()
+                s.outbox = nil
+                s.channel = nil
             }
-            events.yield(.closed(worker: index, reason: "connection ended"))
+            if established { wait = Self.backoff.first }
+            guard !isStopped else { return }
+            do { try await Task.sleep(for: .seconds(wait)) } catch { return }
+            wait = min(wait * 2, Self.backoff.last)
+        }
+    }
+
+    /// One connection: dial, handshake, data sets, then messages until it ends.
+    private func connect(_ connection: Int, hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
+                         events: AsyncStream<WorkerEvent>.Continuation, onEstablished: () -> Void) async throws {
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
+            throw CoordinatorError("worker address '\(address)' is not HOST:PORT")
+        }
+        let host = String(address[..<colon])
+        let channel: NIOAsyncChannel<WireMessage, WireMessage>
+        do {
+            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+                .channelOption(.socketOption(.tcp_nodelay), value: 1)
+                .connectTimeout(.seconds(5))
+                .connect(host: host, port: port) { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(counter)
+                        try WirePipeline.configure(channel, role: .coordinator)
+                        return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                    }
+                }
         } catch {
-            events.yield(.closed(worker: index, reason: "\(error)"))
+            throw CoordinatorError("cannot reach worker \(address): \(error) (is `worker --listen \(address)` running there, and the port open?)")
+        }
+        let raw = channel.channel
+        let stoppedMeanwhile = state.withLock { s in
+            if s.connection == connection { s.channel = raw }
+            return s.stopped
+        }
+        if stoppedMeanwhile { try? await raw.close() }
+        // A worker that accepts the connection but does not answer (a stopped process, or one
+        // still serving an old session) is given up after the deadline instead of hanging.
+        var deadline = raw.eventLoop.scheduleTask(in: Self.helloTimeout) { raw.close(promise: nil) }
+        defer { deadline.cancel() }
+        try await channel.executeThenClose { inbound, outbound in
+            var messages = inbound.makeAsyncIterator()
+            func next() async throws -> WireMessage {
+                guard let m = try await messages.next() else {
+                    throw CoordinatorError("worker \(address) closed the connection during the handshake, or did not answer within the deadline (is it stopped, or serving another coordinator?)")
+                }
+                if case .error(let report) = m { throw CoordinatorError("worker \(address) refused: \(report)") }
+                return m
+            }
+            try await outbound.write(.hello(hello))
+            guard case .helloAck(let ack) = try await next() else {
+                throw CoordinatorError("worker \(address) did not answer the handshake")
+            }
+            deadline.cancel()
+            deadline = raw.eventLoop.scheduleTask(in: Self.dataSetTimeout) { raw.close(promise: nil) }
+            for transfer in dataSets {
+                try await outbound.write(.datasetOffer(transfer.descriptor))
+                guard case .datasetStatus(let status) = try await next() else {
+                    throw CoordinatorError("worker \(address) did not answer the data-set offer")
+                }
+                if status.state == .missing {
+                    try await outbound.write(.dataset(transfer))
+                    guard case .datasetStatus(let s) = try await next(), s.state == .ready else {
+                        throw CoordinatorError("worker \(address) did not accept the \(transfer.descriptor.kind) data set")
+                    }
+                }
+            }
+            deadline.cancel()
+            let (outboxStream, outbox) = AsyncStream.makeStream(of: WireMessage.self)
+            let current = state.withLock { s in
+                guard s.connection == connection, !s.stopped else { return false }
+                s.outbox = outbox
+                return true
+            }
+            guard current else { return }
+            onEstablished()
+            events.yield(.ready(worker: index, connection: connection, ack))
+            try await withThrowingTaskGroup(of: Void.self) { group in
+                group.addTask {
+                    for await message in outboxStream {
+                        try await outbound.write(message)
+                        if case .goodbye = message { return }
+                    }
+                }
+                group.addTask {
+                    var nonce: UInt64 = 0
+                    while true {
+                        try await Task.sleep(for: Self.heartbeatInterval)
+                        nonce += 1
+                        outbox.yield(.ping(nonce))
+                    }
+                }
+                while let m = try await messages.next() {
+                    events.yield(.message(worker: index, connection: connection, m))
+                }
+                group.cancelAll()
+            }
         }
     }
 }
@@ -143,28 +240,5 @@ final class ByteCounter: ChannelDuplexHandler, @unchecked Sendable {
         let n = unwrapOutboundIn(data).readableBytes
         lock.withLock { sent += n }
         context.write(data, promise: promise)
-    }
-}
-
-/// The channel of a link, once connected, so that the training loop can close it.
-final class ChannelHolder: @unchecked Sendable {
-    private let lock = NSLock()
-    private var channel: Channel?
-    private var closed = false
-
-    func set(_ channel: Channel) {
-        let closeNow = lock.withLock { () -> Bool in
-            self.channel = channel
-            return closed
-        }
-        if closeNow { channel.close(promise: nil) }
-    }
-
-    func close() {
-        let channel = lock.withLock { () -> Channel? in
-            closed = true
-            return self.channel
-        }
-        channel?.close(promise: nil)
     }
 }

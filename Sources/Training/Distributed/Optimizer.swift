@@ -35,6 +35,15 @@ public struct Optimizer: Sendable, Equatable, Codable {
         self.epsilon = epsilon
     }
 
+    /// An optimizer in the state a checkpoint saved.
+    public init(restoring kind: OptimizerKind, learningRate: Float, beta1: Float, beta2: Float, epsilon: Float,
+                step: Int, first: [Float], second: [Float]) {
+        self.init(kind: kind, learningRate: learningRate, beta1: beta1, beta2: beta2, epsilon: epsilon)
+        self.step = step
+        self.first = first
+        self.second = second
+    }
+
     /// Takes one step: `parameters` move against `gradient` (the batch's mean gradient).
     public mutating func apply(gradient: [Float], to parameters: inout [Float]) {
         precondition(gradient.count == parameters.count,
