@@ -76,6 +76,9 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
-        .testTarget(name: "DistributedTests", dependencies: ["Training", "Engine", "Wire"]),
+        .testTarget(name: "DistributedTests", dependencies: [
+            "Training", "Engine", "Wire",
+            .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
     ]
 )

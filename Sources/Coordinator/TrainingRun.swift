@@ -426,7 +426,7 @@ final class TrainingRun {
                 console.line("worker \(address(w)) sent a result of the wrong shape for shard \(t) of step \(step); rejected, it is computed again")
                 return false
             }
-            guard g.lossSum.isFinite, Self.allFinite(g.gradientSum) else {
+            guard g.isFinite else {
                 console.line("error: worker \(address(w)) sent a non-finite gradient (NaN or infinity) for shard \(t) of step \(step); rejected, it is computed again by another worker")
                 return false
             }
@@ -450,18 +450,6 @@ final class TrainingRun {
             return true
         }
         return parts.reduce(into: Evaluation()) { $0.add($1!) }
-    }
-
-    /// Whether every value is finite (no NaN, no infinity).
-    static func allFinite(_ values: [Float]) -> Bool {
-        values.withUnsafeBufferPointer { buffer in
-            buffer.withMemoryRebound(to: UInt32.self) { bits in
-                // A float is NaN or infinite exactly when its exponent bits are all ones.
-                var bad: UInt32 = 0
-                for b in bits { bad |= UInt32((b & 0x7F80_0000) == 0x7F80_0000 ? 1 : 0) }
-                return bad == 0
-            }
-        }
     }
 
     /// SHA-256 of the parameters' bytes (IEEE-754 float32, little-endian), in hex.

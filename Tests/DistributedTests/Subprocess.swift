@@ -153,9 +153,10 @@ final class BackgroundWorker: @unchecked Sendable {
     let port: Int
     private let stderrDrain: PipeDrain
 
-    /// Starts `worker --listen 127.0.0.1:0 --threads 1` and reads the port it prints.
-    init(executable: String, environment extra: [String: String] = [:], timeout: Double = 30) throws {
-        let arguments = ["--listen", "127.0.0.1:0", "--threads", "1", "--exit-with-parent"]
+    /// Starts `worker --listen 127.0.0.1:PORT --threads 1` (port 0: any free one) and reads
+    /// the port it prints.
+    init(executable: String, port: Int = 0, environment extra: [String: String] = [:], timeout: Double = 30) throws {
+        let arguments = ["--listen", "127.0.0.1:\(port)", "--threads", "1", "--exit-with-parent"]
         print("[DistributedTests] starting: worker \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

@@ -1,0 +1,82 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A process a test runs in the background and acts on while it runs: waits for a line of
+/// its output, sends it signals, then waits for it to end.
+final class LiveProcess: @unchecked Sendable {
+    let process = Process()
+    let command: String
+    private let started = Date()
+    private let out: PipeDrain
+    private let err: PipeDrain
+
+    init(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws {
+        command = ([URL(fileURLWithPath: executable).lastPathComponent] + arguments).joined(separator: " ")
+        print("[DistributedTests] starting: \(command)")
+        process.executableURL = URL(fileURLWithPath: executable)
+        process.arguments = arguments
+        process.currentDirectoryURL = FileManager.default.temporaryDirectory
+        var environment = ProcessInfo.processInfo.environment
+        environment.merge(extra) { _, new in new }
+        process.environment = environment
+        let o = Pipe(), e = Pipe()
+        process.standardOutput = o
+        process.standardError = e
+        process.standardInput = FileHandle.nullDevice
+        try process.run()
+        out = PipeDrain(o.fileHandleForReading)
+        err = PipeDrain(e.fileHandleForReading)
+    }
+
+    var pid: Int32 { process.processIdentifier }
+    var stdout: String { out.text }
+
+    /// Waits until stdout contains `text`; returns whether it did within `timeout` seconds.
+    func waitForOutput(_ text: String, timeout: Double = 120) async throws -> Bool {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if out.text.contains(text) { return true }
+            if !process.isRunning { return out.text.contains(text) }
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        return false
+    }
+
+    /// Waits for the process to end (killing it after `timeout` seconds) and returns what it left.
+    func finish(timeout: Double = 120) async throws -> ProcessOutcome {
+        let deadline = Date().addingTimeInterval(timeout)
+        while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let timedOut = process.isRunning
+        if timedOut {
+            process.terminate()
+            try await Task.sleep(for: .seconds(2))
+            if process.isRunning { kill(pid, SIGKILL) }
+        }
+        process.waitUntilExit()
+        let drainDeadline = Date().addingTimeInterval(5)
+        while !(out.isFinished && err.isFinished) && Date() < drainDeadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        let outcome = ProcessOutcome(command: command, status: process.terminationStatus, timedOut: timedOut,
+                                     stdout: out.text, stderr: err.text, seconds: Date().timeIntervalSince(started))
+        print("[DistributedTests] `\(command)` exited \(outcome.status) in \(String(format: "%.2f", outcome.seconds))s")
+        return outcome
+    }
+
+    deinit {
+        if process.isRunning { kill(pid, SIGKILL) }
+    }
+}
+
+/// Whether process `pid` still exists (and is not a zombie).
+func processExists(_ pid: Int32) -> Bool {
+    guard kill(pid, 0) == 0 else { return false }
+    let status = (try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8)) ?? ""
+    // The state follows the command name in parentheses: Z is a zombie.
+    guard let close = status.lastIndex(of: ")") else { return false }
+    return !status[status.index(after: close)...].trimmingCharacters(in: .whitespaces).hasPrefix("Z")
+}

@@ -1,0 +1,265 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The undisturbed runs the disturbed ones are compared with, each computed once.
+actor Baselines {
+    static let shared = Baselines()
+    private var runs: [[String]: Task<String, Error>] = [:]
+
+    /// The model_sha256 of a tiny `--local 2` run with `arguments` (and nothing going wrong).
+    func digest(_ arguments: [String]) async throws -> String {
+        if let run = runs[arguments] { return try await run.value }
+        let run = Task<String, Error> {
+            let directory = try temporaryDirectory("baseline")
+            let metrics = directory.appendingPathComponent("run.jsonl").path
+            let outcome = try await TinyRun.coordinator(["--local", "2"] + arguments + ["--metrics", metrics])
+            try #require(outcome.status == 0, "the undisturbed run failed: \(outcome)")
+            return try MetricsFile(path: metrics).modelDigest
+        }
+        runs[arguments] = run
+        return try await run.value
+    }
+}
+
+/// Workers that die, hang, come back or lie while a real coordinator trains with them: the
+/// run finishes with the undisturbed run's model, and the coordinator says what happened and
+/// how long it took to notice.
+@Suite("Worker failures", .serialized)
+struct WorkerFailureTests {
+    /// Long enough that a worker can be disturbed, noticed, and come back before the end.
+    static let run = ["--max-steps", "40", "--worker-timeout", "2"]
+
+    static func coordinator(_ arguments: [String]) throws -> LiveProcess {
+        let (coordinator, _) = try Products.require()
+        return try LiveProcess(coordinator, ["--data", Products.mnistDirectory] + TinyRun.options + run + arguments)
+    }
+
+    /// Waits for `text` after an action at `since`; returns the seconds it took.
+    static func secondsUntil(_ text: String, in process: LiveProcess, since: Date, timeout: Double) async throws -> Double? {
+        guard try await process.waitForOutput(text, timeout: timeout) else { return nil }
+        return Date().timeIntervalSince(since)
+    }
+
+    static func expectSameModel(_ outcome: ProcessOutcome, metrics: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)", sourceLocation: sourceLocation)
+        let expected = try await Baselines.shared.digest(run)
+        let digest = try MetricsFile(path: metrics).modelDigest
+        print("[DistributedTests] disturbed run: \(digest), undisturbed: \(expected)")
+        #expect(digest == expected, "the disturbed run trained a different model", sourceLocation: sourceLocation)
+    }
+
+    @Test("a worker killed with SIGKILL mid-step: its shards go to the other, the model is the undisturbed one")
+    func killedWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let a = try BackgroundWorker(executable: workerPath), b = try BackgroundWorker(executable: workerPath)
+        defer { a.stop(); b.stop() }
+        let metrics = try temporaryDirectory("sigkill").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
+        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        kill(a.process.processIdentifier, SIGKILL)
+        let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost", in: run, since: Date(), timeout: 10)
+        print("[DistributedTests] SIGKILL noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never")")
+        #expect((noticed ?? .infinity) < 2, "a killed worker's closed connection was not noticed within 2 s")
+        let outcome = try await run.finish()
+        #expect(outcome.stdout.contains("lost (its connection ended"), "\(outcome)")
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
+    @Test("a worker stopped with SIGSTOP is given up after --worker-timeout, and used again after SIGCONT")
+    func stoppedWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let a = try BackgroundWorker(executable: workerPath), b = try BackgroundWorker(executable: workerPath)
+        defer { kill(a.process.processIdentifier, SIGCONT); a.stop(); b.stop() }
+        let metrics = try temporaryDirectory("sigstop").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
+        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        let stopped = Date()
+        kill(a.process.processIdentifier, SIGSTOP)
+        let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost (no answer to heartbeats", in: run,
+                                                  since: stopped, timeout: 20)
+        print("[DistributedTests] SIGSTOP noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never") (--worker-timeout 2)")
+        #expect(noticed != nil && noticed! >= 1.5 && noticed! < 5, "a stopped worker was not given up 2 s after it fell silent")
+        kill(a.process.processIdentifier, SIGCONT)
+        let back = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) is back", in: run, since: Date(), timeout: 30)
+        print("[DistributedTests] back \(back.map { String(format: "%.2f s", $0) } ?? "never") after SIGCONT")
+        #expect(back != nil, "the worker was not used again after SIGCONT:\n\(run.stdout)")
+        let outcome = try await run.finish()
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
+    @Test("a worker killed and started again on its port is dialled again and used")
+    func restartedWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let a = try BackgroundWorker(executable: workerPath), b = try BackgroundWorker(executable: workerPath)
+        defer { a.stop(); b.stop() }
+        let metrics = try temporaryDirectory("restart").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
+        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        kill(a.process.processIdentifier, SIGKILL)
+        a.process.waitUntilExit()
+        let again = try BackgroundWorker(executable: workerPath, port: a.port)
+        defer { again.stop() }
+        let back = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) is back", in: run, since: Date(), timeout: 30)
+        print("[DistributedTests] restarted worker used again \(back.map { String(format: "%.2f s", $0) } ?? "never") after it started")
+        #expect(back != nil, "the restarted worker was not used again:\n\(run.stdout)")
+        let outcome = try await run.finish()
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
+    @Test("coordinator --local: a local worker killed with SIGKILL is started again and used again")
+    func localWorkerRestarted() async throws {
+        let metrics = try temporaryDirectory("local-restart").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--local", "2", "--metrics", metrics])
+        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        // "worker 127.0.0.1:PORT ready: HOST:PID, OpenBLAS ..."
+        let pids = run.stdout.split(separator: "\n").compactMap { line -> Int32? in
+            guard let r = line.range(of: " ready: "), let comma = line[r.upperBound...].firstIndex(of: ","),
+                  let colon = line[r.upperBound..<comma].lastIndex(of: ":") else { return nil }
+            return Int32(line[line.index(after: colon)..<comma])
+        }
+        let pid = try #require(pids.first, "no worker pid in the output:\n\(run.stdout)")
+        kill(pid, SIGKILL)
+        let restarted = try await Self.secondsUntil("(pid \(pid)) was killed by signal 9; starting it again", in: run,
+                                                    since: Date(), timeout: 10)
+        #expect(restarted != nil, "the coordinator did not start the killed local worker again:\n\(run.stdout)")
+        let back = try await Self.secondsUntil(" is back after", in: run, since: Date(), timeout: 30)
+        print("[DistributedTests] local worker restarted after \(restarted.map { String(format: "%.2f s", $0) } ?? "never"), used again after \(back.map { String(format: "%.2f s", $0) } ?? "never")")
+        #expect(back != nil, "the restarted local worker was not used again:\n\(run.stdout)")
+        let outcome = try await run.finish()
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
+    @Test("with every worker gone the coordinator waits --worker-timeout, saves a checkpoint, says how to resume; resuming gives the undisturbed model")
+    func noWorkerLeft() async throws {
+        let (coordinatorPath, workerPath) = try Products.require()
+        let a = try BackgroundWorker(executable: workerPath)
+        defer { a.stop() }
+        let directory = try temporaryDirectory("no-worker-left")
+        let metrics = directory.appendingPathComponent("run.jsonl").path
+        let checkpoints = directory.appendingPathComponent("ckpt").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port)", "--metrics", metrics, "--checkpoint-dir", checkpoints])
+        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        let killed = Date()
+        kill(a.process.processIdentifier, SIGKILL)
+        let outcome = try await run.finish(timeout: 30)
+        let seconds = Date().timeIntervalSince(killed)
+        print("[DistributedTests] the coordinator stopped \(String(format: "%.2f", seconds)) s after its only worker died")
+        #expect(outcome.status != 0, "\(outcome)")
+        #expect(seconds >= 2 && seconds < 10, "it did not wait about --worker-timeout (2 s) for a worker")
+        #expect(outcome.stdout.contains("no worker left; waiting up to 2.0 s"), "\(outcome)")
+        #expect(outcome.stderr.contains("every worker was lost"), "\(outcome)")
+        #expect(outcome.stderr.contains("--resume"), "the message does not say how to resume: \(outcome.stderr)")
+        #expect(!CheckpointFiles.list(checkpoints).isEmpty, "no checkpoint was saved in \(checkpoints)")
+
+        let b = try BackgroundWorker(executable: workerPath)
+        defer { b.stop() }
+        let resumed = try await runProcess(
+            coordinatorPath, ["--data", Products.mnistDirectory] + TinyRun.options + Self.run
+                + ["--workers", "127.0.0.1:\(b.port)", "--metrics", metrics, "--checkpoint-dir", checkpoints, "--resume"])
+        #expect(resumed.stdout.contains("resuming from"), "\(resumed)")
+        try await Self.expectSameModel(resumed, metrics: metrics)
+        let steps = try MetricsFile(path: metrics).steps.map(\.step)
+        #expect(steps == Array(1...40), "the metrics of the interrupted and resumed run are not steps 1...40 once each: \(steps)")
+    }
+
+    @Test("a worker that sends non-finite gradients: each is rejected with a logged error and computed by another worker")
+    func nonFiniteGradients() async throws {
+        let (_, workerPath) = try Products.require()
+        let honest = try BackgroundWorker(executable: workerPath)
+        defer { honest.stop() }
+        let liar = try await LyingWorker.start()
+        defer { liar.stop() }
+        let metrics = try temporaryDirectory("nan").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(liar.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
+        let outcome = try await run.finish()
+        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested")
+        print("[DistributedTests] the lying worker sent \(liar.gradientsSent) NaN gradient(s)")
+        #expect(outcome.stdout.contains("sent a non-finite gradient (NaN or infinity)"), "\(outcome)")
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+}
+
+/// The checkpoint files of a directory.
+enum CheckpointFiles {
+    static func list(_ directory: String) -> [String] {
+        ((try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? [])
+            .filter { $0.hasPrefix("checkpoint-") && $0.hasSuffix(".bpckpt") }.sorted()
+            .map { directory + "/" + $0 }
+    }
+}
+
+/// A worker that follows the protocol but answers every training task with a NaN gradient
+/// (a broken host, or an attacker on an unauthenticated network), in this process.
+final class LyingWorker: @unchecked Sendable {
+    let port: Int
+    private let server: Channel
+    private let lock = NSLock()
+    private var sent = 0
+
+    var gradientsSent: Int { lock.withLock { sent } }
+
+    private init(port: Int, server: Channel) {
+        self.port = port
+        self.server = server
+    }
+
+    static func start() async throws -> LyingWorker {
+        let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try WirePipeline.configure(channel, role: .worker)
+                    return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let worker = LyingWorker(port: server.channel.localAddress!.port!, server: server.channel)
+        Task {
+            try await server.executeThenClose { connections in
+                for try await connection in connections {
+                    Task { try? await worker.serve(connection) }
+                }
+            }
+        }
+        return worker
+    }
+
+    private func serve(_ connection: NIOAsyncChannel<WireMessage, WireMessage>) async throws {
+        try await connection.executeThenClose { inbound, outbound in
+            var signature: ModelSignature?
+            for try await message in inbound {
+                switch message {
+                case .hello(let hello):
+                    signature = hello.signature
+                    try await outbound.write(.helloAck(HelloAck(answering: hello, workerName: "liar", blasKernel: "none", threadCount: 1)))
+                case .datasetOffer(let d):
+                    try await outbound.write(.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready)))
+                case .task(let task) where task.kind == .train:
+                    let count = signature!.parameterCount
+                    var values = [Float](repeating: 0.01, count: count)
+                    values[count / 2] = .nan
+                    lock.withLock { sent += 1 }
+                    try await outbound.write(.gradient(GradientResult(
+                        step: task.step, shardID: task.shardID, sampleCount: task.samples.count, lossSum: 1,
+                        correctCount: 0, gradientSum: values)))
+                case .task:
+                    return  // evaluation: it cannot compute, so it hangs up and the task goes elsewhere
+                case .ping(let n):
+                    try await outbound.write(.pong(n))
+                case .goodbye:
+                    return
+                default:
+                    break
+                }
+            }
+        }
+    }
+
+    func stop() { server.close(promise: nil) }
+}
