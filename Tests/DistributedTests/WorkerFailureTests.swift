@@ -118,12 +118,7 @@ struct WorkerFailureTests {
         let metrics = try temporaryDirectory("local-restart").appendingPathComponent("run.jsonl").path
         let run = try Self.coordinator(["--local", "2", "--metrics", metrics])
         try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
-        // "worker 127.0.0.1:PORT ready: HOST:PID, OpenBLAS ..."
-        let pids = run.stdout.split(separator: "\n").compactMap { line -> Int32? in
-            guard let r = line.range(of: " ready: "), let comma = line[r.upperBound...].firstIndex(of: ","),
-                  let colon = line[r.upperBound..<comma].lastIndex(of: ":") else { return nil }
-            return Int32(line[line.index(after: colon)..<comma])
-        }
+        let pids = ResumeTests.localWorkerPIDs(run.stdout)
         let pid = try #require(pids.first, "no worker pid in the output:\n\(run.stdout)")
         kill(pid, SIGKILL)
         let restarted = try await Self.secondsUntil("(pid \(pid)) was killed by signal 9; starting it again", in: run,

@@ -1,0 +1,79 @@
+import Foundation
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A coordinator killed with SIGKILL and started again with `--resume` ends with the model of
+/// a run that was never interrupted.
+@Suite("Coordinator crash and resume", .serialized)
+struct ResumeTests {
+    static let run = WorkerFailureTests.run
+
+    @Test("coordinator killed with SIGKILL at several points (one while its newest checkpoint is damaged), resumed: the undisturbed model_sha256")
+    func killAndResume() async throws {
+        let (coordinatorPath, _) = try Products.require()
+        let directory = try temporaryDirectory("resume")
+        let metrics = directory.appendingPathComponent("run.jsonl").path
+        let checkpoints = directory.appendingPathComponent("ckpt").path
+        let arguments = ["--data", Products.mnistDirectory] + TinyRun.options + Self.run
+            + ["--local", "2", "--metrics", metrics, "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--resume"]
+        var generator = SystemRandomNumberGenerator()
+        // Kill it after these checkpoints, each time a random moment later (mid-step, mid-write).
+        for (round, after) in [6, 15, 27].enumerated() {
+            let coordinator = try LiveProcess(coordinatorPath, arguments)
+            try #require(try await coordinator.waitForOutput(String(format: "checkpoint-%09d", after)),
+                         "round \(round): no checkpoint of step \(after):\n\(coordinator.stdout)")
+            let delay = Int.random(in: 0...400, using: &generator)
+            try await Task.sleep(for: .milliseconds(delay))
+            let workers = Self.localWorkerPIDs(coordinator.stdout)
+            kill(coordinator.pid, SIGKILL)
+            _ = try await coordinator.finish(timeout: 10)
+            print("[DistributedTests] round \(round): killed the coordinator \(delay) ms after checkpoint \(after)")
+            #expect(coordinator.stdout.contains(round == 0 ? "starting from the beginning" : "resuming from"))
+            // Its local workers exit with it (--exit-with-parent).
+            let deadline = Date().addingTimeInterval(5)
+            while workers.contains(where: processExists) && Date() < deadline { try await Task.sleep(for: .milliseconds(50)) }
+            #expect(!workers.contains(where: processExists), "local workers \(workers) outlived the killed coordinator")
+        }
+        // Damage the newest checkpoint: the resume must skip it and use the one before.
+        let files = CheckpointFiles.list(checkpoints)
+        let newest = try #require(files.last, "no checkpoint in \(checkpoints)")
+        var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: newest)))
+        bytes[bytes.count / 2] ^= 0x40
+        try Data(bytes).write(to: URL(fileURLWithPath: newest))
+
+        let resumed = try await runProcess(coordinatorPath, arguments)
+        #expect(resumed.status == 0, "\(resumed)")
+        #expect(resumed.stdout.contains("skipping checkpoint \(newest) is damaged (checksum mismatch)"), "\(resumed)")
+        let expected = try await Baselines.shared.digest(Self.run)
+        let file = try MetricsFile(path: metrics)
+        print("[DistributedTests] resumed run: \(file.modelDigest), undisturbed: \(expected)")
+        #expect(file.modelDigest == expected, "the killed and resumed run trained a different model")
+        #expect(file.steps.map(\.step) == Array(1...40), "metrics steps: \(file.steps.map(\.step))")
+        #expect(CheckpointFiles.list(checkpoints).count <= 3, "old checkpoints were not pruned")
+    }
+
+    @Test("--resume with a checkpoint of another run is refused, naming the difference")
+    func refusesForeignCheckpoint() async throws {
+        let directory = try temporaryDirectory("foreign")
+        let checkpoints = directory.appendingPathComponent("ckpt").path
+        let first = try await TinyRun.coordinator(["--local", "1", "--max-steps", "2", "--checkpoint-dir", checkpoints])
+        try #require(first.status == 0, "\(first)")
+        let other = try await TinyRun.coordinator(["--local", "1", "--max-steps", "2", "--seed", "9",
+                                                   "--checkpoint-dir", checkpoints, "--resume"])
+        #expect(other.status != 0, "\(other)")
+        #expect(other.stderr.contains("belongs to a different run") && other.stderr.contains("seed: 9 here, 1 in the checkpoint"),
+                "\(other)")
+    }
+
+    /// Pids of the local workers, from "worker 127.0.0.1:PORT ready: HOST:PID, ..." lines.
+    static func localWorkerPIDs(_ output: String) -> [Int32] {
+        output.split(separator: "\n").compactMap { line in
+            guard let r = line.range(of: " ready: "), let comma = line[r.upperBound...].firstIndex(of: ","),
+                  let colon = line[r.upperBound..<comma].lastIndex(of: ":") else { return nil }
+            return Int32(line[line.index(after: colon)..<comma])
+        }
+    }
+}
