@@ -22,6 +22,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
               coordinator --local 2 --epochs 5 --metrics run.jsonl --model-out mnist.model
               coordinator --workers hostA:7070,hostB:7070 --optimizer momentum --learning-rate 0.5
               coordinator --local 2 --checkpoint-dir ckpt            # after a crash, add --resume
+              coordinator --workers hostA:7070,hostB:7070 --dry-run   # check the set-up only
             """)
 
     @Option(help: "Workers to dial, comma-separated HOST:PORT list.")
@@ -77,6 +78,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     @Flag(help: "Continue from the newest good checkpoint in --checkpoint-dir (start from the beginning if there is none).")
     var resume = false
+
+    @Flag(help: "Check the set-up without training: load the data, reach every worker, check its protocol version and model, and report its BLAS kernel and threads.")
+    var dryRun = false
 
     @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
     var modelOut: String?
@@ -155,6 +159,11 @@ struct CoordinatorCommand: AsyncParsableCommand {
         defer {
             localWorkers?.stop()
             _ = signals
+        }
+        if dryRun {
+            let ok = await DryRun.check(addresses: addresses, sizes: configuration.sizes, train: train, test: test)
+            if !ok { throw ExitCode.failure }
+            return
         }
         let run = TrainingRun(configuration: configuration, train: train, test: test, addresses: addresses)
         do {

@@ -45,7 +45,8 @@ final class LocalWorkers: @unchecked Sendable {
     private func start(_ i: Int, listen: String) throws -> (Process, String)? {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = ["--listen", listen, "--threads", String(threads), "--exit-with-parent"]
+        process.arguments = ["--listen", listen, "--threads", String(threads), "--exit-with-parent",
+                             "--log-level", "warning"]
         var environment = ProcessInfo.processInfo.environment
         environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
         process.environment = environment

@@ -118,28 +118,85 @@ final class WorkerLink: Sendable {
         }
     }
 
-    /// One connection: dial, handshake, data sets, then messages until it ends.
-    private func connect(_ connection: Int, hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
-                         events: AsyncStream<WorkerEvent>.Continuation, onEstablished: () -> Void) async throws {
+    /// Opens a connection to the worker, with the protocol's handlers installed.
+    private func dial(counter: ByteCounter?) async throws -> NIOAsyncChannel<WireMessage, WireMessage> {
         guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             throw CoordinatorError("worker address '\(address)' is not HOST:PORT")
         }
         let host = String(address[..<colon])
-        let channel: NIOAsyncChannel<WireMessage, WireMessage>
         do {
-            channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(counter)
+                        if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
                         try WirePipeline.configure(channel, role: .coordinator)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
-            throw CoordinatorError("cannot reach worker \(address): \(error) (is `worker --listen \(address)` running there, and the port open?)")
+            throw CoordinatorError("cannot reach worker \(address): \(Self.describe(connectionError: error)) (is `worker --listen \(address)` running there, and the port open?)")
         }
+    }
+
+    /// A connection failure in a few words.
+    static func describe(connectionError error: Error) -> String {
+        if let failure = error as? NIOConnectionError {
+            if failure.connectionErrors.isEmpty {
+                return "the host name does not resolve (\(failure.host))"
+            }
+            return failure.connectionErrors.map { attempt in
+                let reason: String
+                if let io = attempt.error as? IOError {
+                    switch io.errnoCode {
+                    case ECONNREFUSED: reason = "connection refused: nothing listens on that port"
+                    case EHOSTUNREACH, ENETUNREACH: reason = "no route to the host"
+                    case ETIMEDOUT: reason = "timed out"
+                    default: reason = String(cString: strerror(io.errnoCode))
+                    }
+                } else if attempt.error is ChannelError {
+                    reason = "timed out after 5 s"
+                } else {
+                    reason = "\(attempt.error)"
+                }
+                return failure.connectionErrors.count == 1 ? reason : "\(attempt.target.ipAddress ?? "\(attempt.target)"): \(reason)"
+            }.joined(separator: "; ")
+        }
+        if case ChannelError.connectTimeout = error { return "no answer within 5 s" }
+        return "\(error)"
+    }
+
+    /// Checks the worker without training: dials it, does the handshake (protocol version and
+    /// model), and says goodbye. Returns its answer and the round-trip time in seconds.
+    func probe(hello: Hello) async throws -> (HelloAck, Double) {
+        let started = ContinuousClock.now
+        let channel = try await dial(counter: nil)
+        let raw = channel.channel
+        let deadline = raw.eventLoop.scheduleTask(in: Self.helloTimeout) { raw.close(promise: nil) }
+        defer { deadline.cancel() }
+        return try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(.hello(hello))
+            var messages = inbound.makeAsyncIterator()
+            switch try await messages.next() {
+            case .helloAck(let ack)?:
+                let seconds = (ContinuousClock.now - started).seconds
+                try? await outbound.write(.goodbye(reason: "checked by coordinator --dry-run"))
+                return (ack, seconds)
+            case .error(let report)?:
+                throw CoordinatorError("worker \(address) refused: \(report)")
+            case let other?:
+                throw CoordinatorError("worker \(address) answered the hello with \(other.type)")
+            case nil:
+                throw CoordinatorError("worker \(address) closed the connection without answering within \(Self.helloTimeout) (is it stopped, or serving another coordinator?)")
+            }
+        }
+    }
+
+    /// One connection: dial, handshake, data sets, then messages until it ends.
+    private func connect(_ connection: Int, hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
+                         events: AsyncStream<WorkerEvent>.Continuation, onEstablished: () -> Void) async throws {
+        let channel = try await dial(counter: counter)
         let raw = channel.channel
         let stoppedMeanwhile = state.withLock { s in
             if s.connection == connection { s.channel = raw }

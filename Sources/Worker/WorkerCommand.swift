@@ -31,6 +31,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Exit after serving this many sessions (default: serve forever).")
     var sessions: Int?
 
+    @Option(help: "Least important log messages shown: trace, debug, info, notice, warning, error or critical.")
+    var logLevel: Logger.Level = .info
+
     @Flag(help: "Exit when the parent process ends (used by coordinator --local).")
     var exitWithParent = false
 
@@ -49,7 +52,7 @@ struct WorkerCommand: AsyncParsableCommand {
         let parallelism = threads ?? ProcessInfo.processInfo.activeProcessorCount
         let blas = BLASRuntime.prepareProcess(threads: 1)
         var logger = Logger(label: "worker")
-        logger.logLevel = .info
+        logger.logLevel = logLevel
         let address = ListenAddress(listen)!
         let server: NIOAsyncChannel<NIOAsyncChannel<WireMessage, WireMessage>, Never>
         do {
@@ -97,3 +100,5 @@ struct ListenAddress {
 /// Linux `prctl` (in <sys/prctl.h>, which the Glibc module does not export).
 @_silgen_name("prctl")
 private func linuxPrctl(_ option: Int32, _ a2: UInt, _ a3: UInt, _ a4: UInt, _ a5: UInt) -> Int32
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

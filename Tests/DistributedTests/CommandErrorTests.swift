@@ -6,12 +6,28 @@ import Testing
 struct CommandErrorTests {
     @Test("coordinator --workers 127.0.0.1:1 (nothing listening) fails within seconds and names the address")
     func unreachableWorker() async throws {
-        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:1"], timeout: 60)
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:1", "--worker-timeout", "2"], timeout: 60)
         #expect(!outcome.timedOut, "\(outcome)")
         #expect(outcome.status != 0, "\(outcome)")
         #expect(outcome.output.contains("127.0.0.1:1"), "the message does not name the address:\n\(outcome)")
+        #expect(outcome.output.contains("connection refused"), "the message does not say what failed:\n\(outcome)")
         // Loading MNIST in a debug build is most of this; connecting must not wait for long.
         #expect(outcome.seconds < 20, "took \(outcome.seconds)s to give up on a refused connection")
+    }
+
+    @Test("coordinator --dry-run reports each worker (kernel, threads) and trains nothing; an unreachable one fails it")
+    func dryRun() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath)
+        defer { worker.stop() }
+        let good = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--dry-run"], timeout: 60)
+        #expect(good.status == 0, "\(good)")
+        #expect(good.stdout.contains("ok      127.0.0.1:\(worker.port)") && good.stdout.contains("OpenBLAS "), "\(good)")
+        #expect(good.stdout.contains("nothing was trained") && !good.stdout.contains("(Batch"), "\(good)")
+        let bad = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port),127.0.0.1:1", "--dry-run"], timeout: 60)
+        #expect(bad.status != 0, "\(bad)")
+        #expect(bad.stdout.contains("FAILED  127.0.0.1:1") && bad.stdout.contains("connection refused"), "\(bad)")
+        #expect(bad.stdout.contains("1 of 2 worker(s) cannot be used"), "\(bad)")
     }
 
     @Test("coordinator without --workers or --local fails with a usage message")
