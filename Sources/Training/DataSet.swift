@@ -5,6 +5,7 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Foundation
 
 /// A set of classified images, such as MNIST's training or test set, kept as raw bytes.
 ///
@@ -150,10 +151,17 @@ public struct LabeledDataSet: Sendable, Equatable {
     }
 }
 
-/// Finds and loads the MNIST database of handwritten digits in a directory.
+/// Finds and loads an image-classification data set stored as IDX files in a directory: the
+/// MNIST database of handwritten digits (the repository ships it in `data/mnist`), or any
+/// set laid out the same way (Fashion-MNIST, EMNIST, KMNIST, your own).
 ///
-/// The repository ships the four files in `data/mnist`; each may be gzip-compressed (`.gz`) or
-/// not, and the uncompressed copy is read when both are present.
+/// The directory holds four files: training images and labels, test images and labels. Each
+/// is found by its usual name (`train-images-idx3-ubyte`, `train-labels-idx1-ubyte`,
+/// `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`), raw or gzip-compressed (`.gz`; the
+/// uncompressed copy is read when both are present), or else by a name that contains the
+/// same parts (`emnist-letters-train-images-idx3-ubyte.gz`, `test-images.idx3-ubyte`). The
+/// image size comes from the files and the number of classes from the labels (the largest
+/// label plus one).
 public enum MNIST {
     /// The name of the training images file, without `.gz`.
     public static let trainImages = "train-images-idx3-ubyte"
@@ -164,40 +172,73 @@ public enum MNIST {
     /// The name of the test labels file, without `.gz`.
     public static let testLabels = "t10k-labels-idx1-ubyte"
 
-    /// MNIST's ten digit classes.
-    public static let classCount = 10
-
-    /// Loads the training set (60,000 samples) and the test set (10,000) from `directory`.
+    /// Loads the training set and the test set from `directory`.
     ///
     /// - Throws: ``IDXError``; a missing file is reported with the directory, the file's name and
-    ///   where to get MNIST.
+    ///   where to get MNIST; images of different sizes in the two sets are refused.
     public static func load(directory: String) throws(IDXError) -> (train: LabeledDataSet, test: LabeledDataSet) {
         guard isDirectory(directory) else {
             throw .dataSetFileMissing(
                 directory: directory, missing: "no such directory",
-                hint: "pass the directory holding the MNIST files (the repository ships them in data/mnist)")
+                hint: "pass the directory holding the IDX files (the repository ships MNIST in data/mnist)")
         }
         let train = try LabeledDataSet.load(
             images: try locate(trainImages, in: directory),
-            labels: try locate(trainLabels, in: directory), classCount: classCount)
+            labels: try locate(trainLabels, in: directory))
         let test = try LabeledDataSet.load(
             images: try locate(testImages, in: directory),
-            labels: try locate(testLabels, in: directory), classCount: classCount)
-        return (train, test)
+            labels: try locate(testLabels, in: directory))
+        guard train.rows == test.rows, train.columns == test.columns else {
+            throw .invalidShape(directory, detail: "the training images are \(train.rows)x\(train.columns) pixels, "
+                + "the test images \(test.rows)x\(test.columns); both sets must have images of one size")
+        }
+        // Both sets use the classes either one has a label of.
+        let classes = max(train.classCount, test.classCount, 2)
+        func widened(_ set: LabeledDataSet, _ name: String) throws(IDXError) -> LabeledDataSet {
+            guard set.classCount != classes else { return set }
+            return try LabeledDataSet(rows: set.rows, columns: set.columns, pixels: set.pixels, labels: set.labels,
+                                      classCount: classes, source: "\(directory) (\(name))")
+        }
+        return (try widened(train, "training set"), try widened(test, "test set"))
     }
 
-    /// The path of `name` or `name.gz` in `directory`, preferring the uncompressed file.
+    /// The path of the file for `name` in `directory`: `name` or `name.gz`, preferring the
+    /// uncompressed file; else the one file whose name holds the same parts (such as
+    /// `emnist-digits-train-images-idx3-ubyte.gz` for `train-images-idx3-ubyte`).
     static func locate(_ name: String, in directory: String) throws(IDXError) -> String {
         let base = directory.hasSuffix("/") ? directory + name : directory + "/" + name
         for candidate in [base, base + ".gz"] where exists(candidate) {
             return candidate
         }
+        // "train-images-idx3-ubyte" -> role "train-images" (or "test-images" for t10k) and
+        // format "idx3-ubyte"; separators may be "-" or ".".
+        let parts = name.split(separator: "-")
+        let kind = parts[1], format = parts[2] + "-" + parts[3]
+        let sets = parts[0] == "t10k" ? ["t10k", "test"] : ["train"]
+        let listing = (try? FileManager.default.contentsOfDirectory(atPath: directory)) ?? []
+        let matches = listing.filter { file in
+            let lower = file.lowercased()
+            return sets.contains { set in lower.contains("\(set)-\(kind)") }
+                && (lower.hasSuffix(format) || lower.hasSuffix(format + ".gz"))
+        }.sorted()
+        // Of a raw and a gzip copy of the same file, the raw one.
+        let distinct = matches.filter { !$0.hasSuffix(".gz") || !matches.contains(String($0.dropLast(3))) }
+        if distinct.count == 1 {
+            return (directory.hasSuffix("/") ? directory : directory + "/") + distinct[0]
+        }
+        if distinct.count > 1 {
+            throw .dataSetFileMissing(
+                directory: directory,
+                missing: "several files could be the \(name) file: \(distinct.joined(separator: ", "))",
+                hint: "keep one data set per directory")
+        }
         throw .dataSetFileMissing(
             directory: directory,
-            missing: "missing MNIST file \(name) (looked for \(name) and \(name).gz)",
+            missing: "missing IDX file \(name) (looked for \(name), \(name).gz, and names containing "
+                + "\(sets.map { "\($0)-\(kind)" }.joined(separator: " or ")) and ending in \(format))",
             hint: "the repository ships MNIST in data/mnist (restore it with `git checkout -- data/mnist`); "
-                + "elsewhere, copy the four MNIST IDX files (train-images, train-labels, t10k-images, "
-                + "t10k-labels) into this directory")
+                + "elsewhere, copy the four IDX files (training images and labels, test images and labels) "
+                + "into this directory; MNIST itself is at https://yann.lecun.com/exdb/mnist/ and mirrors")
     }
 
     private static func exists(_ path: String) -> Bool {

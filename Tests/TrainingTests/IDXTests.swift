@@ -342,3 +342,44 @@ private let mnistDirectory = URL(fileURLWithPath: #filePath)
     // Every digit occurs in both sets.
     #expect(Set(train.labels).count == 10 && Set(test.labels).count == 10)
 }
+
+// MARK: - Other data sets of the same kind
+
+/// IDX files for `count` images of `rows`x`columns` with labels cycling through `classes`.
+private func dataSetFiles(count: Int, rows: Int, columns: Int, classes: Int) -> (images: [UInt8], labels: [UInt8]) {
+    let pixels = (0..<(count * rows * columns)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+    let labels = (0..<count).map { UInt8($0 % classes) }
+    return (idx(dimensions: [count, rows, columns], data: pixels), idx(dimensions: [count], data: labels))
+}
+
+@Test func dataDirectoryTakesSizesAndClassesFromTheFiles() throws {
+    // EMNIST-style names, gzip and raw mixed, 6x5 images, 5 classes (the test set only has 3 of them).
+    let dir = try ScratchDirectory()
+    let train = dataSetFiles(count: 12, rows: 6, columns: 5, classes: 5)
+    let test = dataSetFiles(count: 4, rows: 6, columns: 5, classes: 3)
+    try dir.writeGzip("emnist-letters-train-images-idx3-ubyte.gz", train.images)
+    try dir.write("emnist-letters-train-labels-idx1-ubyte", train.labels)
+    try dir.writeGzip("emnist-letters-test-images-idx3-ubyte.gz", test.images)
+    try dir.writeGzip("emnist-letters-test-labels-idx1-ubyte.gz", test.labels)
+    let (a, b) = try MNIST.load(directory: dir.url.path)
+    #expect(a.count == 12 && b.count == 4)
+    #expect(a.featureCount == 30 && b.featureCount == 30)
+    #expect(a.classCount == 5 && b.classCount == 5, "both sets take the classes of either")
+}
+
+@Test func dataDirectoryRefusesAmbiguousAndMismatchedFiles() throws {
+    let dir = try ScratchDirectory()
+    let train = dataSetFiles(count: 4, rows: 2, columns: 2, classes: 2)
+    let test = dataSetFiles(count: 4, rows: 3, columns: 2, classes: 2)
+    try dir.write("a-train-images-idx3-ubyte", train.images)
+    try dir.write("b-train-images-idx3-ubyte", train.images)
+    let ambiguous = try idxError { _ = try MNIST.load(directory: dir.url.path) }
+    expectError(ambiguous, code: .fileMissing, names: dir.url.path, says: "a-train-images-idx3-ubyte", "b-train-images-idx3-ubyte")
+
+    try FileManager.default.removeItem(atPath: dir.path("b-train-images-idx3-ubyte"))
+    try dir.write("train-labels-idx1-ubyte", train.labels)
+    try dir.write("t10k-images-idx3-ubyte", test.images)
+    try dir.write("t10k-labels-idx1-ubyte", test.labels)
+    let mismatch = try idxError { _ = try MNIST.load(directory: dir.url.path) }
+    expectError(mismatch, code: .invalidShape, names: dir.url.path, says: "2x2", "3x2")
+}
