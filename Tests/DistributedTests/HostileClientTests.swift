@@ -60,8 +60,9 @@ enum RawConnection {
     }
 
     /// Connects to 127.0.0.1:`port`, sends `bytes`, and reads until the peer closes (recv
-    /// returns 0 or fails with a reset) or `timeout` seconds pass.
-    static func sendAndAwaitClose(port: Int, bytes: [UInt8], timeout: Double) throws -> Result {
+    /// returns 0 or fails with a reset) or `timeout` seconds pass. `afterReply`, if any, is
+    /// sent once the peer's first answer (a frame header at least) has arrived.
+    static func sendAndAwaitClose(port: Int, bytes: [UInt8], afterReply: [UInt8] = [], timeout: Double) throws -> Result {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(fd >= 0, "socket() failed: errno \(errno)")
         defer { close(fd) }
@@ -91,7 +92,12 @@ enum RawConnection {
             if ready <= 0 { continue }
             let n = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
             if n > 0 {
+                let first = received.count < 12
                 received += buffer[0..<n]
+                if first, received.count >= 12, !afterReply.isEmpty {
+                    let sent = afterReply.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+                    try #require(sent == afterReply.count, "send returned \(sent), errno \(errno)")
+                }
                 continue
             }
             let detail = n == 0 ? "recv returned 0 (orderly close)" : "recv failed: errno \(errno)"

@@ -1,0 +1,85 @@
+import Foundation
+import NIOCore
+import Testing
+import Wire
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A peer that completes the handshake and then sends what no coordinator would: each time
+/// the worker answers with an error frame naming the problem, closes that connection, and
+/// goes on serving.
+@Suite("Worker against a hostile session")
+struct HostileSessionTests {
+    static let signature = ModelSignature(layerSizes: [784, 20, 10])
+
+    /// The bytes of `message` as one frame.
+    static func frame(_ message: WireMessage) throws -> [UInt8] {
+        var payload = ByteBuffer()
+        try message.encode(into: &payload, codec: PayloadCodec(), signature: nil)
+        var out = ByteBuffer()
+        try FrameEncoder().encode(data: WireFrame(type: message.type, payload: payload), out: &out)
+        return Array(out.readableBytesView)
+    }
+
+    static let hello = WireMessage.hello(Hello(sessionID: 42, signature: signature, coordinatorName: "hostile"))
+
+    /// A header announcing a payload of `length` bytes, with no payload after it.
+    static func header(_ type: MessageType, length: UInt32) -> [UInt8] {
+        var out = ByteBuffer()
+        FrameHeader(type: type, payloadLength: length).write(to: &out)
+        return Array(out.readableBytesView)
+    }
+
+    /// What follows the hello, and a word of the error it must get.
+    static let cases: [(String, @Sendable () throws -> [UInt8], String)] = [
+        ("a header announcing a 4 GB parameters frame",
+         { header(.parameters, length: 0xFFFF_FFF0) }, "over the limit"),
+        ("parameters of the wrong size for the model",
+         { try frame(.parameters(ParameterUpdate(step: 1, values: [1, 2, 3, 4, 5]))) }, "5"),
+        ("a task before any parameters",
+         { try frame(.task(ShardTask(step: 1, shardID: 0, kind: .train, dataset: .train, samples: .range(start: 0, count: 3)))) },
+         "before any parameters"),
+        ("a second hello",
+         { try frame(hello) }, "hello"),
+        ("a worker's message sent to a worker",
+         { try frame(.gradient(GradientResult(step: 1, shardID: 0, sampleCount: 1, lossSum: 0, correctCount: 0, gradientSum: []))) },
+         "gradient"),
+    ]
+
+    @Test("each hostile session gets an error frame naming the problem and is closed; the worker then serves a real coordinator")
+    func hostileSessions() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath)
+        defer { worker.stop() }
+        for (name, bytes, expected) in Self.cases {
+            // The hello, then (once the worker has answered it) the hostile frame.
+            let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: try Self.frame(Self.hello),
+                                                             afterReply: try bytes(), timeout: 10)
+            let text = String(decoding: result.received.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+            print("[DistributedTests] \(name): \(result.closed ? "closed" : "OPEN") after \(String(format: "%.2f", result.seconds)) s; answer: \(text)")
+            #expect(result.closed, "\(name): the worker kept the connection open (\(result.detail))")
+            #expect(text.contains("helloAck") || result.received.count > 12, "\(name): no handshake answer before the error")
+            #expect(text.localizedCaseInsensitiveContains(expected), "\(name): the error does not say '\(expected)': \(text)")
+            #expect(worker.process.isRunning, "\(name): the worker exited:\n\(worker.stderr)")
+        }
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--max-steps", "1"])
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
+    }
+
+    @Test("a damaged data file stops the coordinator with an error naming the file, before any worker is started")
+    func damagedDataFile() async throws {
+        let directory = try temporaryDirectory("damaged-data")
+        for name in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"] {
+            let source = Products.mnistDirectory + "/" + name
+            var bytes = try [UInt8](Data(contentsOf: URL(fileURLWithPath: source)))
+            if name.hasPrefix("t10k-labels") { bytes.removeLast(bytes.count / 2) }  // cut short, as by a failed download
+            try Data(bytes).write(to: directory.appendingPathComponent(name))
+        }
+        let outcome = try await TinyRun.coordinator(["--local", "1", "--data", directory.path], timeout: 60)
+        #expect(outcome.status != 0 && !outcome.timedOut, "\(outcome)")
+        #expect(outcome.output.contains("t10k-labels-idx1-ubyte.gz"), "the error does not name the damaged file:\n\(outcome)")
+        #expect(!outcome.stdout.contains("starting"), "workers were started for data that cannot be used:\n\(outcome)")
+    }
+}
