@@ -225,6 +225,7 @@ final class TrainingRun {
                 case .closed(let w, _, _):
                     if !alive.contains(w), let lost = outstanding.removeValue(forKey: w) {
                         queue.append(contentsOf: lost.subtracting(done).sorted(by: >))
+                        if !lost.isEmpty { console.line("  its \(lost.count) unfinished task(s) go to the other workers") }
                     }
                 default: break
                 }
@@ -348,8 +349,9 @@ final class TrainingRun {
                     "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
                 ])
                 if let checkpoints, step % checkpointEvery == 0 || step == totalSteps {
+                    let saving = ContinuousClock.now
                     let path = try checkpoints.save(state, fingerprint: fingerprint)
-                    console.line("checkpoint \(path)")
+                    console.line(String(format: "checkpoint %@ (%.1f ms)", path, (ContinuousClock.now - saving).seconds * 1000))
                 }
                 let elapsed = state.trainSeconds
                 let left = elapsed / Double(step) * Double(totalSteps - step)

@@ -104,7 +104,7 @@ final class WorkerLink: Sendable {
                 }
                 events.yield(.closed(worker: index, connection: connection, reason: "the worker closed the connection"))
             } catch {
-                events.yield(.closed(worker: index, connection: connection, reason: "\(error)"))
+                events.yield(.closed(worker: index, connection: connection, reason: Self.describe(error)))
             }
             state.withLock { s in
                 s.outbox?.finish()
@@ -138,6 +138,13 @@ final class WorkerLink: Sendable {
         } catch {
             throw CoordinatorError("cannot reach worker \(address): \(Self.describe(connectionError: error)) (is `worker --listen \(address)` running there, and the port open?)")
         }
+    }
+
+    /// Why a connection ended, in a few words.
+    static func describe(_ error: Error) -> String {
+        if let io = error as? IOError { return String(cString: strerror(io.errnoCode)).lowercased() }
+        if let wire = error as? WireError { return "\(wire)" }
+        return "\(error)"
     }
 
     /// A connection failure in a few words.
