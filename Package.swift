@@ -77,5 +77,7 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         .testTarget(name: "DistributedTests", dependencies: ["Training", "Engine", "Wire"]),
+        // Unit tests of the coordinator's own code (the learning-curve plot).
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
     ]
 )

@@ -17,6 +17,8 @@ struct TrainingConfiguration: Sendable {
     var evalEvery: Int
     var modelOut: String?
     var metricsPath: String?
+    /// The learning-curve SVG (default: next to the metrics file, `run.jsonl` → `run.svg`).
+    var plotPath: String?
     /// Tasks a worker may hold beyond the ones it computes at once (one queued per worker).
     var queuedTasksPerWorker = 1
     /// Samples per evaluation task.
@@ -194,6 +196,7 @@ final class TrainingRun {
         let totalSteps = min(c.maxSteps ?? Int.max, c.epochs * batchesPerEpoch)
         var trainSeconds = 0.0
         var points = 0
+        var curve = LearningCurve()
         // Per-step byte counts start after the handshake and the data sets.
         for counter in counters { _ = counter.take() }
         print("training \(c.sizes.map(String.init).joined(separator: "-")) on \(train.count) points, "
@@ -234,10 +237,13 @@ final class TrainingRun {
                 let trainError = 1 - Double(reducer.correct) / Double(reducer.sampleCount)
                 var line = String(format: "(Batch %d) trained on %d points in %.4fs (%.0f points/s); training error %.2f%%",
                                   b + 1, batch.count, seconds, Double(batch.count) / seconds, trainError * 100)
+                var validationError: Double?
                 if c.evalEvery > 0, step % c.evalEvery == 0 {
                     let validation = try await evaluate(parameters, step: step)
+                    validationError = validation.errorRate
                     line += String(format: "; validation error %.2f%%", validation.errorRate * 100)
                 }
+                curve.append(step: step, seconds: seconds, trainError: trainError, validationError: validationError)
                 print(line)
                 let bytes = counters.reduce((0, 0)) { total, counter in
                     let (s, r) = counter.take()
@@ -247,6 +253,7 @@ final class TrainingRun {
                     "step": .int(step), "epoch": .int(epoch), "loss": .double(reducer.lossSum / Double(reducer.sampleCount)),
                     "train_error": .double(trainError), "seconds": .double(seconds),
                     "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
+                    "validation_error": .double(validationError ?? .nan),
                 ])
             }
         }
@@ -262,6 +269,11 @@ final class TrainingRun {
             let network = parameters.withUnsafeBufferPointer { Network(sizes: c.sizes, flattened: $0) }
             try ModelFile.save(network, to: path)
             print("model written to \(path)")
+        }
+        if let path = c.plotPath ?? c.metricsPath.map(LearningCurve.defaultPath(forMetrics:)) {
+            (curve.testError, curve.trainSeconds) = (final.errorRate, trainSeconds)
+            try curve.write(to: path)
+            print("learning curve written to \(path)")
         }
     }
 
