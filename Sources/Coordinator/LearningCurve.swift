@@ -66,7 +66,7 @@ struct LearningCurve {
     // MARK: - Drawing
 
     private static let width = 720.0, height = 440.0
-    private static let left = 70.0, right = 150.0, top = 70.0, bottom = 56.0
+    private static let left = 70.0, right = 180.0, top = 70.0, bottom = 56.0
     private static let trainColour = "#1f77b4", validationColour = "#d62728"
 
     /// The image as SVG 1.1 text.
