@@ -142,13 +142,18 @@ final class NamespaceLab: @unchecked Sendable {
 
 /// A `worker` started by a test with any launcher in front (`ip netns exec NS`, ...), listening
 /// where the test says; stopped when the value goes away.
+///
+/// Not started with `--exit-with-parent`: its PR_SET_PDEATHSIG fires when the *thread* that
+/// spawned the worker exits, not the process, and a test's threads come and go (a worker spawned
+/// from a thread that then exited was killed at once, measured). The tests stop their workers
+/// in `defer`.
 final class LaunchedWorker: @unchecked Sendable {
     let process = Process()
     let address: String
     private var stderrDrain: PipeDrain?
 
     init(launcher: String, prefix: [String], worker: String, listen: String, timeout: Double = 30) throws {
-        let arguments = prefix + [worker, "--listen", listen, "--threads", "1", "--exit-with-parent"] + WorkerFlags.insecure
+        let arguments = prefix + [worker, "--listen", listen, "--threads", "1"] + WorkerFlags.insecure
         print("[DistributedTests] starting: \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: launcher)
         process.arguments = arguments
