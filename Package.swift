@@ -80,5 +80,7 @@ let package = Package(
             "Training", "Engine", "Wire",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
+        // Unit tests of the coordinator's own code (the learning-curve plot).
+        .testTarget(name: "CoordinatorTests", dependencies: ["Coordinator"]),
     ]
 )

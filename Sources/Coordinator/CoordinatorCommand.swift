@@ -88,6 +88,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Write one JSON object per step, and a summary line, to this file.")
     var metrics: String?
 
+    @Option(help: "Write the learning curve (SVG) to this file (default with --metrics: its name with .svg, run.jsonl → run.svg).")
+    var plot: String?
+
     func validate() throws {
         if (workers == nil) == (local == nil) {
             throw ValidationError("give either --workers HOST:PORT,... or --local N (for example --local 2)")
@@ -108,7 +111,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let r = learningRate, !(r > 0 && r.isFinite) {
             throw ValidationError("--learning-rate must be a positive number, got \(r)")
         }
-        for (option, path) in [("--model-out", modelOut), ("--metrics", metrics)] {
+        for (option, path) in [("--model-out", modelOut), ("--metrics", metrics), ("--plot", plot)] {
             guard let path else { continue }
             let directory = URL(fileURLWithPath: path).deletingLastPathComponent().path
             guard FileManager.default.isWritableFile(atPath: directory) else {
@@ -140,7 +143,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
-            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout,
+            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, plotPath: plot, workerTimeout: workerTimeout,
             checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume)
 
         var localWorkers: LocalWorkers?

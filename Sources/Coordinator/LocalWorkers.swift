@@ -13,10 +13,6 @@ final class LocalWorkers: @unchecked Sendable {
     private(set) var addresses: [String] = []
     private let executable: String
     private let threads: Int
-    /// Every worker is started from this one thread: the kernel sends a child the
-    /// `--exit-with-parent` signal (PR_SET_PDEATHSIG) when the *thread* that forked it ends,
-    /// so they must not be started from short-lived threads.
-    private let spawner = SpawnThread()
     /// Restarts of one worker after which it is left down (it keeps failing to start).
     static let maximumRestarts = 20
 
@@ -28,7 +24,7 @@ final class LocalWorkers: @unchecked Sendable {
             throw CoordinatorError("cannot start local workers: no worker executable at \(executable) (build it with `swift build -c release`)")
         }
         for i in 0..<count {
-            guard let (process, address) = try spawner.run({ try self.start(i, listen: "127.0.0.1:0") }) else {
+            guard let (process, address) = try start(i, listen: "127.0.0.1:0") else {
                 stop()
                 throw CoordinatorError("local worker \(i + 1) did not start (it printed no address); run \(executable) by hand to see why")
             }
@@ -80,7 +76,7 @@ final class LocalWorkers: @unchecked Sendable {
             usleep(UInt32(min(attempt, 10)) * 200_000)
             guard !self.lock.withLock({ self.stopping }) else { return }
             do {
-                guard let (process, _) = try self.spawner.run({ try self.start(i, listen: address) }) else {
+                guard let (process, _) = try self.start(i, listen: address) else {
                     Console.shared.line("local worker \(i + 1) did not start again on \(address); run \(self.executable) --listen \(address) by hand to see why")
                     return
                 }
@@ -136,46 +132,6 @@ final class LocalWorkers: @unchecked Sendable {
             if byte == UInt8(ascii: "\n") { return String(decoding: bytes, as: UTF8.self) }
             bytes.append(byte)
         }
-    }
-}
-
-/// A thread that lives as long as the process and runs the closures given to it, one at a time.
-final class SpawnThread: @unchecked Sendable {
-    private let condition = NSCondition()
-    private var work: [() -> Void] = []
-
-    init() {
-        let thread = Thread { [condition] in
-            while true {
-                condition.lock()
-                while self.work.isEmpty { condition.wait() }
-                let next = self.work.removeFirst()
-                condition.unlock()
-                next()
-            }
-        }
-        thread.name = "local-worker-spawner"
-        thread.start()
-    }
-
-    /// Runs `body` on the thread and returns its result.
-    func run<T>(_ body: @escaping () throws -> T) throws -> T {
-        let done = NSCondition()
-        var result: Result<T, Error>?
-        condition.lock()
-        work.append {
-            let r = Result { try body() }
-            done.lock()
-            result = r
-            done.signal()
-            done.unlock()
-        }
-        condition.signal()
-        condition.unlock()
-        done.lock()
-        while result == nil { done.wait() }
-        done.unlock()
-        return try result!.get()
     }
 }
 

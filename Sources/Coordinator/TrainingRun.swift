@@ -17,6 +17,8 @@ struct TrainingConfiguration: Sendable {
     var evalEvery: Int
     var modelOut: String?
     var metricsPath: String?
+    /// The learning-curve SVG (default: next to the metrics file, `run.jsonl` → `run.svg`).
+    var plotPath: String?
     /// Tasks a worker may hold beyond the ones it computes at once (one queued per worker).
     var queuedTasksPerWorker = 1
     /// Samples per evaluation task.
@@ -289,6 +291,7 @@ final class TrainingRun {
 
         var state = try startingState(checkpoints: checkpoints, fingerprint: fingerprint)
         let metrics = try c.metricsPath.map { try MetricsLog(path: $0, keepingStepsThrough: c.resume ? state.step : nil) }
+        var curve = LearningCurve()
         // Per-step byte counts start after the handshake and the data sets.
         for counter in counters { _ = counter.take() }
         console.line("training \(c.sizes.map(String.init).joined(separator: "-")) on \(train.count) points, "
@@ -334,10 +337,13 @@ final class TrainingRun {
                 var line = String(format: "(Batch %d) trained on %d points in %.4fs (%.0f points/s); training error %.2f%%",
                                   step - (plan!.epoch - 1) * batchesPerEpoch, batch.count, seconds,
                                   Double(batch.count) / seconds, trainError * 100)
+                var validationError: Double?
                 if c.evalEvery > 0, step % c.evalEvery == 0 {
                     let validation = try await evaluate(state.parameters, step: step)
+                    validationError = validation.errorRate
                     line += String(format: "; validation error %.2f%%", validation.errorRate * 100)
                 }
+                curve.append(step: step, seconds: seconds, trainError: trainError, validationError: validationError)
                 console.line(line)
                 let bytes = counters.reduce((0, 0)) { total, counter in
                     let (s, r) = counter.take()
@@ -347,6 +353,7 @@ final class TrainingRun {
                     "step": .int(step), "epoch": .int(plan!.epoch), "loss": .double(reducer.lossSum / Double(reducer.sampleCount)),
                     "train_error": .double(trainError), "seconds": .double(seconds),
                     "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
+                    "validation_error": .double(validationError ?? .nan),
                 ])
                 if let checkpoints, step % checkpointEvery == 0 || step == totalSteps {
                     let saving = ContinuousClock.now
@@ -368,6 +375,15 @@ final class TrainingRun {
                 "event": .string("done"), "test_error": .double(final.errorRate), "test_loss": .double(final.meanLoss),
                 "model_sha256": .string(digest), "steps": .int(state.step), "train_seconds": .double(state.trainSeconds),
             ])
+            if let path = c.plotPath ?? c.metricsPath.map(LearningCurve.defaultPath(forMetrics:)) {
+                // A resumed run's metrics file holds the steps before the resume too.
+                if let metricsPath = c.metricsPath, c.resume, let whole = try? LearningCurve(metricsFile: metricsPath) {
+                    curve = whole
+                }
+                (curve.testError, curve.trainSeconds) = (final.errorRate, state.trainSeconds)
+                try curve.write(to: path)
+                console.line("learning curve written to \(path)")
+            }
         } catch let lost as NoWorkersLeft {
             let directory = try checkpoints ?? CheckpointDirectory(path: TrainingConfiguration.fallbackCheckpointDirectory)
             let path = try directory.save(state, fingerprint: fingerprint)

@@ -45,10 +45,7 @@ struct WorkerCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        if exitWithParent {
-            _ = linuxPrctl(1 /* PR_SET_PDEATHSIG */, UInt(SIGKILL), 0, 0, 0)
-            if getppid() == 1 { return }
-        }
+        if exitWithParent { ParentWatch.exitWhenParentEnds() }
         let parallelism = threads ?? ProcessInfo.processInfo.activeProcessorCount
         let blas = BLASRuntime.prepareProcess(threads: 1)
         var logger = Logger(label: "worker")
@@ -97,8 +94,24 @@ struct ListenAddress {
     }
 }
 
-/// Linux `prctl` (in <sys/prctl.h>, which the Glibc module does not export).
-@_silgen_name("prctl")
-private func linuxPrctl(_ option: Int32, _ a2: UInt, _ a3: UInt, _ a4: UInt, _ a5: UInt) -> Int32
+/// `--exit-with-parent`: the worker ends when the process that started it ends, even if that
+/// process was killed with SIGKILL.
+///
+/// The parent's end is noticed by polling `getppid()` (an orphan is adopted by another
+/// process). `PR_SET_PDEATHSIG` is not used: it fires when the *thread* that forked the worker
+/// ends, and the threads of a Swift program come and go, which killed healthy workers.
+enum ParentWatch {
+    static func exitWhenParentEnds() {
+        let parent = getppid()
+        let thread = Thread {
+            while true {
+                if getppid() != parent { exit(0) }
+                usleep(200_000)
+            }
+        }
+        thread.name = "parent-watch"
+        thread.start()
+    }
+}
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}

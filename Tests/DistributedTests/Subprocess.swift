@@ -196,7 +196,7 @@ final class BackgroundWorker: @unchecked Sendable {
     deinit { stop() }
 
     /// The first line `handle` delivers, or nil at its end or after `timeout` seconds.
-    private static func firstLine(of handle: FileHandle, timeout: Double) -> String? {
+    static func firstLine(of handle: FileHandle, timeout: Double) -> String? {
         let fd = handle.fileDescriptor
         var bytes: [UInt8] = []
         let deadline = Date().addingTimeInterval(timeout)
