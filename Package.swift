@@ -42,6 +42,7 @@ let package = Package(
             "Engine", "Training", "Wire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
 
         // The coordinator-worker protocol: framing, messages, compressed float payloads.
@@ -76,6 +77,10 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
-        .testTarget(name: "DistributedTests", dependencies: ["Training", "Engine", "Wire"]),
+        .testTarget(name: "DistributedTests", dependencies: [
+            "Training", "Engine", "Wire",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ]),
     ]
 )

@@ -21,6 +21,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
               coordinator --local 2
               coordinator --local 2 --epochs 5 --metrics run.jsonl --model-out mnist.model
               coordinator --workers hostA:7070,hostB:7070 --optimizer momentum --learning-rate 0.5
+              coordinator --workers hostA:7070,hostB:7070 --secret-file /etc/backprop/secret
+
+            With a shared secret (--secret-file FILE, or BACKPROP_SECRET_FILE=FILE, or the
+            systemd credential "backprop-secret"), each worker must prove it knows the secret
+            before it is sent anything, and every frame is encrypted and authenticated. The
+            workers need the same secret. See docs/SECURITY.md.
             """)
 
     @Option(help: "Workers to dial, comma-separated HOST:PORT list.")
@@ -68,6 +74,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Seconds a worker holding tasks may stay silent before its tasks go to the others.")
     var workerTimeout: Double = 30
 
+    @Option(help: "File holding the secret shared with the workers (mode 600, at least 16 bytes); or set BACKPROP_SECRET_FILE.")
+    var secretFile: String?
+
     @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
     var modelOut: String?
 
@@ -111,6 +120,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.prepareProcess(threads: 1)
+        let secret: SharedSecret?
+        do {
+            secret = try SharedSecret.resolve(option: secretFile)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let (train, test): (LabeledDataSet, LabeledDataSet)
         do {
             (train, test) = try MNIST.load(directory: data)
@@ -122,7 +137,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             sizes: [train.featureCount] + hiddenSizes! + [train.classCount],
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
-            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout)
+            evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, workerTimeout: workerTimeout,
+            security: secret.map(WireSecurity.sharedSecret) ?? .none)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]
@@ -130,7 +146,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = threadsPerWorker ?? max(1, cores / n)
             print("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
-            localWorkers = try LocalWorkers(count: n, threads: threads)
+            localWorkers = try LocalWorkers(count: n, threads: threads, secret: secret)
             addresses = localWorkers!.addresses
         } else {
             addresses = workers!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

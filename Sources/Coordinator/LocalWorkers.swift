@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Wire
 
 /// The worker processes `coordinator --local N` starts on loopback, and stops again when the
 /// coordinator ends (normally, on an error, or on SIGINT/SIGTERM; a worker started this way
@@ -9,8 +10,10 @@ final class LocalWorkers: @unchecked Sendable {
     private var processes: [Process] = []
     private(set) var addresses: [String] = []
 
-    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports.
-    init(count: Int, threads: Int) throws {
+    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports. With
+    /// a `secret`, each worker gets its file's path in `BACKPROP_SECRET_FILE` (in its
+    /// environment, never on its command line).
+    init(count: Int, threads: Int, secret: SharedSecret? = nil) throws {
         let executable = Self.workerExecutable()
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw CoordinatorError("cannot start local workers: no worker executable at \(executable) (build it with `swift build -c release`)")
@@ -21,6 +24,7 @@ final class LocalWorkers: @unchecked Sendable {
             process.arguments = ["--listen", "127.0.0.1:0", "--threads", String(threads), "--exit-with-parent"]
             var environment = ProcessInfo.processInfo.environment
             environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
+            environment[SharedSecret.environmentVariable] = secret?.path
             process.environment = environment
             let output = Pipe()
             process.standardOutput = output

@@ -24,6 +24,8 @@ struct TrainingConfiguration: Sendable {
     /// A worker holding tasks that sends nothing for this long is given up (its tasks go to the
     /// others) and disconnected.
     var workerTimeout: Double = 30
+    /// How the connections to the workers are protected (see docs/SECURITY.md).
+    var security: WireSecurity = .none
 }
 
 /// One training session: connects the workers, runs the epochs, reports, saves.
@@ -44,7 +46,7 @@ final class TrainingRun {
         self.configuration = configuration
         self.train = train
         self.test = test
-        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element) }
+        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element, security: configuration.security) }
         counters = addresses.map { _ in ByteCounter() }
         (eventStream, eventSink) = AsyncStream.makeStream(of: WorkerEvent.self)
         events = eventStream.makeAsyncIterator()

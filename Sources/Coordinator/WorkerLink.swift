@@ -20,13 +20,16 @@ enum WorkerEvent: Sendable {
 struct WorkerLink: Sendable {
     let index: Int
     let address: String
+    /// How the connection is protected (a shared secret, or none).
+    let security: WireSecurity
     private let channel = ChannelHolder()
     let outbox: AsyncStream<WireMessage>.Continuation
     private let outboxStream: AsyncStream<WireMessage>
 
-    init(index: Int, address: String) {
+    init(index: Int, address: String, security: WireSecurity = .none) {
         self.index = index
         self.address = address
+        self.security = security
         (outboxStream, outbox) = AsyncStream.makeStream(of: WireMessage.self)
     }
 
@@ -55,7 +58,7 @@ struct WorkerLink: Sendable {
                     .connect(host: host, port: port) { channel in
                         channel.eventLoop.makeCompletedFuture {
                             try channel.pipeline.syncOperations.addHandler(counter)
-                            try WirePipeline.configure(channel, role: .coordinator)
+                            try WirePipeline.configure(channel, role: .coordinator, security: security)
                             return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                         }
                     }

@@ -153,9 +153,10 @@ final class BackgroundWorker: @unchecked Sendable {
     let port: Int
     private let stderrDrain: PipeDrain
 
-    /// Starts `worker --listen 127.0.0.1:0 --threads 1` and reads the port it prints.
-    init(executable: String, environment extra: [String: String] = [:], timeout: Double = 30) throws {
-        let arguments = ["--listen", "127.0.0.1:0", "--threads", "1", "--exit-with-parent"]
+    /// Starts `worker --listen LISTEN --threads 1 ARGUMENTS` and reads the port it prints.
+    init(executable: String, environment extra: [String: String] = [:], timeout: Double = 30,
+         listen: String = "127.0.0.1:0", arguments more: [String] = []) throws {
+        let arguments = ["--listen", listen, "--threads", "1", "--exit-with-parent"] + more
         print("[DistributedTests] starting: worker \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
