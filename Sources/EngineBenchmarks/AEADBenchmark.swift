@@ -32,9 +32,10 @@ enum AEADBenchmark {
         var opener = FrameCipher(key: key)
         var sealed = frame
         let frameSeal = median(repetitions) { sealed = try! sealer.seal(frame, allocator: allocator) }
-        // Opening needs the matching sequence number: seal and open in lockstep, minus the seal.
+        // Opening needs the matching sequence number: a fresh pair, sealing and opening in lockstep.
+        var pairedSealer = FrameCipher(key: key)
         let pair = median(repetitions) {
-            let s = try! sealer.seal(frame, allocator: allocator)
+            let s = try! pairedSealer.seal(frame, allocator: allocator)
             keep(try! opener.open(s, allocator: allocator).payload.readableBytes)
         }
         keep(sealed.payload.readableBytes)
