@@ -43,6 +43,7 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
 
         // The coordinator-worker protocol: framing, messages, compressed float payloads.
