@@ -42,6 +42,8 @@ let package = Package(
             "Engine", "Training", "Wire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Crypto", package: "swift-crypto"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
 
         // The coordinator-worker protocol: framing, messages, compressed float payloads.

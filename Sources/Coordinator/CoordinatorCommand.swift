@@ -23,6 +23,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
               coordinator --workers hostA:7070,hostB:7070 --optimizer momentum --learning-rate 0.5
               coordinator --local 2 --checkpoint-dir ckpt            # after a crash, add --resume
               coordinator --workers hostA:7070,hostB:7070 --dry-run   # check the set-up only
+              coordinator --workers hostA:7070,hostB:7070 --secret-file /etc/backprop/secret
+
+            With a shared secret (--secret-file FILE, or BACKPROP_SECRET_FILE=FILE, or the
+            systemd credential "backprop-secret"), each worker must prove it knows the secret
+            before it is sent anything, and every frame is encrypted and authenticated. The
+            workers need the same secret. See docs/SECURITY.md.
             """)
 
     @Option(help: "Workers to dial, comma-separated HOST:PORT list.")
@@ -82,6 +88,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Check the set-up without training: load the data, reach every worker, check its protocol version and model, and report its BLAS kernel and threads.")
     var dryRun = false
 
+    @Option(help: "File holding the secret shared with the workers (mode 600, at least 16 bytes); or set BACKPROP_SECRET_FILE.")
+    var secretFile: String?
+
     @Option(help: "Write the trained network to this file (read it with backprop-mnist --evaluate FILE).")
     var modelOut: String?
 
@@ -132,6 +141,12 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         BLASRuntime.prepareProcess(threads: 1)
+        let secret: SharedSecret?
+        do {
+            secret = try SharedSecret.resolve(option: secretFile)
+        } catch {
+            throw ValidationError("\(error)")
+        }
         let (train, test): (LabeledDataSet, LabeledDataSet)
         do {
             (train, test) = try MNIST.load(directory: data)
@@ -144,7 +159,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             epochs: epochs, batchSize: batchSize, shardSize: shardSize, seed: seed,
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
             evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, plotPath: plot, workerTimeout: workerTimeout,
-            checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume)
+            checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume,
+            security: secret.map(WireSecurity.sharedSecret) ?? .none)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]
@@ -152,7 +168,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = threadsPerWorker ?? max(1, cores / n)
             Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
-            localWorkers = try LocalWorkers(count: n, threads: threads)
+            localWorkers = try LocalWorkers(count: n, threads: threads, secret: secret)
             addresses = localWorkers!.addresses
         } else {
             addresses = workers!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Wire
 
 /// The worker processes `coordinator --local N` starts on loopback, and stops again when the
 /// coordinator ends (normally, on an error, or on SIGINT/SIGTERM; a worker started this way
@@ -13,13 +14,17 @@ final class LocalWorkers: @unchecked Sendable {
     private(set) var addresses: [String] = []
     private let executable: String
     private let threads: Int
+    private let secret: SharedSecret?
     /// Restarts of one worker after which it is left down (it keeps failing to start).
     static let maximumRestarts = 20
 
-    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports.
-    init(count: Int, threads: Int) throws {
+    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports. With
+    /// a `secret`, each worker gets its file's path in `BACKPROP_SECRET_FILE` (in its
+    /// environment, never on its command line).
+    init(count: Int, threads: Int, secret: SharedSecret? = nil) throws {
         executable = Self.workerExecutable()
         self.threads = threads
+        self.secret = secret
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw CoordinatorError("cannot start local workers: no worker executable at \(executable) (build it with `swift build -c release`)")
         }
@@ -45,6 +50,7 @@ final class LocalWorkers: @unchecked Sendable {
                              "--log-level", "warning"]
         var environment = ProcessInfo.processInfo.environment
         environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
+        environment[SharedSecret.environmentVariable] = secret?.path
         process.environment = environment
         let output = Pipe()
         process.standardOutput = output

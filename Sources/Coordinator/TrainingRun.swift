@@ -33,6 +33,8 @@ struct TrainingConfiguration: Sendable {
     var checkpointEvery: Int?
     /// Continue from the newest good checkpoint in `checkpointDirectory`.
     var resume = false
+    /// How the connections to the workers are protected (see docs/SECURITY.md).
+    var security: WireSecurity = .none
     /// Where the checkpoint goes when every worker is lost and no directory was given.
     static let fallbackCheckpointDirectory = "checkpoints"
 }
@@ -75,7 +77,7 @@ final class TrainingRun {
         self.configuration = configuration
         self.train = train
         self.test = test
-        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element) }
+        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element, security: configuration.security) }
         counters = addresses.map { _ in ByteCounter() }
         (eventStream, eventSink) = AsyncStream.makeStream(of: WorkerEvent.self)
         events = eventStream.makeAsyncIterator()
@@ -169,6 +171,10 @@ final class TrainingRun {
                 }
             }
             guard answered.count == links.count, alive.isEmpty else { continue }
+            if links.indices.allSatisfy({ lastReason[$0]?.contains("(not retried") ?? false }) {
+                let reasons = links.indices.map { "\(address($0)): \(lastReason[$0]!)" }
+                throw CoordinatorError("no worker can be used:\n  " + reasons.joined(separator: "\n  "))
+            }
             if allAnsweredAt == nil {
                 allAnsweredAt = .now
                 console.line("no worker is usable yet; waiting up to \(configuration.workerTimeout) s for one of \(links.map(\.address).joined(separator: ", "))")

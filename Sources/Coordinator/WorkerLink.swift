@@ -28,6 +28,8 @@ enum WorkerEvent: Sendable {
 final class WorkerLink: Sendable {
     let index: Int
     let address: String
+    /// How the connection is protected (a shared secret, or none).
+    let security: WireSecurity
     private let state = Mutex(State())
 
     private struct State {
@@ -37,9 +39,10 @@ final class WorkerLink: Sendable {
         var stopped = false
     }
 
-    init(index: Int, address: String) {
+    init(index: Int, address: String, security: WireSecurity = .none) {
         self.index = index
         self.address = address
+        self.security = security
     }
 
     /// How long a worker may take to answer the hello.
@@ -104,6 +107,13 @@ final class WorkerLink: Sendable {
                 }
                 events.yield(.closed(worker: index, connection: connection, reason: "the worker closed the connection"))
             } catch {
+                if Self.isPermanent(error) {
+                    // Dialling again cannot help: the secret, the protocol version or the model
+                    // differ. The link gives up on this worker for the rest of the run.
+                    events.yield(.closed(worker: index, connection: connection,
+                                         reason: Self.describe(error) + " (not retried: fix the configuration and start the run again)"))
+                    return
+                }
                 events.yield(.closed(worker: index, connection: connection, reason: Self.describe(error)))
             }
             state.withLock { s in
@@ -124,6 +134,7 @@ final class WorkerLink: Sendable {
             throw CoordinatorError("worker address '\(address)' is not HOST:PORT")
         }
         let host = String(address[..<colon])
+        let security = self.security
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -131,13 +142,27 @@ final class WorkerLink: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
-                        try WirePipeline.configure(channel, role: .coordinator)
+                        try WirePipeline.configure(channel, role: .coordinator, security: security)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }
         } catch {
             throw CoordinatorError("cannot reach worker \(address): \(Self.describe(connectionError: error)) (is `worker --listen \(address)` running there, and the port open?)")
         }
+    }
+
+    /// Whether a failure comes from the configuration of the two sides, so that trying again
+    /// cannot succeed.
+    static func isPermanent(_ error: Error) -> Bool {
+        let code: ErrorCode
+        if let refusal = error as? WorkerRefusal {
+            code = refusal.report.code
+        } else if let wire = error as? WireError {
+            code = wire.code
+        } else {
+            return false
+        }
+        return [.authenticationFailed, .handshakeMismatch, .unsupportedVersion, .invalidModel, .badMagic].contains(code)
     }
 
     /// Why a connection ended, in a few words.
@@ -191,7 +216,7 @@ final class WorkerLink: Sendable {
                 try? await outbound.write(.goodbye(reason: "checked by coordinator --dry-run"))
                 return (ack, seconds)
             case .error(let report)?:
-                throw CoordinatorError("worker \(address) refused: \(report)")
+                throw WorkerRefusal(address: address, report: report)
             case let other?:
                 throw CoordinatorError("worker \(address) answered the hello with \(other.type)")
             case nil:
@@ -220,7 +245,7 @@ final class WorkerLink: Sendable {
                 guard let m = try await messages.next() else {
                     throw CoordinatorError("worker \(address) closed the connection during the handshake, or did not answer within the deadline (is it stopped, or serving another coordinator?)")
                 }
-                if case .error(let report) = m { throw CoordinatorError("worker \(address) refused: \(report)") }
+                if case .error(let report) = m { throw WorkerRefusal(address: address, report: report) }
                 return m
             }
             try await outbound.write(.hello(hello))
@@ -305,4 +330,11 @@ final class ByteCounter: ChannelDuplexHandler, @unchecked Sendable {
         lock.withLock { sent += n }
         context.write(data, promise: promise)
     }
+}
+
+/// A worker's error message in answer to the handshake.
+struct WorkerRefusal: Error, CustomStringConvertible {
+    var address: String
+    var report: ErrorReport
+    var description: String { "worker \(address) refused: \(report)" }
 }

@@ -21,11 +21,16 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
-    @Option(help: "Measure only one part: codec, batched or per-sample (default: all).")
+    @Option(help: "Measure only one part: codec, aead (frame protection), batched or per-sample (default: all).")
     var only: String?
 
     func run() throws {
         print(BLASRuntime.prepareProcess())
+        if only == nil || only == "aead" {
+            AEADBenchmark.run(repetitions: repetitions)
+            try AEADBenchmark.pipelineStep(repetitions: repetitions)
+        }
+        if only == "aead" { return }
         let (train, _) = try MNIST.load(directory: data)
         var rng = SeededGenerator(seed: 1)
         let net = Network<Float>(sizes: [784, 300, 100, 10], using: &rng)

@@ -2,8 +2,9 @@ import NIOCore
 
 /// Constants of the coordinator-worker protocol. The full specification is docs/PROTOCOL.md.
 public enum WireProtocol {
-    /// The protocol version this build speaks, byte 4 of every frame header.
-    public static let version: UInt8 = 1
+    /// The protocol version this build speaks, byte 4 of every frame header. Version 2 added
+    /// the authentication frames and sealed (encrypted and authenticated) frames.
+    public static let version: UInt8 = 2
     /// The first four bytes of every frame: ASCII "BPWR", read as a big-endian `UInt32`.
     public static let magic: UInt32 = 0x4250_5752
     /// The default TCP port a worker listens on.
@@ -15,6 +16,13 @@ public enum WireProtocol {
 public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
     case hello = 0x01
     case helloAck = 0x02
+    /// Coordinator → worker, first frame of an authenticated session: version, session id, nonce.
+    /// Handled by ``FrameSecurityHandler``, never seen by the message layer.
+    case authChallenge = 0x03
+    /// Worker → coordinator: the worker's nonce and its proof that it knows the secret.
+    case authResponse = 0x04
+    /// Coordinator → worker: the coordinator's proof that it knows the secret.
+    case authConfirm = 0x05
     case datasetOffer = 0x10
     case datasetStatus = 0x11
     case dataset = 0x12
@@ -31,9 +39,18 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     /// Who may send this message.
     public var sender: Sender {
         switch self {
-        case .hello, .datasetOffer, .dataset, .parameters, .task: return .coordinator
-        case .helloAck, .datasetStatus, .gradient, .evaluation: return .worker
+        case .hello, .datasetOffer, .dataset, .parameters, .task, .authChallenge, .authConfirm: return .coordinator
+        case .helloAck, .authResponse, .datasetStatus, .gradient, .evaluation: return .worker
         case .ping, .pong, .goodbye, .error: return .either
+        }
+    }
+
+    /// Whether frames of this type belong to the authentication handshake (handled by
+    /// ``FrameSecurityHandler``, not by the message layer).
+    public var isAuthentication: Bool {
+        switch self {
+        case .authChallenge, .authResponse, .authConfirm: return true
+        default: return false
         }
     }
 
@@ -51,6 +68,9 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
         switch self {
         case .hello: return "hello"
         case .helloAck: return "helloAck"
+        case .authChallenge: return "authChallenge"
+        case .authResponse: return "authResponse"
+        case .authConfirm: return "authConfirm"
         case .datasetOffer: return "datasetOffer"
         case .datasetStatus: return "datasetStatus"
         case .dataset: return "dataset"
@@ -71,15 +91,22 @@ public enum MessageType: UInt8, Sendable, CaseIterable, CustomStringConvertible 
     }
 }
 
-/// Flag bits of a frame header (bytes 6-7, big-endian). Version 1 defines none: a frame with
-/// any bit set is refused with ``WireError/reservedFlags(_:)``. Reserved for per-frame
-/// authentication (sealed payloads) in a later version.
+/// Flag bits of a frame header (bytes 6-7, big-endian). Version 2 defines one,
+/// ``FrameFlags/sealed``; a frame with any other bit set is refused with
+/// ``WireError/reservedFlags(_:)``.
 public struct FrameFlags: OptionSet, Hashable, Sendable {
     public let rawValue: UInt16
     public init(rawValue: UInt16) { self.rawValue = rawValue }
 
-    /// The bits this version understands (none).
-    public static let known: FrameFlags = []
+    /// The payload is sealed: AES-256-GCM ciphertext followed by its 16-byte tag, with the
+    /// header as associated data (see ``FrameSecurityHandler`` and docs/PROTOCOL.md).
+    public static let sealed = FrameFlags(rawValue: 0x0001)
+
+    /// The bits this version understands.
+    public static let known: FrameFlags = [.sealed]
+
+    /// Bytes a sealed payload has beyond its plaintext (the AEAD tag).
+    public static let sealOverhead = 16
 }
 
 /// The fixed 12-byte header in front of every payload.
@@ -89,7 +116,7 @@ public struct FrameFlags: OptionSet, Hashable, Sendable {
 ///      0     4  magic "BPWR" = 42 50 57 52
 ///      4     1  protocol version (1)
 ///      5     1  message type (MessageType raw value)
-///      6     2  flags, big-endian (0 in version 1)
+///      6     2  flags, big-endian (bit 0: sealed; the others must be 0)
 ///      8     4  payload length in bytes, big-endian, not counting the header
 /// ```
 public struct FrameHeader: Hashable, Sendable {
@@ -173,5 +200,11 @@ public struct FrameLimits: Hashable, Sendable {
     /// The largest payload allowed for frames of `type`.
     public func maxPayload(for type: MessageType) -> Int {
         type.isBulk ? maxPayloadBytes : maxControlPayloadBytes
+    }
+
+    /// The largest payload allowed on the wire for frames of `type` with `flags`: a sealed
+    /// payload carries its plaintext plus ``FrameFlags/sealOverhead`` bytes of tag.
+    public func maxPayload(for type: MessageType, flags: FrameFlags) -> Int {
+        maxPayload(for: type) + (flags.contains(.sealed) ? FrameFlags.sealOverhead : 0)
     }
 }

@@ -83,7 +83,7 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
         let flags = FrameFlags(rawValue: rawFlags)
         guard FrameFlags.known.isSuperset(of: flags) else { throw WireError.reservedFlags(rawFlags) }
-        let limit = limits.maxPayload(for: type)
+        let limit = limits.maxPayload(for: type, flags: flags)
         guard UInt64(length) <= UInt64(limit) else {
             throw WireError.frameTooLarge(type: type, length: UInt64(length), limit: limit)
         }
@@ -108,7 +108,7 @@ public struct FrameEncoder: MessageToByteEncoder {
 
     public func encode(data frame: WireFrame, out: inout ByteBuffer) throws {
         let length = frame.payload.readableBytes
-        let limit = limits.maxPayload(for: frame.type)
+        let limit = limits.maxPayload(for: frame.type, flags: frame.flags)
         guard length <= limit else {
             throw WireError.frameTooLarge(type: frame.type, length: UInt64(length), limit: limit)
         }

@@ -91,6 +91,8 @@ extension WireMessage {
         var reader = PayloadReader(payload, type: type)
         let message: WireMessage
         switch type {
+        case .authChallenge, .authResponse, .authConfirm:
+            throw WireError.unexpectedMessage(type, "authentication frames are handled by the security layer, not as messages")
         case .hello:
             let version = try reader.readInteger(UInt8.self, "protocol version")
             let session = try reader.readInteger(UInt64.self, "session id")

@@ -27,6 +27,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case invalidModel(String)
         case encoding(String)
         case peer(code: UInt16, message: String)
+        case authenticationFailed(String)
+        case timeout(String)
     }
 
     private let base: Base
@@ -114,6 +116,13 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
     /// string over its limit). This is a bug in the caller, reported instead of trapping.
     public static func encoding(_ reason: String) -> WireError { WireError(.encoding(reason)) }
 
+    /// The peer could not be authenticated, or a sealed frame failed its integrity check
+    /// (modified, replayed, reordered, dropped or unsealed). `reason` never contains key material.
+    public static func authenticationFailed(_ reason: String) -> WireError { WireError(.authenticationFailed(reason)) }
+
+    /// A frame, or the authentication handshake, did not complete within its deadline.
+    public static func timeout(_ reason: String) -> WireError { WireError(.timeout(reason)) }
+
     /// The peer sent an ``WireMessage/error(_:)`` message with this code and text.
     public static func peer(code: ErrorCode, message: String) -> WireError {
         WireError(.peer(code: code.rawValue, message: message))
@@ -141,6 +150,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case .invalidModel: return .invalidModel
         case .encoding: return .internalError
         case .peer(let code, _): return ErrorCode(rawValue: code)
+        case .authenticationFailed: return .authenticationFailed
+        case .timeout: return .timeout
         }
     }
 
@@ -154,7 +165,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case .unknownMessageType(let raw):
             return "unknown message type 0x\(hexByte(raw))"
         case .reservedFlags(let flags):
-            return "reserved frame flags set: 0x\(String(flags, radix: 16)) (version \(WireProtocol.version) defines none)"
+            return "reserved frame flags set: 0x\(String(flags, radix: 16)) (version \(WireProtocol.version) defines only 0x1, sealed)"
         case .frameTooLarge(let type, let length, let limit):
             return "\(type) frame of \(length) payload bytes is over the limit of \(limit) bytes for that type"
         case .truncatedFrame(let received, let expected):
@@ -181,6 +192,10 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
             return "cannot encode message: \(reason)"
         case .peer(let code, let message):
             return "peer reported error \(ErrorCode(rawValue: code)): \(message)"
+        case .authenticationFailed(let reason):
+            return "authentication failed: \(reason)"
+        case .timeout(let reason):
+            return "timeout: \(reason)"
         }
     }
 }
@@ -215,12 +230,12 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let handshakeMismatch = ErrorCode(rawValue: 14)
     public static let invalidModel = ErrorCode(rawValue: 15)
     public static let internalError = ErrorCode(rawValue: 16)
-    /// A frame that did not arrive completely within its deadline (reserved for the session layer).
+    /// A frame, or the authentication handshake, that did not complete within its deadline.
     public static let timeout = ErrorCode(rawValue: 17)
 
     /// The worker could not carry out a task (for example an index beyond its data set).
     public static let workerFailure = ErrorCode(rawValue: 100)
-    /// The peer failed authentication (reserved for the authenticated handshake).
+    /// The peer failed authentication, or a sealed frame failed its integrity check.
     public static let authenticationFailed = ErrorCode(rawValue: 101)
     /// The sender is shutting down.
     public static let shuttingDown = ErrorCode(rawValue: 102)

@@ -207,6 +207,9 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     /// Reports `error` to the peer, closes, and passes the error on.
     private func fail(context: ChannelHandlerContext, error: WireError) {
         state = .failed
+        // First, so the session's read throws it: the write below may complete, and the close
+        // end the inbound stream, before this function returns.
+        context.fireErrorCaught(error)
         var payload = context.channel.allocator.buffer(capacity: 256)
         // Encoding an error report cannot fail (the text is cut to its limit).
         try? WireMessage.error(ErrorReport(error)).encode(into: &payload, codec: codec)
@@ -218,7 +221,6 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         } else {
             context.close(promise: nil)
         }
-        context.fireErrorCaught(error)
     }
 }
 
@@ -226,16 +228,21 @@ public final class WireMessageHandler: ChannelDuplexHandler {
 extension WireMessageHandler: Sendable {}
 
 extension ChannelPipeline.SynchronousOperations {
-    /// Adds the protocol's handlers to a connection's pipeline: ``FrameEncoder``, ``FrameDecoder``
-    /// (with the buffer capped at one maximal frame) and ``WireMessageHandler``. Afterwards the
-    /// channel reads and writes ``WireMessage``s; wrap it in
-    /// `NIOAsyncChannel<WireMessage, WireMessage>` for the session.
+    /// Adds the protocol's handlers to a connection's pipeline: ``FrameDeadlineHandler``,
+    /// ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
+    /// ``FrameSecurityHandler`` and ``WireMessageHandler``. Afterwards the channel reads and
+    /// writes ``WireMessage``s; wrap it in `NIOAsyncChannel<WireMessage, WireMessage>` for the
+    /// session.
     public func addWireHandlers(
-        role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init()
+        role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init(),
+        security: WireSecurity = .none, deadlines: WireDeadlines = .default
     ) throws {
+        try addHandler(FrameDeadlineHandler(deadline: deadlines.frame))
         try addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
         try addHandler(ByteToMessageHandler(
-            FrameDecoder(limits: limits), maximumBufferSize: FrameHeader.byteCount + limits.maxPayloadBytes))
+            FrameDecoder(limits: limits),
+            maximumBufferSize: FrameHeader.byteCount + limits.maxPayloadBytes + FrameFlags.sealOverhead))
+        try addHandler(FrameSecurityHandler(role: role, security: security, deadlines: deadlines))
         try addHandler(WireMessageHandler(role: role, limits: limits, compression: compression))
     }
 }

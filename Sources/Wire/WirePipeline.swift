@@ -1,17 +1,25 @@
 import NIOCore
 
 /// Where a coordinator or worker starts: installs the protocol's handlers on a new channel
-/// (frame decoding and encoding, then the message layer with its payload codec, handshake and
-/// shape checks) for the given role. After this the channel reads and writes ``WireMessage``s;
-/// wrap it in an `NIOAsyncChannel<WireMessage, WireMessage>` and write the session as async code.
+/// for the given role, and is the one place that decides how the connection is protected.
+/// After this the channel reads and writes ``WireMessage``s; wrap it in an
+/// `NIOAsyncChannel<WireMessage, WireMessage>` and write the session as async code.
 ///
-/// Same as `channel.pipeline.syncOperations.addWireHandlers(role:limits:compression:)`; call it
-/// on the channel's event loop (in a `channelInitializer`).
+/// The pipeline, from the socket inwards: ``FrameDeadlineHandler`` (a started frame must be
+/// complete within ``WireDeadlines/frame``), ``FrameEncoder`` / ``FrameDecoder`` (framing),
+/// ``FrameSecurityHandler`` (with a secret: mutual authentication, then every frame sealed;
+/// without: plain frames, authenticating peers refused), ``WireMessageHandler`` (messages,
+/// direction, handshake, shape checks).
+///
+/// Same as `channel.pipeline.syncOperations.addWireHandlers(role:limits:compression:security:deadlines:)`;
+/// call it on the channel's event loop (in a `channelInitializer`).
 public enum WirePipeline {
     public static func configure(
         _ channel: Channel, role: SessionRole, limits: FrameLimits = .default,
-        compression: PayloadCodec.Configuration = .init()
+        compression: PayloadCodec.Configuration = .init(), security: WireSecurity = .none,
+        deadlines: WireDeadlines = .default
     ) throws {
-        try channel.pipeline.syncOperations.addWireHandlers(role: role, limits: limits, compression: compression)
+        try channel.pipeline.syncOperations.addWireHandlers(
+            role: role, limits: limits, compression: compression, security: security, deadlines: deadlines)
     }
 }

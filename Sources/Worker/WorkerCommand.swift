@@ -20,6 +20,12 @@ struct WorkerCommand: AsyncParsableCommand {
               worker                          # listen on 127.0.0.1:7070
               worker --listen 0.0.0.0:7070    # listen on every interface
               worker --listen 127.0.0.1:0     # any free port (printed on start)
+              worker --listen 0.0.0.0:7070 --secret-file /etc/backprop/secret
+
+            With a shared secret (--secret-file FILE, or BACKPROP_SECRET_FILE=FILE, or the
+            systemd credential "backprop-secret"), only a coordinator that proves it knows the
+            secret is served, and every frame is encrypted and authenticated. Without one, the
+            worker listens only on loopback unless given --insecure. See docs/SECURITY.md.
             """)
 
     @Option(help: "Address to listen on, HOST:PORT (port 0: any free port).")
@@ -37,11 +43,23 @@ struct WorkerCommand: AsyncParsableCommand {
     @Flag(help: "Exit when the parent process ends (used by coordinator --local).")
     var exitWithParent = false
 
+    @Option(help: "File holding the secret shared with the coordinator (mode 600, at least 16 bytes); or set BACKPROP_SECRET_FILE.")
+    var secretFile: String?
+
+    @Flag(help: "Allow listening beyond loopback without a secret (anyone who can reach the port can use the worker).")
+    var insecure = false
+
+    @Option(help: "Seconds a started frame may take to arrive completely before the peer is dropped.")
+    var frameTimeout: Double = 30
+
     func validate() throws {
         guard ListenAddress(listen) != nil else {
             throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7070 or 0.0.0.0:7070; got '\(listen)'")
         }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
+        guard frameTimeout > 0, frameTimeout < 86_400 else {
+            throw ValidationError("--frame-timeout must be between 0 and 86400 seconds, got \(frameTimeout)")
+        }
     }
 
     func run() async throws {
@@ -51,6 +69,27 @@ struct WorkerCommand: AsyncParsableCommand {
         var logger = Logger(label: "worker")
         logger.logLevel = logLevel
         let address = ListenAddress(listen)!
+        let secret: SharedSecret?
+        do {
+            secret = try SharedSecret.resolve(option: secretFile)
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        if secret == nil && !insecure && !isLoopbackHost(address.host) {
+            throw ValidationError("""
+                refusing to listen on \(listen) without a secret: anyone who can reach that port could \
+                send this worker data and tasks and take its CPU. Give a shared secret with \
+                --secret-file FILE (or \(SharedSecret.environmentVariable)=FILE), or pass --insecure on a \
+                trusted network, or listen on 127.0.0.1.
+                """)
+        }
+        let security: WireSecurity = secret.map(WireSecurity.sharedSecret) ?? .none
+        let deadlines = WireDeadlines(frame: .nanoseconds(Int64(frameTimeout * 1e9)))
+        if let secret {
+            logger.info("authenticating coordinators with the secret in \(secret.path)")
+        } else if !isLoopbackHost(address.host) {
+            logger.warning("listening on \(address.host) without a secret (--insecure): anyone who can reach the port can use this worker")
+        }
         let server: NIOAsyncChannel<NIOAsyncChannel<WireMessage, WireMessage>, Never>
         do {
             server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -58,7 +97,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try WirePipeline.configure(channel, role: .worker)
+                        try WirePipeline.configure(channel, role: .worker, security: security, deadlines: deadlines)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }

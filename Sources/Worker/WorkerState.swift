@@ -70,6 +70,11 @@ final class WorkerState {
                             continue
                         }
                         if case .hello = message { handshakeDeadline.cancel() }
+                        if case .error(let report) = message {
+                            // The coordinator refused the session (authentication, handshake).
+                            logger.error("session from \(peer) refused by the coordinator: \(report)")
+                            break
+                        }
                         for reply in try handle(message, session: &session) { try await outbound.write(reply) }
                         if case .goodbye = message { break }
                     }

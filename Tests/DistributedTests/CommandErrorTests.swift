@@ -2,7 +2,7 @@ import Foundation
 import Testing
 
 /// The executables fail fast, with a non-zero status and a message that says what is wrong.
-@Suite("Command-line errors")
+@Suite("Command-line errors", .oneProcessTestAtATime)
 struct CommandErrorTests {
     @Test("coordinator --workers 127.0.0.1:1 (nothing listening) fails within seconds and names the address")
     func unreachableWorker() async throws {

@@ -6,7 +6,7 @@ import Glibc
 #endif
 
 /// A worker drops a peer that does not speak the protocol and keeps serving.
-@Suite("Worker against a hostile client")
+@Suite("Worker against a hostile client", .oneProcessTestAtATime)
 struct HostileClientTests {
     @Test("a worker closes a connection that sends 100 bytes of garbage, then serves a real coordinator")
     func garbageThenRealSession() async throws {

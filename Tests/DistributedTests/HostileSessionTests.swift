@@ -10,7 +10,7 @@ import Glibc
 /// A peer that completes the handshake and then sends what no coordinator would: each time
 /// the worker answers with an error frame naming the problem, closes that connection, and
 /// goes on serving.
-@Suite("Worker against a hostile session")
+@Suite("Worker against a hostile session", .oneProcessTestAtATime)
 struct HostileSessionTests {
     static let signature = ModelSignature(layerSizes: [784, 20, 10])
 

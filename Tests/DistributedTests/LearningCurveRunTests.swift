@@ -5,7 +5,7 @@ import FoundationXML
 #endif
 
 /// The coordinator leaves a learning curve next to its metrics and says where.
-@Suite("Learning curve of a run")
+@Suite("Learning curve of a run", .oneProcessTestAtATime)
 struct LearningCurveRunTests {
     @Test("--metrics run.jsonl gives run.svg, announced on stdout, with one vertex per step on each curve")
     func plotNextToMetrics() async throws {

@@ -6,7 +6,7 @@ import Wire
 
 /// What `--metrics` and `--model-out` leave behind, checked against each other and against the
 /// Engine's own evaluation of the saved model.
-@Suite("Metrics file and model file")
+@Suite("Metrics file and model file", .oneProcessTestAtATime)
 struct MetricsAndModelTests {
     @Test("--metrics has one line per step and a done line with the documented keys; --model-out scores its test_error")
     func metricsAndModelAgree() async throws {

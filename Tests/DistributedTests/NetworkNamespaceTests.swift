@@ -5,7 +5,7 @@ import Testing
 /// namespaces joined by veth pairs to a bridge (`NamespaceLab`), so every byte crosses a
 /// network device instead of loopback. Runs as root (CI is); elsewhere each test prints why it
 /// cannot run and is recorded as skipped.
-@Suite("Multi-host training over network namespaces", .serialized)
+@Suite("Multi-host training over network namespaces", .serialized, .oneProcessTestAtATime)
 struct NetworkNamespaceTests {
     /// Coordinator in host 0, workers in hosts 1 and 2, on the default port.
     static let port = 7070

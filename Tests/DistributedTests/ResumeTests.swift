@@ -7,7 +7,7 @@ import Glibc
 
 /// A coordinator killed with SIGKILL and started again with `--resume` ends with the model of
 /// a run that was never interrupted.
-@Suite("Coordinator crash and resume", .serialized)
+@Suite("Coordinator crash and resume", .serialized, .oneProcessTestAtATime)
 struct ResumeTests {
     static let run = WorkerFailureTests.run
 

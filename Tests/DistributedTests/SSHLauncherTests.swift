@@ -9,7 +9,7 @@ import Glibc
 /// one authorized key, all in a temporary directory): it starts two workers over ssh, runs the
 /// coordinator against them and stops them. Skipped, with the reason printed, where OpenSSH's
 /// server is not installed (`.ci/deps` installs openssh-server) or cannot start.
-@Suite("ssh launcher", .serialized)
+@Suite("ssh launcher", .serialized, .oneProcessTestAtATime)
 struct SSHLauncherTests {
     static let sshd = "/usr/sbin/sshd"
     static let launcher = Products.packageRoot.appendingPathComponent("deploy/ssh/launch.sh").path

@@ -10,7 +10,7 @@ import Training
 /// mean = sum * (1 / count), `Optimizer.apply`; and the worker's side
 /// (`Sources/Worker/WorkerState.swift`): the network rebuilt from the flat parameters,
 /// `ShardResult.compute` on one BLAS thread.
-@Suite("One distributed step against the Engine")
+@Suite("One distributed step against the Engine", .oneProcessTestAtATime)
 struct StepEquivalenceTests {
     static let seed: UInt64 = 11
     static let learningRate: Float = 0.5

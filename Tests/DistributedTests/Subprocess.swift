@@ -153,10 +153,11 @@ final class BackgroundWorker: @unchecked Sendable {
     let port: Int
     private let stderrDrain: PipeDrain
 
-    /// Starts `worker --listen 127.0.0.1:PORT --threads 1` (port 0: any free one) and reads
-    /// the port it prints.
-    init(executable: String, port: Int = 0, environment extra: [String: String] = [:], timeout: Double = 30) throws {
-        let arguments = ["--listen", "127.0.0.1:\(port)", "--threads", "1", "--exit-with-parent"]
+    /// Starts `worker --listen LISTEN --threads 1 ARGUMENTS` (LISTEN by default
+    /// 127.0.0.1:PORT; port 0: any free one) and reads the port it prints.
+    init(executable: String, port: Int = 0, environment extra: [String: String] = [:], timeout: Double = 30,
+         listen: String? = nil, arguments more: [String] = []) throws {
+        let arguments = ["--listen", listen ?? "127.0.0.1:\(port)", "--threads", "1", "--exit-with-parent"] + more
         print("[DistributedTests] starting: worker \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments

@@ -31,10 +31,10 @@ actor Baselines {
 /// Workers that die, hang, come back or lie while a real coordinator trains with them: the
 /// run finishes with the undisturbed run's model, and the coordinator says what happened and
 /// how long it took to notice.
-@Suite("Worker failures", .serialized)
+@Suite("Worker failures", .serialized, .oneProcessTestAtATime)
 struct WorkerFailureTests {
     /// Long enough that a worker can be disturbed, noticed, and come back before the end.
-    static let run = ["--max-steps", "40", "--worker-timeout", "2"]
+    static let run = ["--max-steps", "40", "--worker-timeout", "3"]
 
     static func coordinator(_ arguments: [String]) throws -> LiveProcess {
         let (coordinator, _) = try Products.require()
@@ -84,8 +84,8 @@ struct WorkerFailureTests {
         kill(a.process.processIdentifier, SIGSTOP)
         let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost (no answer to heartbeats", in: run,
                                                   since: stopped, timeout: 20)
-        print("[DistributedTests] SIGSTOP noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never") (--worker-timeout 2)")
-        #expect(noticed != nil && noticed! >= 1.5 && noticed! < 5, "a stopped worker was not given up 2 s after it fell silent")
+        print("[DistributedTests] SIGSTOP noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never") (--worker-timeout 3)")
+        #expect(noticed != nil && noticed! >= 2.5 && noticed! < 7, "a stopped worker was not given up 3 s after it fell silent")
         kill(a.process.processIdentifier, SIGCONT)
         let back = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) is back", in: run, since: Date(), timeout: 30)
         print("[DistributedTests] back \(back.map { String(format: "%.2f s", $0) } ?? "never") after SIGCONT")
@@ -147,8 +147,8 @@ struct WorkerFailureTests {
         let seconds = Date().timeIntervalSince(killed)
         print("[DistributedTests] the coordinator stopped \(String(format: "%.2f", seconds)) s after its only worker died")
         #expect(outcome.status != 0, "\(outcome)")
-        #expect(seconds >= 2 && seconds < 10, "it did not wait about --worker-timeout (2 s) for a worker")
-        #expect(outcome.stdout.contains("no worker left; waiting up to 2.0 s"), "\(outcome)")
+        #expect(seconds >= 3 && seconds < 12, "it did not wait about --worker-timeout (3 s) for a worker")
+        #expect(outcome.stdout.contains("no worker left; waiting up to 3.0 s"), "\(outcome)")
         #expect(outcome.stderr.contains("every worker was lost"), "\(outcome)")
         #expect(outcome.stderr.contains("--resume"), "the message does not say how to resume: \(outcome.stderr)")
         #expect(!CheckpointFiles.list(checkpoints).isEmpty, "no checkpoint was saved in \(checkpoints)")

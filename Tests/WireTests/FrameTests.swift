@@ -9,18 +9,18 @@ struct FrameTests {
     func goldenHeader() throws {
         var buffer = ByteBuffer()
         FrameHeader(type: .ping, payloadLength: 8).write(to: &buffer)
-        #expect(Array(buffer.readableBytesView) == [0x42, 0x50, 0x57, 0x52, 0x01, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08])
+        #expect(Array(buffer.readableBytesView) == [0x42, 0x50, 0x57, 0x52, 0x02, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08])
 
         buffer.clear()
         FrameHeader(type: .gradient, payloadLength: 0x0102_0304).write(to: &buffer)
-        #expect(Array(buffer.readableBytesView) == [0x42, 0x50, 0x57, 0x52, 0x01, 0x22, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04])
+        #expect(Array(buffer.readableBytesView) == [0x42, 0x50, 0x57, 0x52, 0x02, 0x22, 0x00, 0x00, 0x01, 0x02, 0x03, 0x04])
     }
 
     @Test("a whole ping frame, through the encoder")
     func goldenPingFrame() throws {
         let bytes = try frameBytes(.ping(0x0102_0304_0506_0708))
         #expect(Array(bytes.readableBytesView) == [
-            0x42, 0x50, 0x57, 0x52, 0x01, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08,
+            0x42, 0x50, 0x57, 0x52, 0x02, 0x30, 0x00, 0x00, 0x00, 0x00, 0x00, 0x08,
             0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08,
         ])
     }
@@ -82,9 +82,9 @@ struct FrameTests {
 
     @Test("an unknown version, type or flag is refused")
     func unknownVersionTypeFlags() throws {
-        #expect(decodeError(rawFrame(type: 0x30, version: 2, payload: Array(repeating: 0, count: 8))) == .unsupportedVersion(found: 2))
+        #expect(decodeError(rawFrame(type: 0x30, version: 1, payload: Array(repeating: 0, count: 8))) == .unsupportedVersion(found: 1))
         #expect(decodeError(rawFrame(type: 0x55)) == .unknownMessageType(0x55))
-        #expect(decodeError(rawFrame(type: 0x30, flags: 0x0001, payload: Array(repeating: 0, count: 8))) == .reservedFlags(1))
+        #expect(decodeError(rawFrame(type: 0x30, flags: 0x0002, payload: Array(repeating: 0, count: 8))) == .reservedFlags(2))
     }
 
     @Test("an error frame is read whatever its version, so a peer can always say why it refuses")

@@ -94,7 +94,7 @@ struct SessionPipelineTests {
     @Test("an unknown version is refused")
     func unknownVersion() throws {
         var hello = try frameBytes(.hello(Samples.hello))
-        hello.setInteger(UInt8(2), at: 4)
+        hello.setInteger(WireProtocol.version &+ 1, at: 4)
         try expectRefusal(hello, code: .unsupportedVersion)
     }
 

@@ -54,10 +54,10 @@ final class PipelineRecorder: ChannelInboundHandler {
 }
 
 /// A connected `EmbeddedChannel` with the protocol's handlers and a recorder at the end.
-func makeChannel(role: SessionRole, limits: FrameLimits = .default) throws -> (EmbeddedChannel, PipelineRecorder) {
+func makeChannel(role: SessionRole, limits: FrameLimits = .default, deadlines: WireDeadlines = .default) throws -> (EmbeddedChannel, PipelineRecorder) {
     let channel = EmbeddedChannel()
     let recorder = PipelineRecorder()
-    try WirePipeline.configure(channel, role: role, limits: limits)
+    try WirePipeline.configure(channel, role: role, limits: limits, deadlines: deadlines)
     try channel.pipeline.syncOperations.addHandler(recorder)
     try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 7070)).wait()
     return (channel, recorder)
