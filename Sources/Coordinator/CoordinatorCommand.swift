@@ -85,6 +85,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Flag(help: "Continue from the newest good checkpoint in --checkpoint-dir (start from the beginning if there is none).")
     var resume = false
 
+    @Option(help: "Compress the parameters sent: auto (not to workers on this machine), zstd, or none. Workers choose for their gradients (worker --compression).")
+    var compression: CompressionPolicy = .auto
+
     @Flag(help: "Check the set-up without training: load the data, reach every worker, check its protocol version and model, and report its BLAS kernel and threads.")
     var dryRun = false
 
@@ -160,7 +163,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
             evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, plotPath: plot, workerTimeout: workerTimeout,
             checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume,
-            security: secret.map(WireSecurity.sharedSecret) ?? .none)
+            security: secret.map(WireSecurity.sharedSecret) ?? .none, compression: compression)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]
@@ -168,7 +171,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = threadsPerWorker ?? max(1, cores / n)
             Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
-            localWorkers = try LocalWorkers(count: n, threads: threads, secret: secret)
+            localWorkers = try LocalWorkers(count: n, threads: threads, secret: secret, compression: compression)
             addresses = localWorkers!.addresses
         } else {
             addresses = workers!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -227,3 +230,4 @@ final class SignalCleanup: @unchecked Sendable {
         }
     }
 }
+extension CompressionPolicy: ExpressibleByArgument {}

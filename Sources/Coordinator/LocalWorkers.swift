@@ -15,16 +15,18 @@ final class LocalWorkers: @unchecked Sendable {
     private let executable: String
     private let threads: Int
     private let secret: SharedSecret?
+    private let compression: CompressionPolicy
     /// Restarts of one worker after which it is left down (it keeps failing to start).
     static let maximumRestarts = 20
 
     /// Starts `count` workers with `threads` BLAS threads each and waits for their ports. With
     /// a `secret`, each worker gets its file's path in `BACKPROP_SECRET_FILE` (in its
     /// environment, never on its command line).
-    init(count: Int, threads: Int, secret: SharedSecret? = nil) throws {
+    init(count: Int, threads: Int, secret: SharedSecret? = nil, compression: CompressionPolicy = .auto) throws {
         executable = Self.workerExecutable()
         self.threads = threads
         self.secret = secret
+        self.compression = compression
         guard FileManager.default.isExecutableFile(atPath: executable) else {
             throw CoordinatorError("cannot start local workers: no worker executable at \(executable) (build it with `swift build -c release`)")
         }
@@ -47,7 +49,7 @@ final class LocalWorkers: @unchecked Sendable {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["--listen", listen, "--threads", String(threads), "--exit-with-parent",
-                             "--log-level", "warning"]
+                             "--log-level", "warning", "--compression", compression.rawValue]
         var environment = ProcessInfo.processInfo.environment
         environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
         environment[SharedSecret.environmentVariable] = secret?.path

@@ -35,6 +35,8 @@ struct TrainingConfiguration: Sendable {
     var resume = false
     /// How the connections to the workers are protected (see docs/SECURITY.md).
     var security: WireSecurity = .none
+    /// Whether the parameters sent to the workers are compressed.
+    var compression: CompressionPolicy = .auto
     /// Where the checkpoint goes when every worker is lost and no directory was given.
     static let fallbackCheckpointDirectory = "checkpoints"
 }
@@ -77,7 +79,8 @@ final class TrainingRun {
         self.configuration = configuration
         self.train = train
         self.test = test
-        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element, security: configuration.security) }
+        links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element, security: configuration.security,
+                                                              compression: configuration.compression) }
         counters = addresses.map { _ in ByteCounter() }
         (eventStream, eventSink) = AsyncStream.makeStream(of: WorkerEvent.self)
         events = eventStream.makeAsyncIterator()

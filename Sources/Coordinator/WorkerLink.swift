@@ -30,6 +30,8 @@ final class WorkerLink: Sendable {
     let address: String
     /// How the connection is protected (a shared secret, or none).
     let security: WireSecurity
+    /// Whether the parameters sent are compressed.
+    let compression: CompressionPolicy
     private let state = Mutex(State())
 
     private struct State {
@@ -39,10 +41,11 @@ final class WorkerLink: Sendable {
         var stopped = false
     }
 
-    init(index: Int, address: String, security: WireSecurity = .none) {
+    init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto) {
         self.index = index
         self.address = address
         self.security = security
+        self.compression = compression
     }
 
     /// How long a worker may take to answer the hello.
@@ -135,6 +138,7 @@ final class WorkerLink: Sendable {
         }
         let host = String(address[..<colon])
         let security = self.security
+        let codec = compression.configuration(peerIsLoopback: isLoopbackHost(host))
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -142,7 +146,7 @@ final class WorkerLink: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
-                        try WirePipeline.configure(channel, role: .coordinator, security: security)
+                        try WirePipeline.configure(channel, role: .coordinator, compression: codec, security: security)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }

@@ -37,6 +37,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Exit after serving this many sessions (default: serve forever).")
     var sessions: Int?
 
+    @Option(help: "Compress the gradients sent: auto (not to a coordinator on this machine), zstd, or none.")
+    var compression: CompressionPolicy = .auto
+
     @Option(help: "Least important log messages shown: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -97,7 +100,10 @@ struct WorkerCommand: AsyncParsableCommand {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
-                        try WirePipeline.configure(channel, role: .worker, security: security, deadlines: deadlines)
+                        let local = channel.remoteAddress?.ipAddress.map(isLoopbackHost) ?? false
+                        try WirePipeline.configure(channel, role: .worker,
+                                                   compression: compression.configuration(peerIsLoopback: local),
+                                                   security: security, deadlines: deadlines)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }
@@ -154,3 +160,5 @@ enum ParentWatch {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+extension CompressionPolicy: ExpressibleByArgument {}

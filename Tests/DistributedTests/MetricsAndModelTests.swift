@@ -75,3 +75,25 @@ struct MetricsAndModelTests {
         #expect(whole.correct == byTasks.correct)
     }
 }
+
+extension MetricsAndModelTests {
+    @Test("--compression none sends raw floats, zstd fewer bytes, auto (loopback) raw; all train the same model")
+    func compressionPolicies() async throws {
+        var results: [String: (sent: Int, received: Int, digest: String)] = [:]
+        for policy in ["none", "zstd", "auto"] {
+            let metrics = try temporaryDirectory("compression-\(policy)").appendingPathComponent("run.jsonl").path
+            let outcome = try await TinyRun.coordinator(["--local", "2", "--max-steps", "2", "--compression", policy, "--metrics", metrics])
+            try #require(outcome.status == 0, "\(outcome)")
+            let file = try MetricsFile(path: metrics)
+            results[policy] = (file.steps[1].bytes_sent, file.steps[1].bytes_received, file.modelDigest)
+        }
+        print("[DistributedTests] step 2 bytes sent/received by policy: \(results.mapValues { ($0.sent, $0.received) })")
+        // 784-20-10: 15,910 parameters, 63,640 bytes raw, to each of 2 workers.
+        let raw = 2 * 63_640
+        #expect(results["none"]!.sent >= raw, "raw parameters to two workers are at least \(raw) bytes")
+        #expect(results["zstd"]!.sent < results["none"]!.sent, "zstd did not make the parameters smaller")
+        #expect(results["zstd"]!.received < results["none"]!.received, "zstd did not make the gradients smaller")
+        #expect(results["auto"]!.sent == results["none"]!.sent, "auto compressed on loopback")
+        #expect(Set(results.values.map(\.digest)).count == 1, "the encodings trained different models")
+    }
+}
