@@ -33,5 +33,12 @@ let package = Package(
             .product(name: "Wire", package: "backprop-swift"),
             .product(name: "NIOCore", package: "swift-nio"),
         ]),
+        // Arbitrary bytes into a worker's or coordinator's receiving pipeline (EmbeddedChannel).
+        .executableTarget(name: "FuzzPipeline", dependencies: [
+            "FuzzCommon",
+            .product(name: "Wire", package: "backprop-swift"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
     ]
 )

@@ -65,14 +65,31 @@ struct FuzzSeedCorpusTests {
         return order.flatMap { name in seeds.first { $0.name == name }!.frame }
     }
 
+    /// What the pipeline harness reads: role byte (0 worker, 1 coordinator), piece size, then
+    /// what the peer sends: a coordinator's session to a worker, a worker's answers to the
+    /// harness's hello (the first sample message), whole and in small pieces.
+    static func pipelineSeeds(_ seeds: [Seed]) throws -> [(String, [UInt8])] {
+        func frames(_ names: [String]) -> [UInt8] { names.flatMap { name in seeds.first { $0.name == name }!.frame } }
+        guard case .hello(let hello) = seeds.first(where: { $0.name == "hello" })!.message else { return [] }
+        let ack = HelloAck(answering: hello, workerName: "w", blasKernel: "k", threadCount: 1)
+        let toWorker = frames(["hello", "datasetOffer", "dataset", "parameters-shuffledZstd", "task", "task-2", "ping", "goodbye"])
+        let toCoordinator = Array(try frameBytes(.helloAck(ack)).readableBytesView)
+            + frames(["datasetStatus", "gradient-zstd", "evaluation", "pong", "goodbye"])
+        return [
+            ("worker", [0, 0] + toWorker), ("worker-pieces", [0, 7] + toWorker),
+            ("coordinator", [1, 0] + toCoordinator), ("coordinator-pieces", [1, 5] + toCoordinator),
+        ]
+    }
+
     @Test("the committed seeds are valid frames and messages of every type")
     func committedSeeds() throws {
         let seeds = try Self.seeds()
         #expect(Set(seeds.map(\.message.type)) == Set(MessageType.allCases))
         let frames = Self.corpus.appendingPathComponent("FrameDecoder")
         let inputs = Self.corpus.appendingPathComponent("MessageDecoder")
+        let pipeline = Self.corpus.appendingPathComponent("Pipeline")
         if ProcessInfo.processInfo.environment["WIRE_FUZZ_WRITE_SEEDS"] != nil {
-            for directory in [frames, inputs] {
+            for directory in [frames, inputs, pipeline] {
                 try? FileManager.default.removeItem(at: directory)
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             }
@@ -81,6 +98,10 @@ struct FuzzSeedCorpusTests {
                 try Data(Self.messageInput(seed)).write(to: inputs.appendingPathComponent(seed.name))
             }
             try Data(Self.session(seeds)).write(to: frames.appendingPathComponent("session"))
+            try FileManager.default.createDirectory(at: pipeline, withIntermediateDirectories: true)
+            for (name, bytes) in try Self.pipelineSeeds(seeds) {
+                try Data(bytes).write(to: pipeline.appendingPathComponent(name))
+            }
         }
 
         let codec = PayloadCodec()
@@ -97,5 +118,8 @@ struct FuzzSeedCorpusTests {
         }
         let session = try Data(contentsOf: frames.appendingPathComponent("session"))
         #expect(try decodeMessages(ByteBuffer(bytes: session)).count == 13)
+        for (name, bytes) in try Self.pipelineSeeds(seeds) {
+            #expect(try Data(contentsOf: pipeline.appendingPathComponent(name)) == Data(bytes), "pipeline seed \(name)")
+        }
     }
 }
