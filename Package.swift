@@ -7,6 +7,7 @@ let package = Package(
     products: [
         .library(name: "Engine", targets: ["Engine"]),
         .library(name: "Training", targets: ["Training"]),
+        .library(name: "Wire", targets: ["Wire"]),
         .executable(name: "backprop-mnist", targets: ["BackpropMNIST"]),
         .executable(name: "engine-bench", targets: ["EngineBenchmarks"]),
         .executable(name: "worker", targets: ["Worker"]),
