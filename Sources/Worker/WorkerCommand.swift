@@ -37,6 +37,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Exit after serving this many sessions (default: serve forever).")
     var sessions: Int?
 
+    @Option(help: "Seconds without a byte from the coordinator (which sends heartbeats twice a second) after which a session is over.")
+    var idleTimeout: Double = 15
+
     @Option(help: "Compress the gradients sent: auto (not to a coordinator on this machine), zstd, or none.")
     var compression: CompressionPolicy = .auto
 
@@ -60,6 +63,9 @@ struct WorkerCommand: AsyncParsableCommand {
             throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7070 or 0.0.0.0:7070; got '\(listen)'")
         }
         if let t = threads, t < 1 { throw ValidationError("--threads must be at least 1, got \(t)") }
+        guard idleTimeout > 0, idleTimeout < 86_400 else {
+            throw ValidationError("--idle-timeout must be between 0 and 86400 seconds, got \(idleTimeout)")
+        }
         guard frameTimeout > 0, frameTimeout < 86_400 else {
             throw ValidationError("--frame-timeout must be between 0 and 86400 seconds, got \(frameTimeout)")
         }
@@ -87,6 +93,7 @@ struct WorkerCommand: AsyncParsableCommand {
                 """)
         }
         let security: WireSecurity = secret.map(WireSecurity.sharedSecret) ?? .none
+        let idle = TimeAmount.nanoseconds(Int64(idleTimeout * 1e9))
         let deadlines = WireDeadlines(frame: .nanoseconds(Int64(frameTimeout * 1e9)))
         if let secret {
             logger.info("authenticating coordinators with the secret in \(secret.path)")
@@ -100,6 +107,12 @@ struct WorkerCommand: AsyncParsableCommand {
                 .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
                 .bind(host: address.host, port: address.port) { channel in
                     channel.eventLoop.makeCompletedFuture {
+                        // A session with nothing from the coordinator for a while is over (it
+                        // sends heartbeats twice a second): a coordinator that died or whose
+                        // link was cut must not keep this worker from serving the next one.
+                        let peer = channel.remoteAddress.map { "\($0)" } ?? "unknown peer"
+                        try channel.pipeline.syncOperations.addHandlers(
+                            IdleStateHandler(readTimeout: idle), CloseWhenIdle(logger: logger, peer: peer, timeout: idle))
                         let local = channel.remoteAddress?.ipAddress.map(isLoopbackHost) ?? false
                         try WirePipeline.configure(channel, role: .worker,
                                                    compression: compression.configuration(peerIsLoopback: local),

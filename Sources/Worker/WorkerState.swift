@@ -12,10 +12,6 @@ final class WorkerState {
     let logger: Logger
     /// How long a new connection may take to send its hello.
     static let handshakeTimeout = TimeAmount.seconds(10)
-    /// How long a session may go without a byte from the coordinator (which sends heartbeats
-    /// twice a second) before the worker ends it: a coordinator that died or whose link was
-    /// cut must not keep the worker from serving the next one.
-    static let idleTimeout = TimeAmount.seconds(15)
     /// Data sets received in earlier sessions, by SHA-256.
     private var dataSets: [DatasetDigest: LabeledDataSet] = [:]
 
@@ -42,11 +38,6 @@ final class WorkerState {
             channel.close(promise: nil)
         }
         do {
-            try await channel.eventLoop.submit {
-                try channel.pipeline.syncOperations.addHandlers(
-                    [IdleStateHandler(readTimeout: Self.idleTimeout), CloseWhenIdle(logger: logger, peer: peer)],
-                    position: .first)
-            }.get()
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
                 try await withThrowingTaskGroup(of: Void.self) { group in
@@ -175,15 +166,17 @@ final class CloseWhenIdle: ChannelInboundHandler, Sendable {
     typealias InboundIn = ByteBuffer
     let logger: Logger
     let peer: String
+    let timeout: TimeAmount
 
-    init(logger: Logger, peer: String) {
+    init(logger: Logger, peer: String, timeout: TimeAmount) {
         self.logger = logger
         self.peer = peer
+        self.timeout = timeout
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let idle = event as? IdleStateHandler.IdleStateEvent, idle == .read {
-            logger.warning("nothing from \(peer) for \(WorkerState.idleTimeout); ending the session")
+            logger.warning("nothing from \(peer) for \(timeout); ending the session")
             context.close(promise: nil)
             return
         }

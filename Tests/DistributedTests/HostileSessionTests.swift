@@ -68,6 +68,20 @@ struct HostileSessionTests {
         #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
     }
 
+    @Test("a session that goes silent after the handshake is ended at --idle-timeout, and the worker serves the next")
+    func silentSession() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath, arguments: ["--idle-timeout", "1"])
+        defer { worker.stop() }
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: try Self.frame(Self.hello), timeout: 10)
+        print("[DistributedTests] silent session \(result.closed ? "ended" : "still open") after \(String(format: "%.2f", result.seconds)) s")
+        #expect(result.closed && result.seconds >= 0.9 && result.seconds < 5, "\(result.detail), \(result.seconds) s")
+        #expect(result.received.count > 12, "no helloAck before the silence")
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--max-steps", "1"])
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
+        #expect(worker.stderr.contains("ending the session"), "\(worker.stderr)")
+    }
+
     @Test("a damaged data file stops the coordinator with an error naming the file, before any worker is started")
     func damagedDataFile() async throws {
         let directory = try temporaryDirectory("damaged-data")
