@@ -344,8 +344,10 @@ struct SharedSecretTests {
         #expect(short.contains("at least 16"), "\(short)")
         let worldReadable = refusal { try SharedSecret.load(path: try file(Array(repeating: 65, count: 32), mode: 0o644)) }
         #expect(worldReadable.contains("chmod 600"), "\(worldReadable)")
-        let groupReadable = refusal { try SharedSecret.load(path: try file(Array(repeating: 65, count: 32), mode: 0o640)) }
-        #expect(groupReadable.contains("chmod 600"), "\(groupReadable)")
+        let groupWritable = refusal { try SharedSecret.load(path: try file(Array(repeating: 65, count: 32), mode: 0o660)) }
+        #expect(groupWritable.contains("chmod 600"), "\(groupWritable)")
+        // Readable by a group (a Kubernetes Secret volume with an fsGroup): accepted.
+        #expect(throws: Never.self) { try SharedSecret.load(path: try file(Array(repeating: 65, count: 32), mode: 0o640)) }
         let missing = refusal { try SharedSecret.load(path: "/nonexistent/secret") }
         #expect(missing.contains("No such file"), "\(missing)")
     }

@@ -47,8 +47,10 @@ public struct SharedSecret: Sendable {
             throw SecretError("the secret file \(absolute) is not a regular file")
         }
         let permissions = info.st_mode & 0o777
-        guard permissions & 0o077 == 0 else {
-            throw SecretError("the secret file \(absolute) is accessible to group or others (mode \(String(permissions, radix: 8))); anyone who can read it can join the training: run `chmod 600 \(absolute)`")
+        // Others: never. The group may read (a Kubernetes Secret volume with an fsGroup gives
+        // 0440 owned by root and the pod's group), not write.
+        guard permissions & 0o027 == 0 else {
+            throw SecretError("the secret file \(absolute) is accessible to others or writable by its group (mode \(String(permissions, radix: 8))); anyone who can read it can join the training: run `chmod 600 \(absolute)` (or 640 to share it with a group)")
         }
         guard info.st_size <= 64 << 10 else {
             throw SecretError("the secret file \(absolute) has \(info.st_size) bytes; a secret is at most 64 KiB (32 random bytes are enough)")
