@@ -62,7 +62,7 @@ private func check(_ bytes: UnsafeRawBufferPointer, limits: FrameLimits) {
     for frame in whole.frames {
         fuzzRequire(frame.payload.count <= limits.maxPayload(for: frame.type), "a \(frame.type) frame of \(frame.payload.count) bytes passed the limit")
         fuzzRequire(frame.version == WireProtocol.version || frame.type == .error, "a \(frame.type) frame of version \(frame.version)")
-        fuzzRequire(frame.flags == 0, "a frame with flags \(frame.flags)")
+        fuzzRequire(FrameFlags.known.isSuperset(of: FrameFlags(rawValue: frame.flags)), "a frame with unknown flags \(frame.flags)")
         do {
             try FrameEncoder(limits: limits).encode(
                 data: WireFrame(version: frame.version, type: frame.type, flags: FrameFlags(rawValue: frame.flags), payload: ByteBuffer(bytes: frame.payload)),
