@@ -60,7 +60,8 @@ private func check(_ bytes: UnsafeRawBufferPointer, limits: FrameLimits) {
 
     var reencoded = ByteBuffer()
     for frame in whole.frames {
-        fuzzRequire(frame.payload.count <= limits.maxPayload(for: frame.type), "a \(frame.type) frame of \(frame.payload.count) bytes passed the limit")
+        fuzzRequire(frame.payload.count <= limits.maxPayload(for: frame.type, flags: FrameFlags(rawValue: frame.flags)),
+                    "a \(frame.type) frame of \(frame.payload.count) bytes passed the limit")
         fuzzRequire(frame.version == WireProtocol.version || frame.type == .error, "a \(frame.type) frame of version \(frame.version)")
         fuzzRequire(FrameFlags.known.isSuperset(of: FrameFlags(rawValue: frame.flags)), "a frame with unknown flags \(frame.flags)")
         do {
