@@ -174,8 +174,8 @@ final class TrainingRun {
                 }
             }
             guard answered.count == links.count, alive.isEmpty else { continue }
-            if links.indices.allSatisfy({ lastReason[$0]?.contains("(not retried") ?? false }) {
-                let reasons = links.indices.map { "\(address($0)): \(lastReason[$0]!)" }
+            if links.allSatisfy(\.refusedForGood) {
+                let reasons = links.indices.map { "\(address($0)): \(lastReason[$0] ?? "refused")" }
                 throw CoordinatorError("no worker can be used:\n  " + reasons.joined(separator: "\n  "))
             }
             if allAnsweredAt == nil {
@@ -321,17 +321,12 @@ final class TrainingRun {
                 let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
                 let reducer = try await gradient(of: shards, parameters: state.parameters, step: step)
-                var optimizer = state.optimizer
-                optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1, totalSteps: totalSteps)
+                // The step is taken (nothing below can fail): the state moves on as one, in place.
+                state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
+                                                               totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
-                let mean = reducer.gradientSum.map { $0 * scale }
-                var parameters = state.parameters
-                optimizer.apply(gradient: mean, to: &parameters)
+                state.optimizer.apply(gradient: reducer.gradientSum.map { $0 * scale }, to: &state.parameters)
                 let seconds = (ContinuousClock.now - started).seconds
-
-                // The step is taken: the state moves on as one.
-                state.parameters = parameters
-                state.optimizer = optimizer
                 state.step = step
                 state.batchesDone += 1
                 state.trainSeconds += seconds

@@ -39,6 +39,8 @@ final class WorkerLink: Sendable {
         var outbox: AsyncStream<WireMessage>.Continuation?
         var channel: Channel?
         var stopped = false
+        /// The worker refused for a reason dialling again cannot mend; the link has ended.
+        var refusedForGood = false
     }
 
     init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto) {
@@ -92,6 +94,10 @@ final class WorkerLink: Sendable {
 
     private var isStopped: Bool { state.withLock { $0.stopped } }
 
+    /// Whether the worker refused for a reason dialling again cannot mend (wrong secret,
+    /// protocol version or model): the link has given up on it.
+    var refusedForGood: Bool { state.withLock { $0.refusedForGood } }
+
     /// Runs the link until it is stopped or its task cancelled, reporting to `events`.
     func run(hello: Hello, dataSets: [DatasetTransfer], counter: ByteCounter,
              events: AsyncStream<WorkerEvent>.Continuation) async {
@@ -113,6 +119,7 @@ final class WorkerLink: Sendable {
                 if Self.isPermanent(error) {
                     // Dialling again cannot help: the secret, the protocol version or the model
                     // differ. The link gives up on this worker for the rest of the run.
+                    state.withLock { $0.refusedForGood = true }
                     events.yield(.closed(worker: index, connection: connection,
                                          reason: Self.describe(error) + " (not retried: fix the configuration and start the run again)"))
                     return

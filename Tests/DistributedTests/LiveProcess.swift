@@ -14,9 +14,10 @@ final class LiveProcess: @unchecked Sendable {
     private let out: PipeDrain
     private let err: PipeDrain
 
-    init(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws {
+    init(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:],
+         verb: String = "starting") throws {
         command = ([URL(fileURLWithPath: executable).lastPathComponent] + arguments).joined(separator: " ")
-        print("[DistributedTests] starting: \(command)")
+        print("[DistributedTests] \(verb): \(command)")
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         process.currentDirectoryURL = FileManager.default.temporaryDirectory
@@ -52,9 +53,8 @@ final class LiveProcess: @unchecked Sendable {
         while process.isRunning && Date() < deadline { try await Task.sleep(for: .milliseconds(20)) }
         let timedOut = process.isRunning
         if timedOut {
-            process.terminate()
-            try await Task.sleep(for: .seconds(2))
-            if process.isRunning { kill(pid, SIGKILL) }
+            // SIGTERM first: a coordinator stops its local workers.
+            stopProcess(process)
         }
         process.waitUntilExit()
         let drainDeadline = Date().addingTimeInterval(5)
@@ -63,7 +63,8 @@ final class LiveProcess: @unchecked Sendable {
         }
         let outcome = ProcessOutcome(command: command, status: process.terminationStatus, timedOut: timedOut,
                                      stdout: out.text, stderr: err.text, seconds: Date().timeIntervalSince(started))
-        print("[DistributedTests] `\(command)` exited \(outcome.status) in \(String(format: "%.2f", outcome.seconds))s")
+        print("[DistributedTests] `\(command)` exited \(outcome.status) in \(String(format: "%.2f", outcome.seconds))s"
+              + (timedOut ? " (KILLED after \(Int(timeout))s)" : ""))
         return outcome
     }
 

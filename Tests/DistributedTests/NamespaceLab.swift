@@ -153,7 +153,7 @@ final class LaunchedWorker: @unchecked Sendable {
     private var stderrDrain: PipeDrain?
 
     init(launcher: String, prefix: [String], worker: String, listen: String, timeout: Double = 30) throws {
-        let arguments = prefix + [worker, "--listen", listen, "--threads", "1"] + WorkerFlags.insecure
+        let arguments = prefix + [worker, "--listen", listen, "--threads", "1"] + ["--insecure"]
         print("[DistributedTests] starting: \(arguments.joined(separator: " "))")
         process.executableURL = URL(fileURLWithPath: launcher)
         process.arguments = arguments
@@ -176,34 +176,9 @@ final class LaunchedWorker: @unchecked Sendable {
 
     var stderr: String { stderrDrain?.text ?? "" }
 
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(2)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    func stop() { stopProcess(process) }
 
     deinit { stop() }
-}
-
-/// Flags the built `worker` needs to listen beyond loopback without a secret: `--insecure`
-/// once authentication exists (it is then required), nothing before.
-enum WorkerFlags {
-    static let insecure: [String] = {
-        guard let (_, worker) = try? Products.require() else { return [] }
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: worker)
-        process.arguments = ["--help"]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        guard (try? process.run()) != nil else { return [] }
-        let help = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        process.waitUntilExit()
-        return help.contains("--insecure") ? ["--insecure"] : []
-    }()
 }
 
 /// Loopback `--local 2` runs of the tiny options, made once per argument list and shared by the

@@ -47,7 +47,7 @@ struct ResumeTests {
         let resumed = try await runProcess(coordinatorPath, arguments)
         #expect(resumed.status == 0, "\(resumed)")
         #expect(resumed.stdout.contains("skipping checkpoint \(newest) is damaged (checksum mismatch)"), "\(resumed)")
-        let expected = try await Baselines.shared.digest(Self.run)
+        let expected = try await ReferenceRuns.shared.digest(Self.run)
         let file = try MetricsFile(path: metrics)
         print("[DistributedTests] resumed run: \(file.modelDigest), undisturbed: \(expected)")
         #expect(file.modelDigest == expected, "the killed and resumed run trained a different model")

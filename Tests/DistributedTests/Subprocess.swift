@@ -104,47 +104,17 @@ final class PipeDrain: @unchecked Sendable {
 /// line first and a one-line summary after.
 func runProcess(_ executable: String, _ arguments: [String], timeout: Double = 120,
                 environment extra: [String: String] = [:]) async throws -> ProcessOutcome {
-    let command = ([URL(fileURLWithPath: executable).lastPathComponent] + arguments).joined(separator: " ")
-    print("[DistributedTests] running: \(command)")
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: executable)
-    process.arguments = arguments
-    process.currentDirectoryURL = FileManager.default.temporaryDirectory
-    var environment = ProcessInfo.processInfo.environment
-    environment.merge(extra) { _, new in new }
-    process.environment = environment
-    let out = Pipe(), err = Pipe()
-    process.standardOutput = out
-    process.standardError = err
-    process.standardInput = FileHandle.nullDevice
-    let started = Date()
-    try process.run()
-    let outDrain = PipeDrain(out.fileHandleForReading)
-    let errDrain = PipeDrain(err.fileHandleForReading)
+    try await LiveProcess(executable, arguments, environment: extra, verb: "running").finish(timeout: timeout)
+}
 
-    let deadline = started.addingTimeInterval(timeout)
-    while process.isRunning && Date() < deadline {
-        try await Task.sleep(for: .milliseconds(20))
-    }
-    let timedOut = process.isRunning
-    if timedOut {
-        process.terminate()   // SIGTERM: the coordinator stops its local workers
-        let grace = Date().addingTimeInterval(2)
-        while process.isRunning && Date() < grace { try await Task.sleep(for: .milliseconds(20)) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-    }
+/// Stops `process`: SIGTERM, then SIGKILL after 2 s; returns once it has ended.
+func stopProcess(_ process: Process) {
+    guard process.isRunning else { return }
+    process.terminate()
+    let deadline = Date().addingTimeInterval(2)
+    while process.isRunning && Date() < deadline { usleep(10_000) }
+    if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     process.waitUntilExit()
-    let seconds = Date().timeIntervalSince(started)
-    // Children that outlive the process (they should not) keep the pipes open: wait a little.
-    let drainDeadline = Date().addingTimeInterval(5)
-    while !(outDrain.isFinished && errDrain.isFinished) && Date() < drainDeadline {
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    let outcome = ProcessOutcome(command: command, status: process.terminationStatus, timedOut: timedOut,
-                                 stdout: outDrain.text, stderr: errDrain.text, seconds: seconds)
-    print("[DistributedTests] `\(command)` exited \(outcome.status) in \(String(format: "%.2f", seconds))s"
-          + (timedOut ? " (KILLED after \(Int(timeout))s)" : ""))
-    return outcome
 }
 
 /// A `worker` process the test started itself; stopped when the value goes away.
@@ -185,14 +155,7 @@ final class BackgroundWorker: @unchecked Sendable {
 
     var stderr: String { stderrDrain.text }
 
-    func stop() {
-        guard process.isRunning else { return }
-        process.terminate()
-        let deadline = Date().addingTimeInterval(2)
-        while process.isRunning && Date() < deadline { usleep(10_000) }
-        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
-        process.waitUntilExit()
-    }
+    func stop() { stopProcess(process) }
 
     deinit { stop() }
 

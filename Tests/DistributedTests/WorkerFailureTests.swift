@@ -8,26 +8,6 @@ import Wire
 import Glibc
 #endif
 
-/// The undisturbed runs the disturbed ones are compared with, each computed once.
-actor Baselines {
-    static let shared = Baselines()
-    private var runs: [[String]: Task<String, Error>] = [:]
-
-    /// The model_sha256 of a tiny `--local 2` run with `arguments` (and nothing going wrong).
-    func digest(_ arguments: [String]) async throws -> String {
-        if let run = runs[arguments] { return try await run.value }
-        let run = Task<String, Error> {
-            let directory = try temporaryDirectory("baseline")
-            let metrics = directory.appendingPathComponent("run.jsonl").path
-            let outcome = try await TinyRun.coordinator(["--local", "2"] + arguments + ["--metrics", metrics])
-            try #require(outcome.status == 0, "the undisturbed run failed: \(outcome)")
-            return try MetricsFile(path: metrics).modelDigest
-        }
-        runs[arguments] = run
-        return try await run.value
-    }
-}
-
 /// Workers that die, hang, come back or lie while a real coordinator trains with them: the
 /// run finishes with the undisturbed run's model, and the coordinator says what happened and
 /// how long it took to notice.
@@ -49,7 +29,7 @@ struct WorkerFailureTests {
 
     static func expectSameModel(_ outcome: ProcessOutcome, metrics: String, sourceLocation: SourceLocation = #_sourceLocation) async throws {
         #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)", sourceLocation: sourceLocation)
-        let expected = try await Baselines.shared.digest(run)
+        let expected = try await ReferenceRuns.shared.digest(run)
         let digest = try MetricsFile(path: metrics).modelDigest
         print("[DistributedTests] disturbed run: \(digest), undisturbed: \(expected)")
         #expect(digest == expected, "the disturbed run trained a different model", sourceLocation: sourceLocation)

@@ -158,7 +158,7 @@ public struct CheckpointDirectory: Sendable {
         let json = Array(try! JSONEncoder().encode(header))
         var bytes = magic
         bytes.reserveCapacity(magic.count + 4 + json.count + 4 * (header.parameterCount * 3) + 32)
-        appendUInt32(UInt32(json.count), to: &bytes)
+        ModelFile.append(UInt32(json.count), to: &bytes)
         bytes += json
         for array in [state.parameters, o.first, o.second] {
             array.withUnsafeBytes { bytes += $0 }  // little-endian on every platform Swift runs here
@@ -281,10 +281,6 @@ public struct CheckpointDirectory: Sendable {
             }
         }
         return nil
-    }
-
-    static func appendUInt32(_ value: UInt32, to bytes: inout [UInt8]) {
-        bytes += [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 24)]
     }
 }
 
