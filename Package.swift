@@ -20,11 +20,12 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // System libraries (Debian: libopenblas-dev, zlib1g-dev; found through pkg-config).
+        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libzstd-dev, libssl-dev; found through pkg-config).
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Tensors on OpenBLAS and the reverse-mode AD engine.
         .target(name: "Engine", dependencies: ["COpenBLAS"]),
@@ -49,7 +50,7 @@ let package = Package(
 
         // The coordinator-worker protocol: framing, messages, compressed float payloads.
         .target(name: "Wire", dependencies: [
-            "CZstd",
+            "CZstd", "COpenSSL",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -78,6 +79,7 @@ let package = Package(
             "Wire",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "DistributedTests", dependencies: [
             "Training", "Engine", "Wire",
