@@ -159,6 +159,25 @@ struct WorkerFailureTests {
         #expect(outcome.stdout.contains("sent a non-finite gradient (NaN or infinity)"), "\(outcome)")
         try await Self.expectSameModel(outcome, metrics: metrics)
     }
+
+    @Test("when every worker refuses a task's result (a diverged model), the run stops with that diagnosis and applies no step")
+    func divergedModel() async throws {
+        let liar = try await LyingWorker.start()
+        defer { liar.stop() }
+        let directory = try temporaryDirectory("diverged")
+        let metrics = directory.appendingPathComponent("run.jsonl").path
+        let model = directory.appendingPathComponent("model.bin").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(liar.port)", "--metrics", metrics, "--model-out", model])
+        let outcome = try await run.finish()
+        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested")
+        #expect(outcome.status != 0 && !outcome.timedOut, "\(outcome)")
+        #expect(outcome.stderr.contains("the model has probably diverged"), "\(outcome)")
+        #expect(outcome.stderr.contains("--learning-rate"), "the message does not say what to try: \(outcome.stderr)")
+        // No step was taken with the NaN gradient: the metrics hold no step, and no model was written.
+        let lines = ((try? String(contentsOfFile: metrics, encoding: .utf8)) ?? "").split(separator: "\n")
+        #expect(!lines.contains { $0.contains("\"step\"") }, "steps were recorded from a refused gradient: \(lines)")
+        #expect(!FileManager.default.fileExists(atPath: model), "a model was written from a diverged run")
+    }
 }
 
 /// The checkpoint files of a directory.
