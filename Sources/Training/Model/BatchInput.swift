@@ -14,10 +14,10 @@ public enum BatchInput<Scalar: TensorScalar>: Sendable {
     case sparse(SparseMatrix<Scalar>)
 
     /// Batches at most this dense (nonzero inputs over all inputs) go sparse. Measured with
-    /// `engine-bench --only sparse` on the 784-300 first layer (BENCHMARKS.md): the sparse
-    /// forward-and-weight-gradient stays faster than the two dense GEMMs up to about this
-    /// density (MNIST batches: 19%).
-    public static var sparseDensityLimit: Double { 0.3 }
+    /// `engine-bench --only sparse` on the 784-300 first layer (BENCHMARKS.md): on one thread
+    /// the sparse forward-and-weight-gradient breaks even with the two dense GEMMs at ~30%
+    /// density, on two at ~19% (MNIST batches: 19%).
+    public static var sparseDensityLimit: Double { 0.25 }
 
     /// Number of samples.
     public var rows: Int {
