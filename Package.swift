@@ -27,8 +27,10 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
+        // Kernels of a dense layer on a sparse input batch (AVX2 with a portable fallback).
+        .target(name: "CSparseKernels"),
         // Tensors on OpenBLAS and the reverse-mode AD engine.
-        .target(name: "Engine", dependencies: ["COpenBLAS"]),
+        .target(name: "Engine", dependencies: ["COpenBLAS", "CSparseKernels"]),
         // What the programs share: the MNIST model, IDX data sets.
         .target(name: "Training", dependencies: [
             "Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto"),

@@ -21,7 +21,7 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
-    @Option(help: "Measure only one part: codec, aead (frame protection), batched or per-sample (default: all).")
+    @Option(help: "Measure only one part: codec, aead (frame protection), batched, sparse (first layer, sparse vs dense by density) or per-sample (default: all).")
     var only: String?
 
     func run() throws {
@@ -35,16 +35,22 @@ struct EngineBenchmarksCommand: ParsableCommand {
         var rng = SeededGenerator(seed: 1)
         let net = Network<Float>(sizes: [784, 300, 100, 10], using: &rng)
         let batch = Array(rng.permutation(train.count).prefix(5000))
-        let x = train.batchMatrix(batch, as: Float.self)
+        let x = train.batchInput(batch, as: Float.self)
         let labels = train.batchLabels(batch)
         if only == nil || only == "codec" {
             try CodecBenchmark.run(train: train, net: net, batch: batch, repetitions: repetitions)
         }
         if only == nil || only == "batched" { batched(train: train, net: net, batch: batch, x: x, labels: labels) }
+        if only == nil || only == "sparse" { SparseLayerBenchmark.run(train: train, batch: batch, repetitions: repetitions) }
         if only == nil || only == "per-sample" { perSample(train: train, net: net, batch: batch) }
     }
 
-    func batched(train: LabeledDataSet, net: Network<Float>, batch: [Int], x: Matrix<Float>, labels: [Int]) {
+    func batched(train: LabeledDataSet, net: Network<Float>, batch: [Int], x: BatchInput<Float>, labels: [Int]) {
+        if case .sparse(let s) = x {
+            print(String(format: "batch input: sparse, density %.1f%% (%d nonzeros)", 100 * s.density, s.nonzeroCount))
+        } else {
+            print("batch input: dense")
+        }
 
         // FLOPs of one step: forward and weight gradients are one GEMM each per layer; input
         // gradients for every layer but the first.
@@ -82,8 +88,23 @@ struct EngineBenchmarksCommand: ParsableCommand {
                 let r = ShardResult.compute(stepNet, on: train, indices: batch)
                 stepNet.add(r.gradient, scaledBy: -0.1 / 5000)
             }
-            print(String(format: "threads=%d batched step (5000 points, gather + forward + backward + SGD update): %.2f ms, %.1f GFLOP/s = %.0f%% of sgemm",
-                         t, fullStep * 1e3, stepFlops / fullStep / 1e9, 100 * stepFlops / fullStep / 1e9 / sgemmRate))
+            // The same step with the first layer dense (what every batch took before the sparse
+            // first layer), alternating with the sparse one, for the ratio in the same run.
+            var denseTimes = [Double](), sparseTimes = [Double]()
+            for _ in 0..<repetitions {
+                denseTimes.append(median(1) {
+                    let y = train.batchMatrix(batch, as: Float.self)
+                    blackHole(backprop({ (n: BVar<Network<Float>>) in batchLoss(n, BatchInput.dense(y), labels: labels) }, net).gradient)
+                })
+                sparseTimes.append(median(1) { blackHole(ShardResult.compute(net, on: train, indices: batch).gradient) })
+            }
+            let denseStep = denseTimes.sorted()[repetitions / 2], sparseStep = sparseTimes.sorted()[repetitions / 2]
+            print(String(format: "threads=%d batched step (5000 points, gather + forward + backward + SGD update): %.2f ms, %.1f dense-equivalent GFLOP/s = %.0f%% of sgemm (sgemm %.2f ms, %.1f GFLOP/s)",
+                         t, fullStep * 1e3, stepFlops / fullStep / 1e9, 100 * stepFlops / fullStep / 1e9 / sgemmRate,
+                         sgemm * 1e3, sgemmRate))
+            print(String(format: "threads=%d gather + gradient, first layer dense GEMMs %.2f ms vs as chosen (", t, denseStep * 1e3)
+                  + (x.isSparse ? "sparse" : "dense")
+                  + String(format: ") %.2f ms: %.2fx (medians of %d alternating rounds)", sparseStep * 1e3, denseStep / sparseStep, repetitions))
             print(String(format: "threads=%d batched gradient: engine %.2f ms (with data gather %.2f ms), hand-written %.2f ms, ratio %.3f (median of %d alternating rounds)",
                          t, engineGradientOnly * 1e3, engine * 1e3, hand * 1e3, ratio, repetitions))
         }

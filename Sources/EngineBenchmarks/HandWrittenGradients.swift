@@ -4,11 +4,21 @@ import Training
 /// The gradient of the summed cross-entropy of the same network, written out by hand with the
 /// same tensor operations the Engine uses: the baseline for the AD overhead.
 enum HandWrittenGradients {
-    /// Batched: one sample per row of `x`.
-    static func batch(_ net: Network<Float>, _ x: Matrix<Float>, _ labels: [Int]) -> Network<Float> {
-        var activations = [x]
+    /// Batched: one sample per row of `x`; a sparse batch goes through the same sparse kernels
+    /// as the Engine's `sparseAffine` in the first layer.
+    static func batch(_ net: Network<Float>, _ input: BatchInput<Float>, _ labels: [Int]) -> Network<Float> {
+        var sparse: SparseMatrix<Float>?
+        var activations: [Matrix<Float>]
+        switch input {
+        case .dense(let x): activations = [x]
+        case .sparse(let x): sparse = x; activations = [Matrix<Float>.zeros(rows: x.rows, columns: x.columns)]
+        }
         for (i, layer) in net.layers.enumerated() {
-            let z = Matrix.matmul(activations[i], layer.weights, transposeB: true).addingToEachRow(layer.biases)
+            let z = if i == 0, let x = sparse {
+                x.affine(layer.weights, layer.biases)
+            } else {
+                Matrix.matmul(activations[i], layer.weights, transposeB: true).addingToEachRow(layer.biases)
+            }
             activations.append(i == net.layers.count - 1 ? z.softMaxRows() : z.logistic())
         }
         var delta = activations.last!
@@ -18,8 +28,12 @@ enum HandWrittenGradients {
         }
         var gradient = net
         for i in stride(from: net.layers.count - 1, through: 0, by: -1) {
-            gradient.layers[i] = Layer(weights: Matrix.matmul(delta, activations[i], transposeA: true),
-                                       biases: delta.columnSums())
+            let weights = if i == 0, let x = sparse {
+                x.weightGradient(delta)
+            } else {
+                Matrix.matmul(delta, activations[i], transposeA: true)
+            }
+            gradient.layers[i] = Layer(weights: weights, biases: delta.columnSums())
             if i > 0 {
                 let h = activations[i]
                 delta = Matrix.matmul(delta, net.layers[i].weights).zipMap(h, "σ'") { g, y in g * y * (1 - y) }

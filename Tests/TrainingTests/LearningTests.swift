@@ -48,4 +48,31 @@ struct LearningTests {
         print("mean loss per step: \(losses)")
         #expect(losses.last! < losses.first! * 0.7, "losses \(losses)")
     }
+
+    /// The sparse first layer (what MNIST batches take) against the dense one on the same
+    /// samples: MNIST goes sparse, and the loss, predictions and gradient agree to Float rounding.
+    @Test("an MNIST shard goes sparse and matches the dense first layer")
+    func sparseShardMatchesDense() throws {
+        let (train, _) = try MNIST.load(directory: packageRoot.appendingPathComponent("data/mnist").path)
+        var generator = SeededGenerator(seed: 9)
+        let net = Network<Float>(sizes: [784, 30, 10], uniformIn: -0.5...0.5, using: &generator)
+        let indices = Array(generator.permutation(train.count).prefix(300))
+        let input = train.batchInput(indices, as: Float.self)
+        guard case .sparse(let x) = input else {
+            Issue.record("an MNIST batch should be sparse")
+            return
+        }
+        #expect(x.density > 0.1 && x.density < 0.3, "MNIST density \(x.density)")
+        #expect(x.dense() == train.batchMatrix(indices, as: Float.self))
+        let labels = train.batchLabels(indices)
+        let sparse = backprop({ batchLoss($0, input, labels: labels) }, net)
+        let dense = backprop({ batchLoss($0, .dense(x.dense()), labels: labels) }, net)
+        #expect(abs(sparse.value - dense.value) <= 1e-4 * abs(dense.value), "loss \(sparse.value) vs \(dense.value)")
+        let a = sparse.gradient.flattened(), b = dense.gradient.flattened()
+        let diff = zip(a, b).reduce(Float(0)) { $0 + ($1.0 - $1.1) * ($1.0 - $1.1) }.squareRoot()
+        let norm = b.reduce(Float(0)) { $0 + $1 * $1 }.squareRoot()
+        #expect(diff <= 1e-5 * norm, "gradient relative difference \(diff / norm)")
+        // A density limit below the batch's density takes the dense path.
+        #expect(!train.batchInput(indices, as: Float.self, densityLimit: x.density / 2).isSparse)
+    }
 }

@@ -246,3 +246,20 @@ func floatGradientAgreesWithDouble() {
     print("Float vs Double batchLoss gradient: norm relative error \(error)")
     #expect(error <= 1e-5, "Float gradient differs from Double by \(error) (norm-relative)")
 }
+
+@Test("batchLoss gradient with a sparse batch (the first layer through sparseAffine)")
+func sparseBatchLossGradient() {
+    let net = randomNetwork([7, 5, 4, 3], seed: 161)
+    var rng = SeededGenerator(seed: 162)
+    let dense: Matrix<Double> = Matrix(rows: 4, columns: 7) { out in
+        for i in 0..<out.count { out[i] = i % 3 == 0 ? rng.uniform(0.1...1) : 0 }
+    }
+    let x = BatchInput.sparse(SparseMatrix(dense))
+    let labels = [2, 0, 1, 2]
+    expectNetworkGradientMatches("batchLoss 7-5-4-3, sparse batch of 4", net, rng: &rng) {
+        batchLoss($0, x, labels: labels)
+    }
+    let viaDense = backprop({ batchLoss($0, dense, labels: labels) }, net)
+    let viaSparse = backprop({ batchLoss($0, x, labels: labels) }, net)
+    #expect(abs(viaDense.value - viaSparse.value) <= 1e-12 * abs(viaDense.value))
+}

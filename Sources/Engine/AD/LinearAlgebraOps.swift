@@ -62,6 +62,22 @@ public func affine<S>(_ x: BVar<Matrix<S>>, _ weights: BVar<Matrix<S>>, _ biases
     }(x, weights, biases)
 }
 
+/// A dense layer on a sparse batch: `x * weightsᵀ + biases` on every row of `x`, where `x` is a
+/// constant (an input batch; no gradient flows into it). Work is proportional to the nonzeros
+/// of `x`, forward and for the weights' gradient; the biases' gradient is the column sums.
+/// Equal to `affine(constVar(x.dense()), weights, biases)` up to rounding, and the same bits on
+/// any number of threads.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func sparseAffine<S>(_ x: SparseMatrix<S>, _ weights: BVar<Matrix<S>>,
+                            _ biases: BVar<Vector<S>>) -> BVar<Matrix<S>> {
+    op2 { (w: Matrix<S>, b: Vector<S>) in
+        (x.affine(w, b),
+         { g in x.weightGradient(g) },
+         { g in g.columnSums() })
+    }(weights, biases)
+}
+
 /// `e^x / sum(e^x)`, computed stably (a primitive, so its gradient is exact and cheap).
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)

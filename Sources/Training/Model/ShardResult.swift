@@ -23,16 +23,17 @@ public struct ShardResult<Scalar: TensorScalar>: Sendable {
     }
 
     /// Runs the network forward and backward on the samples at `indices` of `data` (one
-    /// batched pass: a few GEMMs per layer).
+    /// batched pass: a few GEMMs per layer; the first layer sparse when the samples' pixels
+    /// are mostly zeros, see `LabeledDataSet.batchInput`).
     @_specialize(exported: true, where Scalar == Float)
     @_specialize(exported: true, where Scalar == Double)
     public static func compute(_ network: Network<Scalar>, on data: LabeledDataSet,
                                indices: [Int]) -> ShardResult {
-        let x = data.batchMatrix(indices, as: Scalar.self)
+        let x = data.batchInput(indices, as: Scalar.self)
         let labels = data.batchLabels(indices)
         var scores: Matrix<Scalar>?
         let (loss, gradient) = backprop({ (net: BVar<Network<Scalar>>) -> BVar<Scalar> in
-            let z = logits(net, batch: constVar(x))
+            let z = logits(net, batch: x)
             scores = z.value
             return softMaxCrossEntropy(logits: z, labels: labels)
         }, network)
@@ -78,9 +79,9 @@ public struct Evaluation: Sendable, Equatable {
         var start = 0
         while start < all.count {
             let chunk = Array(all[start..<min(start + batchSize, all.count)])
-            let x = data.batchMatrix(chunk, as: S.self)
+            let x = data.batchInput(chunk, as: S.self)
             let labels = data.batchLabels(chunk)
-            let z = evalBP({ (net: BVar<Network<S>>) in logits(net, batch: constVar(x)) }, network)
+            let z = evalBP({ (net: BVar<Network<S>>) in logits(net, batch: x) }, network)
             let loss = evalBP({ (z: BVar<Matrix<S>>) in softMaxCrossEntropy(logits: z, labels: labels) }, z)
             let correct = correctCount(z, labels)
             result.add(Evaluation(lossSum: Double(loss), correct: correct, count: labels.count))

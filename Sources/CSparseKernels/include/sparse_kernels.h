@@ -1,0 +1,82 @@
+#ifndef SPARSE_KERNELS_H
+#define SPARSE_KERNELS_H
+
+#include <stdint.h>
+
+// Kernels for a dense layer whose input batch is sparse (compressed sparse rows): the Engine's
+// `sparseAffine`. Every output entry is summed in a fixed order (forward: the bias, then the
+// row's nonzeros in column order; weight gradient: the samples in row order), whatever the
+// instruction set chosen at run time (AVX2 or portable; multiplication and addition are never
+// fused) and however the outputs are split between threads, so the results are the same bits.
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/// Forward, outputs [o0, o1) of every row: out[s * ldo + o] = bias[o] + sum over the nonzeros
+/// (j, x) of row s of x * wt[j * ldw + o]. `wt` is the weight matrix transposed (inputs x ldw),
+/// `bias` holds at least `ldw` entries; ldw is a multiple of 8; o0 is a multiple of 8.
+void sk_affine_f(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
+                 const float *values, const float *wt, int32_t ldw, const float *bias,
+                 float *out, int32_t ldo, int32_t o0, int32_t o1);
+void sk_affine_d(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
+                 const double *values, const double *wt, int32_t ldw, const double *bias,
+                 double *out, int32_t ldo, int32_t o0, int32_t o1);
+
+/// Builds, for each block of `block_rows` consecutive rows, the block's nonzeros ordered by
+/// column then row (compressed sparse columns): block b's column j holds entries
+/// [col_starts[b * (inputs + 1) + j], col_starts[b * (inputs + 1) + j + 1]) of `out_rows` and
+/// `out_values` (global indices into arrays of nnz entries). `col_starts` has
+/// ceil(rows / block_rows) * (inputs + 1) entries.
+void sk_column_blocks_f(int32_t rows, int32_t inputs, const int32_t *row_starts,
+                        const int32_t *columns, const float *values, int32_t block_rows,
+                        int32_t *col_starts, int32_t *out_rows, float *out_values);
+void sk_column_blocks_d(int32_t rows, int32_t inputs, const int32_t *row_starts,
+                        const int32_t *columns, const double *values, int32_t block_rows,
+                        int32_t *col_starts, int32_t *out_rows, double *out_values);
+
+/// Weight gradient, outputs [o0, o1): gw[o * inputs + j] = sum over the rows s, in order, of
+/// x[s, j] * g[s * ldg + o] (the gradient of `x * wᵀ` with respect to w, outputs x inputs),
+/// from the column blocks of `sk_column_blocks_*` (`g` is rows x ldg; nothing past o1 - 1 of a
+/// row is read). o0 is a multiple of 8.
+void sk_weight_gradient_f(int32_t rows, int32_t inputs, int32_t block_rows,
+                          const int32_t *col_starts, const int32_t *block_row_index,
+                          const float *block_values, const float *g, int32_t ldg,
+                          float *gw, int32_t o0, int32_t o1);
+void sk_weight_gradient_d(int32_t rows, int32_t inputs, int32_t block_rows,
+                          const int32_t *col_starts, const int32_t *block_row_index,
+                          const double *block_values, const double *g, int32_t ldg,
+                          double *gw, int32_t o0, int32_t o1);
+
+/// dst[c * ldd + r] = src[r * cols + c] for a rows x cols source (ldd >= rows); the padding,
+/// entries rows..<ldd of each row of dst, is set to zero.
+void sk_transpose_f(const float *src, int32_t rows, int32_t cols, float *dst, int32_t ldd);
+void sk_transpose_d(const double *src, int32_t rows, int32_t cols, double *dst, int32_t ldd);
+
+/// Counts the nonzero bytes of each of `count` rows of `length` bytes, rows taken at
+/// src + indices[i] * length; writes counts[i]; returns the total.
+int64_t sk_count_nonzero_bytes(const uint8_t *src, const int64_t *indices, int32_t count,
+                               int32_t length, int32_t *counts);
+
+/// Gathers rows row0 ..< row1 of a byte matrix as sparse rows: row i is taken at
+/// src + indices[i] * length; its nonzero bytes go, in column order, to columns[] and (times
+/// `scale`) values[] from row_starts[i] on (row_starts as counted by sk_count_nonzero_bytes).
+void sk_gather_bytes_f(const uint8_t *src, const int64_t *indices, int32_t row0, int32_t row1,
+                       int32_t length, float scale, const int32_t *row_starts, int32_t *columns,
+                       float *values);
+void sk_gather_bytes_d(const uint8_t *src, const int64_t *indices, int32_t row0, int32_t row1,
+                       int32_t length, double scale, const int32_t *row_starts, int32_t *columns,
+                       double *values);
+
+/// Whether the AVX2 kernels are in use (1) or the portable ones (0).
+int sk_uses_avx2(void);
+
+/// Turns the AVX2 kernels off (1) or back on (0), for tests of the portable ones (not
+/// thread-safe: call it while no kernel runs).
+void sk_disable_avx2(int disabled);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif

@@ -1,0 +1,156 @@
+// Instantiated by sparse_kernels.c once per (scalar type, instruction set):
+//   T       the scalar (float, double)
+//   VEC     a GCC vector of T, 32 bytes; VECU the same with the alignment of T
+//   L       lanes of VEC
+//   SUFFIX  name suffix (f_avx2, f_generic, ...)
+//   ATTR    function attributes (the target)
+// Multiplication and addition are separate operations (no FMA, contraction off), so every
+// instantiation computes the same bits.
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+#define CHUNK_VECTORS 8
+
+#define LOADV(p) (*(const VECU *)(p))
+#define STOREV(p, v) (*(VECU *)(p) = (v))
+
+#define SPLAT(x) ((VEC){0} + (x))
+
+// One chunk of NV vectors (columns c0 ..< c0 + w, w <= NV * L) of the forward pass, a block of
+// SAMPLE_BLOCK rows at a time: the block's sums live in `acc_block` (SAMPLE_BLOCK x NV * L,
+// aligned) while the inputs are swept in slices of INPUT_BLOCK; the chunk of the transposed
+// weights (inputs x 64 entries) stays in L2. Each sum is the bias plus the row's nonzeros in
+// column order, whatever the block sizes.
+static inline __attribute__((always_inline)) ATTR void
+FN(affine_chunk_)(const int NV, int32_t rows, int32_t inputs, const int32_t *row_starts,
+                  const int32_t *columns, const T *values, const T *wt, int32_t ldw, const T *bias,
+                  T *out, int32_t ldo, int32_t c0, int32_t w, T *acc_block, int32_t *cursor) {
+    const int width = NV * L;
+    const int32_t input_block = INPUT_BLOCK;
+    VEC b[CHUNK_VECTORS];
+    for (int v = 0; v < NV; v++) b[v] = LOADV(bias + c0 + v * L);
+    const T *wc = wt + c0;
+    const int32_t sample_block = SAMPLE_BLOCK;
+    for (int32_t s0 = 0; s0 < rows; s0 += sample_block) {
+        const int32_t s1 = s0 + sample_block < rows ? s0 + sample_block : rows;
+        for (int32_t s = s0; s < s1; s++) {
+            T *a = acc_block + (int64_t)(s - s0) * width;
+            for (int v = 0; v < NV; v++) STOREV(a + v * L, b[v]);
+            cursor[s - s0] = row_starts[s];
+        }
+        for (int32_t j1 = input_block; j1 < inputs + input_block; j1 += input_block) {
+            for (int32_t s = s0; s < s1; s++) {
+                int32_t e = cursor[s - s0];
+                const int32_t end = row_starts[s + 1];
+                if (e == end || columns[e] >= j1) continue;
+                T *a = acc_block + (int64_t)(s - s0) * width;
+                VEC acc[CHUNK_VECTORS];
+                for (int v = 0; v < NV; v++) acc[v] = LOADV(a + v * L);
+                for (; e < end && columns[e] < j1; e++) {
+                    const T *wr = wc + (int64_t)columns[e] * ldw;
+                    const VEC x = SPLAT(values[e]);
+                    for (int v = 0; v < NV; v++) acc[v] = acc[v] + x * LOADV(wr + v * L);
+                }
+                for (int v = 0; v < NV; v++) STOREV(a + v * L, acc[v]);
+                cursor[s - s0] = e;
+            }
+        }
+        for (int32_t s = s0; s < s1; s++) {
+            const T *a = acc_block + (int64_t)(s - s0) * width;
+            T *o = out + (int64_t)s * ldo + c0;
+            for (int32_t k = 0; k < w; k++) o[k] = a[k];
+        }
+    }
+}
+
+ATTR static void FN(affine_)(int32_t rows, int32_t inputs, const int32_t *row_starts,
+                             const int32_t *columns, const T *values, const T *wt, int32_t ldw,
+                             const T *bias, T *out, int32_t ldo, int32_t o0, int32_t o1,
+                             T *acc_block, int32_t *cursor) {
+    for (int32_t c0 = o0; c0 < o1; c0 += CHUNK_VECTORS * L) {
+        int32_t w = o1 - c0 < CHUNK_VECTORS * L ? o1 - c0 : CHUNK_VECTORS * L;
+        int nv = (w + L - 1) / L;
+        switch (nv) {
+#define CASE(n) case n: FN(affine_chunk_)(n, rows, inputs, row_starts, columns, values, wt, ldw, bias, out, ldo, c0, w, acc_block, cursor); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+        }
+    }
+}
+
+// One chunk of the weight gradient: scratch[j * (NV * L) + k] accumulates column c0 + k of
+// input j over the blocks of rows in order (a block's rows of g, copied aligned and padded to
+// block_rows x 64 entries, stay in L1), then is written to gw (outputs x inputs). Inputs with
+// no nonzero in a block are skipped. Each sum adds the rows in order, whatever the block size.
+static inline __attribute__((always_inline)) ATTR void
+FN(gradient_chunk_)(const int NV, int32_t rows, int32_t inputs, int32_t block_rows,
+                    const int32_t *col_starts, const int32_t *rix, const T *vals, const T *g,
+                    int32_t ldg, T *gw, int32_t c0, int32_t w, T *scratch, T *g_block) {
+    const int32_t blocks = (rows + block_rows - 1) / block_rows;
+    const int width = NV * L;
+    for (int64_t k = 0; k < (int64_t)inputs * width; k++) scratch[k] = 0;
+    for (int32_t b = 0; b < blocks; b++) {
+        const int32_t r0 = b * block_rows, r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
+        // The block's rows of this chunk of g, aligned and zero-padded to whole vectors.
+        for (int32_t s = r0; s < r1; s++) {
+            const T *src = g + (int64_t)s * ldg + c0;
+            T *dst = g_block + (int64_t)(s - r0) * width;
+            int k = 0;
+            for (; k < w; k++) dst[k] = src[k];
+            for (; k < width; k++) dst[k] = 0;
+        }
+        const T *gb = g_block - (int64_t)r0 * width;
+        const int32_t *cs = col_starts + (int64_t)b * (inputs + 1);
+        for (int32_t j = 0; j < inputs; j++) {
+            int32_t e = cs[j];
+            const int32_t end = cs[j + 1];
+            if (e == end) continue;
+            VEC acc[CHUNK_VECTORS];
+            T *sc = scratch + (int64_t)j * width;
+            for (int v = 0; v < NV; v++) acc[v] = LOADV(sc + v * L);
+            for (; e < end; e++) {
+                const T *gr = gb + (int64_t)rix[e] * width;
+                const VEC x = SPLAT(vals[e]);
+                for (int v = 0; v < NV; v++) acc[v] = acc[v] + x * LOADV(gr + v * L);
+            }
+            for (int v = 0; v < NV; v++) STOREV(sc + v * L, acc[v]);
+        }
+    }
+    // Transpose the chunk into gw rows c0 ..< c0 + w.
+    for (int32_t j0 = 0; j0 < inputs; j0 += 16) {
+        int32_t j1 = j0 + 16 < inputs ? j0 + 16 : inputs;
+        for (int k = 0; k < w; k++) {
+            T *dst = gw + (int64_t)(c0 + k) * inputs;
+            for (int32_t j = j0; j < j1; j++) dst[j] = scratch[(int64_t)j * width + k];
+        }
+    }
+}
+
+ATTR static void FN(gradient_)(int32_t rows, int32_t inputs, int32_t block_rows,
+                               const int32_t *col_starts, const int32_t *rix, const T *vals,
+                               const T *g, int32_t ldg, T *gw, int32_t o0, int32_t o1, T *scratch,
+                               T *g_block) {
+    for (int32_t c0 = o0; c0 < o1; c0 += CHUNK_VECTORS * L) {
+        int32_t w = o1 - c0 < CHUNK_VECTORS * L ? o1 - c0 : CHUNK_VECTORS * L;
+        if (rows == 0) {
+            for (int k = 0; k < w; k++)
+                for (int32_t j = 0; j < inputs; j++) gw[(int64_t)(c0 + k) * inputs + j] = 0;
+            continue;
+        }
+        int nv = (w + L - 1) / L;
+        switch (nv) {
+#define CASE(n) case n: FN(gradient_chunk_)(n, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, c0, w, scratch, g_block); break;
+        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+#undef CASE
+        }
+    }
+}
+
+#undef SPLAT
+#undef CAT_
+#undef CAT
+#undef FN
+#undef CHUNK_VECTORS
+#undef LOADV
+#undef STOREV

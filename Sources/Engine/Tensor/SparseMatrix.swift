@@ -1,0 +1,345 @@
+import CSparseKernels
+import Dispatch
+
+/// A batch of samples stored as compressed sparse rows: per row, the columns of its nonzero
+/// entries (in increasing order) and their values.
+///
+/// For a network's input when most inputs are exact zeros (an MNIST image is ~81% black
+/// pixels): a dense layer on it, `sparseAffine`, does work in proportion to the nonzeros instead
+/// of to `rows x columns`. The matrix is a constant of the computation: no gradient flows into
+/// it. Build one from a dense matrix (`init(_:)`) or straight from bytes
+/// (`init(gatheringRowsOf:rowLength:indices:scale:maximumDensity:)`).
+public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
+    /// Number of rows (samples).
+    public let rows: Int
+    /// Number of columns (inputs per sample).
+    public let columns: Int
+    /// `rowStarts[i] ..< rowStarts[i + 1]` are the entries of row `i`; `rows + 1` entries.
+    public let rowStarts: [Int32]
+    /// The column of each nonzero entry, increasing within a row.
+    public let columnIndices: [Int32]
+    /// The value of each nonzero entry.
+    public let values: [Scalar]
+
+    /// Number of stored entries.
+    public var nonzeroCount: Int { values.count }
+
+    /// Fraction of the entries that are stored, `nonzeroCount / (rows * columns)` (0 for an
+    /// empty matrix).
+    public var density: Double {
+        rows * columns == 0 ? 0 : Double(nonzeroCount) / Double(rows * columns)
+    }
+
+    /// The shape as text, for messages.
+    public var shapeDescription: String { "SparseMatrix[\(rows)x\(columns), \(nonzeroCount) nonzeros]" }
+
+    /// A sparse matrix from its three arrays (checked: monotone row starts, columns in range and
+    /// increasing within each row).
+    public init(rows: Int, columns: Int, rowStarts: [Int32], columnIndices: [Int32], values: [Scalar]) {
+        precondition(rows >= 0 && columns >= 0 && columns <= Int(Int32.max),
+                     "sparse matrix shape out of range: \(rows)x\(columns)")
+        precondition(rowStarts.count == rows + 1 && rowStarts.first == 0
+                     && Int(rowStarts.last!) == values.count && columnIndices.count == values.count,
+                     "inconsistent sparse matrix arrays: \(rowStarts.count) row starts for \(rows) rows, "
+                     + "\(columnIndices.count) columns, \(values.count) values")
+        for r in 0..<rows {
+            let range = Int(rowStarts[r])..<Int(rowStarts[r + 1])
+            precondition(range.lowerBound <= range.upperBound, "row starts decrease at row \(r)")
+            var previous: Int32 = -1
+            for e in range {
+                precondition(columnIndices[e] > previous && Int(columnIndices[e]) < columns,
+                             "row \(r): column \(columnIndices[e]) out of order or out of range for \(columns) columns")
+                previous = columnIndices[e]
+            }
+        }
+        self.init(unchecked: rows, columns, rowStarts, columnIndices, values)
+    }
+
+    init(unchecked rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
+        self.rows = rows
+        self.columns = columns
+        self.rowStarts = rowStarts
+        self.columnIndices = columnIndices
+        self.values = values
+    }
+
+    /// The nonzero entries of `dense` (exact zeros are dropped).
+    public init(_ dense: Matrix<Scalar>) {
+        var starts: [Int32] = [0], cols = [Int32](), vals = [Scalar]()
+        dense.withUnsafeBufferPointer { p in
+            for r in 0..<dense.rows {
+                for c in 0..<dense.columns where p[r * dense.columns + c] != 0 {
+                    cols.append(Int32(c))
+                    vals.append(p[r * dense.columns + c])
+                }
+                precondition(vals.count <= Int(Int32.max), "too many nonzeros for a SparseMatrix")
+                starts.append(Int32(vals.count))
+            }
+        }
+        self.init(unchecked: dense.rows, dense.columns, starts, cols, vals)
+    }
+
+    /// Rows `indices` of a row-major matrix of bytes with `rowLength` columns, each byte times
+    /// `scale` (pixels to intensities), keeping the nonzero bytes only; `nil` when the rows'
+    /// density (nonzero bytes over all bytes) exceeds `maximumDensity`, in which case only the
+    /// counting was done and a dense matrix is the better choice.
+    public init?(gatheringRowsOf bytes: UnsafeBufferPointer<UInt8>, rowLength: Int, indices: [Int],
+                 scale: Scalar, maximumDensity: Double = 1) {
+        precondition(rowLength >= 0 && rowLength <= Int(Int32.max) && indices.count < Int(Int32.max),
+                     "sparse gather of \(indices.count) rows of \(rowLength) out of range")
+        for index in indices {
+            precondition(index >= 0 && (index + 1) * rowLength <= bytes.count,
+                         "row \(index) out of range for \(bytes.count / max(rowLength, 1)) rows of \(rowLength) bytes")
+        }
+        let n = indices.count
+        let offsets = indices.map { Int64($0) }
+        var counts = [Int32](repeating: 0, count: n)
+        let total = counts.withUnsafeMutableBufferPointer { c in
+            Int(sk_count_nonzero_bytes(bytes.baseAddress, offsets, Int32(n), Int32(rowLength), c.baseAddress))
+        }
+        if n * rowLength > 0 && Double(total) > maximumDensity * Double(n * rowLength) { return nil }
+        precondition(total <= Int(Int32.max), "too many nonzeros for a SparseMatrix: \(total)")
+        var starts = [Int32](repeating: 0, count: n + 1)
+        for i in 0..<n { starts[i + 1] = starts[i] + counts[i] }
+        var cols = [Int32](repeating: 0, count: total)
+        var vals = [Scalar](repeating: 0, count: total)
+        starts.withUnsafeBufferPointer { sp in
+            cols.withUnsafeMutableBufferPointer { cp in
+                vals.withUnsafeMutableBufferPointer { vp in
+                    let shared = UncheckedSendable((sp.baseAddress!, cp.baseAddress, vp.baseAddress))
+                    ParallelLoop.forEachChunk(n, minimumPerThread: 256) { rows in
+                        let (s, c, v) = shared.value
+                        SparseKernels.gather(bytes.baseAddress, offsets, Int32(rows.lowerBound),
+                                             Int32(rows.upperBound), Int32(rowLength), scale, s, c, v)
+                    }
+                }
+            }
+        }
+        self.init(unchecked: n, rowLength, starts, cols, vals)
+    }
+
+    /// The same matrix, dense.
+    public func dense() -> Matrix<Scalar> {
+        Matrix(rows: rows, columns: columns) { out in
+            out.initialize(repeating: 0)
+            for r in 0..<rows {
+                for e in Int(rowStarts[r])..<Int(rowStarts[r + 1]) {
+                    out[r * columns + Int(columnIndices[e])] = values[e]
+                }
+            }
+        }
+    }
+}
+
+// MARK: - A dense layer on sparse rows
+
+extension SparseMatrix {
+    /// `self * weightsᵀ + biases` on every row (a dense layer on a sparse batch): the same
+    /// result as `Matrix.affine(dense(), weights, biases)` up to rounding. Each entry is the
+    /// bias plus the row's nonzeros times the weights, added in column order, so the result is
+    /// the same bits whatever the thread count.
+    public func affine(_ weights: Matrix<Scalar>, _ biases: Vector<Scalar>) -> Matrix<Scalar> {
+        affine(weights, biases, threads: nil)
+    }
+
+    /// `affine` on exactly `threads` threads (at most one per 8 outputs), or as `BLASRuntime`
+    /// allows when `nil`.
+    func affine(_ weights: Matrix<Scalar>, _ biases: Vector<Scalar>, threads: Int?) -> Matrix<Scalar> {
+        precondition(weights.columns == columns && weights.rows == biases.count,
+                     "shape mismatch in sparse affine: \(shapeDescription) times \(weights.shapeDescription)ᵀ plus Vector[\(biases.count)]")
+        let n = weights.rows
+        let ldw = (n + 7) / 8 * 8
+        // The weights transposed (inputs x outputs, rows padded to a multiple of 8), so that a
+        // nonzero input reads one contiguous row; the biases padded alike.
+        let wt = Matrix<Scalar>(rows: columns, columns: ldw) { t in
+            weights.withUnsafeBufferPointer { w in
+                SparseKernels.transpose(w.baseAddress!, Int32(n), Int32(columns), t.baseAddress!, Int32(ldw))
+            }
+        }
+        var bias = [Scalar](repeating: 0, count: ldw)
+        biases.withUnsafeBufferPointer { b in for i in 0..<n { bias[i] = b[i] } }
+        return Matrix(rows: rows, columns: n) { out in
+            if n == 0 { return }
+            let o = UncheckedSendable(out.baseAddress!)
+            rowStarts.withUnsafeBufferPointer { rs in
+                columnIndices.withUnsafeBufferPointer { ci in
+                    values.withUnsafeBufferPointer { vs in
+                        wt.withUnsafeBufferPointer { t in
+                            bias.withUnsafeBufferPointer { b in
+                                let p = UncheckedSendable((rs.baseAddress!, ci.baseAddress, vs.baseAddress,
+                                                           t.baseAddress, b.baseAddress!))
+                                SparseKernels.forEachOutputRange(n, work: nonzeroCount * n, threads: threads) { o0, o1 in
+                                    let (rs, ci, vs, t, b) = p.value
+                                    SparseKernels.affine(Int32(rows), Int32(columns), rs, ci, vs, t, Int32(ldw), b,
+                                                         o.value, Int32(n), o0, o1)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// `gᵀ * self` (outputs x columns): the gradient of `affine` with respect to its weights
+    /// when `g` (rows x outputs) is the gradient of its result. Each entry adds the rows'
+    /// contributions in row order, so the result is the same bits whatever the thread count.
+    public func weightGradient(_ g: Matrix<Scalar>) -> Matrix<Scalar> {
+        weightGradient(g, threads: nil)
+    }
+
+    /// `weightGradient` on exactly `threads` threads (at most one per 8 outputs), or as
+    /// `BLASRuntime` allows when `nil`.
+    func weightGradient(_ g: Matrix<Scalar>, threads: Int?) -> Matrix<Scalar> {
+        precondition(g.rows == rows,
+                     "shape mismatch in sparse weight gradient: \(g.shapeDescription)ᵀ times \(shapeDescription)")
+        let n = g.columns
+        if rows == 0 || n == 0 || columns == 0 { return .zeros(rows: n, columns: columns) }
+        // Each block's nonzeros by column, so that an input's gradient row is summed in
+        // registers over the block while the block's rows of g stay in the cache.
+        let blockRows = SparseKernels.blockRows
+        let blocks = (rows + blockRows - 1) / blockRows
+        var colStarts = [Int32](repeating: 0, count: blocks * (columns + 1))
+        var blockRowIndex = [Int32](repeating: 0, count: nonzeroCount)
+        var blockValues = [Scalar](repeating: 0, count: nonzeroCount)
+        rowStarts.withUnsafeBufferPointer { rs in
+            columnIndices.withUnsafeBufferPointer { ci in
+                values.withUnsafeBufferPointer { vs in
+                    colStarts.withUnsafeMutableBufferPointer { cs in
+                        blockRowIndex.withUnsafeMutableBufferPointer { ri in
+                            blockValues.withUnsafeMutableBufferPointer { bv in
+                                SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
+                                                           ci.baseAddress, vs.baseAddress, Int32(blockRows),
+                                                           cs.baseAddress!, ri.baseAddress, bv.baseAddress)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return Matrix(rows: n, columns: columns) { out in
+            let o = UncheckedSendable(out.baseAddress!)
+            g.withUnsafeBufferPointer { gp in
+                colStarts.withUnsafeBufferPointer { cs in
+                    blockRowIndex.withUnsafeBufferPointer { ri in
+                        blockValues.withUnsafeBufferPointer { bv in
+                            let p = UncheckedSendable((cs.baseAddress!, ri.baseAddress, bv.baseAddress, gp.baseAddress!))
+                            SparseKernels.forEachOutputRange(n, work: nonzeroCount * n, threads: threads) { o0, o1 in
+                                let (cs, ri, bv, gp) = p.value
+                                SparseKernels.weightGradient(Int32(rows), Int32(columns), Int32(blockRows),
+                                                             cs, ri, bv, gp, Int32(n), o.value, o0, o1)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The C kernels behind `SparseMatrix`, routed by scalar type.
+@usableFromInline
+enum SparseKernels {
+    /// Rows per block of the weight gradient: a block's rows of a 64-column slice of `g` (16 KB
+    /// in Float) stay in L1 (measured on MNIST: 64 and 128 alike, 256 and 512 slower).
+    static let blockRows = 64
+
+    /// Calls `body` on output ranges that split `0..<outputs` at multiples of 8 between
+    /// `threads` threads, or when `nil` up to `BLASRuntime.threadCount` (one range, on this
+    /// thread, when `work` is small); never more than one thread per 8 outputs.
+    static func forEachOutputRange(_ outputs: Int, work: Int, threads requested: Int?,
+                                   _ body: (Int32, Int32) -> Void) {
+        let groups = (outputs + 7) / 8
+        let wanted = requested ?? (work < 1 << 15 ? 1 : BLASRuntime.threadCount)
+        let threads = min(wanted, groups)
+        if threads <= 1 { body(0, Int32(outputs)); return }
+        withoutActuallyEscaping(body) { body in
+            let shared = UncheckedSendable(body)
+            DispatchQueue.concurrentPerform(iterations: threads) { t in
+                let g0 = groups * t / threads, g1 = groups * (t + 1) / threads
+                shared.value(Int32(g0 * 8), Int32(min(g1 * 8, outputs)))
+            }
+        }
+    }
+
+    static func typed<S, T>(_ p: UnsafePointer<S>?, _: T.Type) -> UnsafePointer<T>? {
+        p.map { UnsafeRawPointer($0).assumingMemoryBound(to: T.self) }
+    }
+    static func typed<S, T>(_ p: UnsafeMutablePointer<S>?, _: T.Type) -> UnsafeMutablePointer<T>? {
+        p.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: T.self) }
+    }
+
+    static func affine<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ rs: UnsafePointer<Int32>, _ ci: UnsafePointer<Int32>?,
+                                        _ vs: UnsafePointer<S>?, _ wt: UnsafePointer<S>?, _ ldw: Int32,
+                                        _ bias: UnsafePointer<S>, _ out: UnsafeMutablePointer<S>, _ ldo: Int32,
+                                        _ o0: Int32, _ o1: Int32) {
+        if S.self == Float.self {
+            sk_affine_f(rows, inputs, rs, ci, typed(vs, Float.self), typed(wt, Float.self), ldw,
+                        typed(bias, Float.self), typed(out, Float.self), ldo, o0, o1)
+        } else if S.self == Double.self {
+            sk_affine_d(rows, inputs, rs, ci, typed(vs, Double.self), typed(wt, Double.self), ldw,
+                        typed(bias, Double.self), typed(out, Double.self), ldo, o0, o1)
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    static func columnBlocks<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ rs: UnsafePointer<Int32>,
+                                              _ ci: UnsafePointer<Int32>?, _ vs: UnsafePointer<S>?,
+                                              _ blockRows: Int32, _ cs: UnsafeMutablePointer<Int32>,
+                                              _ ri: UnsafeMutablePointer<Int32>?, _ bv: UnsafeMutablePointer<S>?) {
+        if S.self == Float.self {
+            sk_column_blocks_f(rows, inputs, rs, ci, typed(vs, Float.self), blockRows, cs, ri, typed(bv, Float.self))
+        } else if S.self == Double.self {
+            sk_column_blocks_d(rows, inputs, rs, ci, typed(vs, Double.self), blockRows, cs, ri, typed(bv, Double.self))
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    static func weightGradient<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ blockRows: Int32,
+                                                _ cs: UnsafePointer<Int32>, _ ri: UnsafePointer<Int32>?,
+                                                _ bv: UnsafePointer<S>?, _ g: UnsafePointer<S>, _ ldg: Int32,
+                                                _ gw: UnsafeMutablePointer<S>, _ o0: Int32, _ o1: Int32) {
+        if S.self == Float.self {
+            sk_weight_gradient_f(rows, inputs, blockRows, cs, ri, typed(bv, Float.self), typed(g, Float.self),
+                                 ldg, typed(gw, Float.self), o0, o1)
+        } else if S.self == Double.self {
+            sk_weight_gradient_d(rows, inputs, blockRows, cs, ri, typed(bv, Double.self), typed(g, Double.self),
+                                 ldg, typed(gw, Double.self), o0, o1)
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    static func transpose<S: TensorScalar>(_ src: UnsafePointer<S>, _ rows: Int32, _ cols: Int32,
+                                           _ dst: UnsafeMutablePointer<S>, _ ldd: Int32) {
+        if S.self == Float.self {
+            sk_transpose_f(typed(src, Float.self), rows, cols, typed(dst, Float.self), ldd)
+        } else if S.self == Double.self {
+            sk_transpose_d(typed(src, Double.self), rows, cols, typed(dst, Double.self), ldd)
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    static func gather<S: TensorScalar>(_ src: UnsafePointer<UInt8>?, _ indices: UnsafePointer<Int64>,
+                                        _ row0: Int32, _ row1: Int32, _ length: Int32, _ scale: S,
+                                        _ rs: UnsafePointer<Int32>, _ ci: UnsafeMutablePointer<Int32>?,
+                                        _ vs: UnsafeMutablePointer<S>?) {
+        if S.self == Float.self {
+            sk_gather_bytes_f(src, indices, row0, row1, length, scale as! Float, rs, ci, typed(vs, Float.self))
+        } else if S.self == Double.self {
+            sk_gather_bytes_d(src, indices, row0, row1, length, scale as! Double, rs, ci, typed(vs, Double.self))
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    /// Whether the AVX2 kernels are in use (else the portable ones, which give the same bits);
+    /// tests turn them off to check that (not while a kernel runs).
+    static var usesAVX2: Bool {
+        get { sk_uses_avx2() != 0 }
+        set { sk_disable_avx2(newValue ? 0 : 1) }
+    }
+}
