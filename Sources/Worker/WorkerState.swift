@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import Training
 import Wire
 
@@ -40,13 +41,15 @@ final class WorkerState {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
+                let timing = SessionTiming()
+                defer { timing.report(to: logger, peer: peer, threads: parallelism) }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     var running = 0
                     for try await message in inbound {
                         if case .task(let task) = message {
                             let job: @Sendable () -> WireMessage
                             do {
-                                job = try self.prepare(task, session: session)
+                                job = try self.prepare(task, session: session, timing: timing)
                             } catch let error as WireError {
                                 // Tell the coordinator why, then end the session.
                                 try? await outbound.write(.error(ErrorReport(error)))
@@ -57,7 +60,11 @@ final class WorkerState {
                                 running -= 1
                             }
                             running += 1
-                            group.addTask { try await outbound.write(job()) }
+                            let isTraining = task.kind == .train
+                            group.addTask {
+                                try await outbound.write(job())
+                                if isTraining { timing.answered() }
+                            }
                             continue
                         }
                         if case .hello = message { handshakeDeadline.cancel() }
@@ -124,7 +131,7 @@ final class WorkerState {
     }
 
     /// Checks a task against the session and returns the work that answers it.
-    func prepare(_ task: ShardTask, session: Session) throws -> @Sendable () -> WireMessage {
+    func prepare(_ task: ShardTask, session: Session, timing: SessionTiming? = nil) throws -> @Sendable () -> WireMessage {
         guard let network = session.network else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
         }
@@ -145,7 +152,9 @@ final class WorkerState {
         switch task.kind {
         case .train:
             return {
+                let started = ContinuousClock.now
                 let result = ShardResult.compute(network, on: data, indices: indices)
+                timing?.computed(since: started)
                 return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
                                                 lossSum: result.lossSum, correctCount: result.correct,
                                                 gradientSum: result.gradient.flattened()))
@@ -157,6 +166,58 @@ final class WorkerState {
                                                     lossSum: e.lossSum, correctCount: e.correct))
             }
         }
+    }
+}
+
+/// How much of a session's training time a worker spent computing gradients, logged when the
+/// session ends: the time inside `ShardResult.compute` (forward and backward on a shard), and
+/// the span from the start of the first gradient task to the moment the last answer was handed
+/// to the connection. Everything else in that span (waiting for parameters and tasks, rebuilding
+/// the network, flattening and encoding the gradient, evaluation tasks) is outside gradient
+/// computation.
+final class SessionTiming: Sendable {
+    private struct State {
+        var tasks = 0
+        var compute: Duration = .zero
+        var first: ContinuousClock.Instant?
+        var last: ContinuousClock.Instant?
+    }
+    private let state = Mutex(State())
+
+    /// Records one gradient computation that started at `start` and ends now.
+    func computed(since start: ContinuousClock.Instant) {
+        let end = ContinuousClock.now
+        state.withLock {
+            $0.tasks += 1
+            $0.compute += end - start
+            if $0.first == nil { $0.first = start }
+        }
+    }
+
+    /// Records that an answer was handed to the connection.
+    func answered() {
+        let now = ContinuousClock.now
+        state.withLock { $0.last = now }
+    }
+
+    func report(to logger: Logger, peer: String, threads: Int) {
+        let s = state.withLock { $0 }
+        guard let first = s.first, let last = s.last, s.tasks > 0 else { return }
+        let span = (last - first).seconds
+        let compute = s.compute.seconds
+        logger.info("""
+            session from \(peer): \(s.tasks) gradient task(s), \(String(format: "%.3f", compute)) s of gradient computation \
+            in \(String(format: "%.3f", span)) s from the first to the last answer on \(threads) thread(s): \
+            \(String(format: "%.1f", 100 * (1 - compute / (span * Double(threads)))))% outside gradient computation
+            """)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        let (s, a) = components
+        return Double(s) + Double(a) * 1e-18
     }
 }
 
