@@ -328,7 +328,7 @@ final class TrainingRun {
                 state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
                                                                totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
-                state.optimizer.apply(gradient: reducer.gradientSum.map { $0 * scale }, to: &state.parameters)
+                state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
                 timings.optimizer = (ContinuousClock.now - optimizing).seconds
                 let seconds = (ContinuousClock.now - started).seconds
                 state.step = step
