@@ -61,19 +61,24 @@ final class WorkerState {
                             }
                             running += 1
                             let isTraining = task.kind == .train
+                            if isTraining { timing.started() }
                             group.addTask {
-                                try await outbound.write(job())
-                                if isTraining { timing.answered() }
+                                let answer = job()
+                                let writing = ContinuousClock.now
+                                try await outbound.write(answer)
+                                if isTraining { timing.answered(writingSince: writing) }
                             }
                             continue
                         }
                         if case .hello = message { handshakeDeadline.cancel() }
+                        if case .parameters = message { timing.parametersReceived() }
                         if case .error(let report) = message {
                             // The coordinator refused the session (authentication, handshake).
                             logger.error("session from \(peer) refused by the coordinator: \(report)")
                             break
                         }
                         for reply in try handle(message, session: &session) { try await outbound.write(reply) }
+                        if case .parameters = message { timing.networkRebuilt() }
                         if case .goodbye = message { break }
                     }
                     try await group.waitForAll()
@@ -172,17 +177,32 @@ final class WorkerState {
 /// How much of a session's training time a worker spent computing gradients, logged when the
 /// session ends: the time inside `ShardResult.compute` (forward and backward on a shard), and
 /// the span from the start of the first gradient task to the moment the last answer was handed
-/// to the connection. Everything else in that span (waiting for parameters and tasks, rebuilding
-/// the network, flattening and encoding the gradient, evaluation tasks) is outside gradient
-/// computation.
+/// to the connection. Everything else in that span is outside gradient computation; the log
+/// splits off two parts of it: waiting for the next parameters after answering every task held
+/// (the coordinator's turnaround: last gradients in, reduction, optimizer, parameters out,
+/// plus the transfer and decoding), rebuilding the network from them, and handing answers to
+/// the connection (`outbound.write`, which waits when the socket buffer is full until the
+/// coordinator reads). The rest is within steps (flattening gradients, waiting for tasks,
+/// evaluation tasks).
 final class SessionTiming: Sendable {
     private struct State {
         var tasks = 0
         var compute: Duration = .zero
         var first: ContinuousClock.Instant?
         var last: ContinuousClock.Instant?
+        var running = 0
+        var idleSince: ContinuousClock.Instant?
+        var parametersAt: ContinuousClock.Instant?
+        var waitingForParameters: Duration = .zero
+        var rebuilding: Duration = .zero
+        var writing: Duration = .zero
     }
     private let state = Mutex(State())
+
+    /// Records the start of a gradient computation.
+    func started() {
+        state.withLock { $0.running += 1 }
+    }
 
     /// Records one gradient computation that started at `start` and ends now.
     func computed(since start: ContinuousClock.Instant) {
@@ -194,10 +214,34 @@ final class SessionTiming: Sendable {
         }
     }
 
-    /// Records that an answer was handed to the connection.
-    func answered() {
+    /// Records that an answer was handed to the connection; handing it over started at `writing`.
+    func answered(writingSince writing: ContinuousClock.Instant) {
         let now = ContinuousClock.now
-        state.withLock { $0.last = now }
+        state.withLock {
+            $0.writing += now - writing
+            $0.last = now
+            $0.running -= 1
+            if $0.running == 0 { $0.idleSince = now }
+        }
+    }
+
+    /// Records that a parameters message arrived (decoded).
+    func parametersReceived() {
+        let now = ContinuousClock.now
+        state.withLock {
+            if let idle = $0.idleSince, $0.running == 0 { $0.waitingForParameters += now - idle }
+            $0.idleSince = nil
+            $0.parametersAt = now
+        }
+    }
+
+    /// Records that the network was rebuilt from the latest parameters.
+    func networkRebuilt() {
+        let now = ContinuousClock.now
+        state.withLock {
+            if let at = $0.parametersAt, $0.first != nil { $0.rebuilding += now - at }
+            $0.parametersAt = nil
+        }
     }
 
     func report(to logger: Logger, peer: String, threads: Int) {
@@ -205,10 +249,13 @@ final class SessionTiming: Sendable {
         guard let first = s.first, let last = s.last, s.tasks > 0 else { return }
         let span = (last - first).seconds
         let compute = s.compute.seconds
+        func percent(_ part: Double) -> String { String(format: "%.1f", 100 * part / (span * Double(threads))) }
         logger.info("""
             session from \(peer): \(s.tasks) gradient task(s), \(String(format: "%.3f", compute)) s of gradient computation \
             in \(String(format: "%.3f", span)) s from the first to the last answer on \(threads) thread(s): \
-            \(String(format: "%.1f", 100 * (1 - compute / (span * Double(threads)))))% outside gradient computation
+            \(String(format: "%.1f", 100 * (1 - compute / (span * Double(threads)))))% outside gradient computation \
+            (waiting for parameters \(percent(s.waitingForParameters.seconds))%, rebuilding the network \(percent(s.rebuilding.seconds))%, \
+            handing answers to the connection \(percent(s.writing.seconds))%)
             """)
     }
 }
