@@ -52,7 +52,7 @@ let package = Package(
 
         // The coordinator-worker protocol: framing, messages, compressed float payloads.
         .target(name: "Wire", dependencies: [
-            "CZstd", "COpenSSL",
+            "CZstd", "CZlib", "COpenSSL",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -194,7 +194,7 @@ final class TrainingRun {
     /// `accept` returns false to reject an answer (a non-finite gradient): the task is then
     /// computed again by another worker. Every worker that becomes ready meanwhile is first
     /// sent `parameters`.
-    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate,
+    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, queued: () -> Void = {},
                           accept: (Int, Int, WireMessage) throws -> Bool) async throws {
         for w in alive { links[w].send(.parameters(parameters), connection: connection[w]!) }
         var queue = Array(tasks.indices.reversed())
@@ -226,6 +226,7 @@ final class TrainingRun {
             }
         }
         fill()
+        queued()
         while done.count < tasks.count {
             guard let event = await events.next() else { throw CoordinatorError("the worker connections ended") }
             if handleMembership(event, announceFailures: false) {
@@ -320,12 +321,15 @@ final class TrainingRun {
                 let started = ContinuousClock.now
                 let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
-                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step)
+                var timings = StepTimings(started: started)
+                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, timings: &timings)
                 // The step is taken (nothing below can fail): the state moves on as one, in place.
+                let optimizing = ContinuousClock.now
                 state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
                                                                totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
-                state.optimizer.apply(gradient: reducer.gradientSum.map { $0 * scale }, to: &state.parameters)
+                state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
+                timings.optimizer = (ContinuousClock.now - optimizing).seconds
                 let seconds = (ContinuousClock.now - started).seconds
                 state.step = step
                 state.batchesDone += 1
@@ -358,6 +362,11 @@ final class TrainingRun {
                     "train_error": .double(trainError), "seconds": .double(seconds),
                     "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
                     "validation_error": .double(validationError ?? .nan),
+                    "tasks_queued_ms": .double(1000 * timings.tasksQueued),
+                    "first_answer_ms": .double(1000 * timings.firstAnswer),
+                    "last_answer_ms": .double(1000 * timings.lastAnswer),
+                    "reduce_ms": .double(1000 * timings.reduce),
+                    "optimizer_ms": .double(1000 * timings.optimizer),
                 ])
                 if let checkpoints, step % checkpointEvery == 0 || step == totalSteps {
                     let saving = ContinuousClock.now
@@ -435,13 +444,26 @@ final class TrainingRun {
     }
 
     /// The batch's gradient sum, added in shard order, from the workers' shard sums.
-    private func gradient(of shards: [[Int]], parameters: [Float], step: Int) async throws -> GradientReducer {
+    private func gradient(of shards: [[Int]], parameters: [Float], step: Int, timings: inout StepTimings) async throws -> GradientReducer {
         let tasks = shards.enumerated().map { i, shard in
             ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
                       samples: .indices(shard.map { UInt32($0) }))
         }
         var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
-        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters)) { t, w, message in
+        let started = timings.started
+        var answers = 0
+        var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0
+        defer { (timings.tasksQueued, timings.firstAnswer, timings.lastAnswer, timings.reduce) = (queuedAt, firstAnswer, lastAnswer, reducing) }
+        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters),
+                           queued: { queuedAt = (ContinuousClock.now - started).seconds }) { t, w, message in
+            let arrived = ContinuousClock.now
+            defer {
+                let now = ContinuousClock.now
+                reducing += (now - arrived).seconds
+                if answers == 0 { firstAnswer = (arrived - started).seconds }
+                lastAnswer = (arrived - started).seconds
+                answers += 1
+            }
             guard case .gradient(let g) = message else { return false }
             guard g.gradientSum.count == parameters.count, g.sampleCount == shards[t].count,
                   (0...g.sampleCount).contains(g.correctCount) else {
@@ -479,6 +501,22 @@ final class TrainingRun {
         let digest = parameters.withUnsafeBytes { SHA256.hash(data: $0) }
         return digest.map { String(format: "%02x", $0) }.joined()
     }
+}
+
+/// Where one step's time went, as the coordinator sees it (seconds since the step started,
+/// except the two durations); written to the metrics in milliseconds.
+struct StepTimings {
+    let started: ContinuousClock.Instant
+    /// The parameters and the first tasks handed to the links (they are encoded and written
+    /// by the links' event loops afterwards).
+    var tasksQueued = 0.0
+    /// The first and the last gradient decoded and handed to the loop.
+    var firstAnswer = 0.0
+    var lastAnswer = 0.0
+    /// Time spent checking and adding the shard sums (in shard order, as they arrive).
+    var reduce = 0.0
+    /// Time spent in the optimizer step (after the last answer).
+    var optimizer = 0.0
 }
 
 /// A task's identity in answers: its step and shard.

@@ -17,7 +17,9 @@ enum CodecBenchmark {
         let settings: [(String, FloatEncoding, Int32)] = [
             ("zstd level 1", .zstd, 1), ("shuffle + zstd level 1", .shuffledZstd, 1),
             ("shuffle + zstd level -1", .shuffledZstd, -1), ("shuffle + zstd level 3", .shuffledZstd, 3),
+            ("split level 1", .splitZstd, 1), ("split level -1", .splitZstd, -1), ("split level 3", .splitZstd, 3),
         ]
+        let parameters = net.flattened()
         for (name, encoding, level) in settings {
             let codec = PayloadCodec(.init(floatEncoding: encoding, level: CompressionLevel(level)))
             var encoded = ByteBuffer()
@@ -33,6 +35,18 @@ enum CodecBenchmark {
             print(String(format: "codec: %-24@ %8d bytes, ratio %.3fx, compress %.0f MB/s, decompress %.0f MB/s",
                          name, size, Double(rawBytes) / Double(size),
                          Double(rawBytes) / compress / 1e6, Double(rawBytes) / decompress / 1e6))
+        }
+        // The parameters travel with the same codec (once per step and worker).
+        for (name, encoding) in [("parameters, shuffle + zstd 1", FloatEncoding.shuffledZstd), ("parameters, split 1", .splitZstd)] {
+            let codec = PayloadCodec(.init(floatEncoding: encoding))
+            var encoded = ByteBuffer()
+            let compress = median(repetitions) {
+                encoded.clear()
+                try! codec.encodeFloats(parameters, into: &encoded)
+            }
+            print(String(format: "codec: %-24@ %8d bytes, ratio %.3fx, compress %.0f MB/s",
+                         name, encoded.readableBytes, Double(4 * parameters.count) / Double(encoded.readableBytes),
+                         Double(4 * parameters.count) / compress / 1e6))
         }
     }
 }

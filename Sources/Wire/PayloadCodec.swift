@@ -8,9 +8,15 @@ public enum FloatEncoding: UInt8, Hashable, Sendable, CaseIterable {
     /// The little-endian bytes compressed by zstd as one frame with its checksum.
     case zstd = 1
     /// The bytes byte-shuffled (byte k of every float together, k = 0 least significant), then
-    /// compressed by zstd as one frame with its checksum. The default: on this model's gradients
-    /// it is both smaller and faster than zstd alone.
+    /// compressed by zstd as one frame with its checksum. On this model's gradients it is both
+    /// smaller and faster than zstd alone.
     case shuffledZstd = 2
+    /// A zero mask and the high byte (sign, seven exponent bits) of every non-zero float, each
+    /// compressed by zstd; the three low bytes of every non-zero float stored as they are; a
+    /// CRC-32 of the floats. The default: on this model's gradients it is smaller than
+    /// ``shuffledZstd`` and several times faster, because zstd only sees a quarter of the bytes
+    /// (the rest are close to random). Layout in docs/PROTOCOL.md and ``SplitFloats``.
+    case splitZstd = 3
 }
 
 /// A zstd compression level, clamped to the range libzstd accepts (negative levels are zstd's
@@ -57,12 +63,12 @@ public struct CompressionLevel: Hashable, Sendable, CustomStringConvertible {
 public final class PayloadCodec {
     /// The choices a sender makes; a receiver decodes whatever encoding it is sent.
     public struct Configuration: Hashable, Sendable {
-        /// How float arrays are encoded. Default ``FloatEncoding/shuffledZstd``.
+        /// How float arrays are encoded. Default ``FloatEncoding/splitZstd``.
         public var floatEncoding: FloatEncoding
         /// The zstd level for floats and data sets. Default ``CompressionLevel/fastest``.
         public var level: CompressionLevel
 
-        public init(floatEncoding: FloatEncoding = .shuffledZstd, level: CompressionLevel = .fastest) {
+        public init(floatEncoding: FloatEncoding = .splitZstd, level: CompressionLevel = .fastest) {
             self.floatEncoding = floatEncoding
             self.level = level
         }
@@ -114,13 +120,17 @@ public final class PayloadCodec {
 
         var encoding = configuration.floatEncoding
         if encoding != .raw, let base = values.baseAddress {
-            var source = UnsafeRawBufferPointer(start: base, count: rawBytes)
-            if encoding == .shuffledZstd {
+            let written: Int
+            switch encoding {
+            case .raw, .zstd:
+                written = try compress(UnsafeRawBufferPointer(start: base, count: rawBytes), into: &buffer)
+            case .shuffledZstd:
                 let planes = scratchBuffer(byteCount: rawBytes)
                 ByteShuffle.shuffle(UnsafeRawPointer(base), count: values.count, into: planes.baseAddress!)
-                source = UnsafeRawBufferPointer(planes)
+                written = try compress(UnsafeRawBufferPointer(planes), into: &buffer)
+            case .splitZstd:
+                written = try writeSplit(values, into: &buffer)
             }
-            let written = try compress(source, into: &buffer)
             if written >= rawBytes {
                 buffer.moveWriterIndex(to: dataStart)
                 encoding = .raw
@@ -189,7 +199,96 @@ public final class PayloadCodec {
                     initialized = count
                 }
             }
+        case .splitZstd:
+            return try readSplit(data, count: count, limits: limits, what: what, type: type)
         }
+    }
+
+    /// Writes the data of a ``FloatEncoding/splitZstd`` payload (see docs/PROTOCOL.md):
+    ///
+    /// ```
+    /// nonZero    UInt32 BE         floats whose bit pattern is not 0
+    /// low        3 * nonZero       bytes 0, 1, 2 of each non-zero float, in order
+    /// maskLength UInt32 BE, mask   zstd frame of the (count + 7) / 8 byte zero mask
+    /// highLength UInt32 BE, high   zstd frame of byte 3 of each non-zero float
+    /// crc        UInt32 BE         CRC-32 of the 4 * count little-endian float bytes
+    /// ```
+    ///
+    /// Returns the bytes written.
+    private func writeSplit(_ values: UnsafeBufferPointer<Float>, into buffer: inout ByteBuffer) throws -> Int {
+        let count = values.count
+        let start = buffer.writerIndex
+        let maskBytes = (count + 7) / 8
+        let work = scratchBuffer(byteCount: maskBytes + count)
+        let mask = work.baseAddress!.assumingMemoryBound(to: UInt8.self)
+        let high = mask + maskBytes
+        buffer.writeInteger(UInt32(0), endianness: .big)
+        var nonZero = 0
+        buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: 3 * count + 1) { low in
+            nonZero = SplitFloats.split(UnsafeRawPointer(values.baseAddress!), count: count, mask: mask, high: high,
+                                        low: low.baseAddress!)
+            return 3 * nonZero
+        }
+        buffer.setInteger(UInt32(nonZero), at: start, endianness: .big)
+        for part in [UnsafeRawBufferPointer(start: mask, count: maskBytes), UnsafeRawBufferPointer(start: high, count: nonZero)] {
+            let lengthIndex = buffer.writerIndex
+            buffer.writeInteger(UInt32(0), endianness: .big)
+            let length = try compress(part, into: &buffer)
+            buffer.setInteger(UInt32(length), at: lengthIndex, endianness: .big)
+        }
+        buffer.writeInteger(SplitFloats.crc32(UnsafeRawBufferPointer(values)), endianness: .big)
+        return buffer.writerIndex - start
+    }
+
+    /// Reads the data of a ``FloatEncoding/splitZstd`` payload of `count` floats: every length
+    /// is checked against the bytes left, both zstd frames as for ``FloatEncoding/zstd`` (the
+    /// mask must declare `(count + 7) / 8` bytes, the high bytes `nonZero`), the mask must
+    /// describe exactly `nonZero` non-zero floats, and the CRC-32 must match the result.
+    private func readSplit(_ data: ByteBuffer, count: Int, limits: FrameLimits, what: String, type: MessageType?) throws -> [Float] {
+        var reader = PayloadReader(data, type: type)
+        let nonZero = Int(try reader.readInteger(UInt32.self, "\(what) non-zero count"))
+        guard nonZero <= count else {
+            throw WireError.malformedPayload(type, "\(what): \(nonZero) non-zero floats out of \(count)")
+        }
+        let low = try reader.readSlice(length: 3 * nonZero, "\(what) low bytes of \(nonZero) floats")
+        let maskFrame = try reader.readSlice(length: Int(try reader.readInteger(UInt32.self, "\(what) mask length")), "\(what) mask")
+        let highFrame = try reader.readSlice(length: Int(try reader.readInteger(UInt32.self, "\(what) high bytes length")),
+                                             "\(what) high bytes")
+        let crc = try reader.readInteger(UInt32.self, "\(what) CRC-32")
+        try reader.finish()
+
+        let maskBytes = (count + 7) / 8
+        let work = scratchBuffer(byteCount: maskBytes + nonZero)
+        let mask = UnsafeMutableRawBufferPointer(rebasing: work[0..<maskBytes])
+        let high = UnsafeMutableRawBufferPointer(rebasing: work[maskBytes...])
+        try maskFrame.withUnsafeReadableBytes { source in
+            try validateFrame(source, expectedSize: maskBytes, limit: limits.maxDecompressedBytes, what: "\(what) mask", type: type)
+            try decompress(source, into: mask, what: "\(what) mask")
+        }
+        guard let described = SplitFloats.nonZeroCount(mask: UnsafeRawBufferPointer(mask), count: count) else {
+            throw WireError.malformedPayload(type, "\(what): the zero mask has bits set beyond its \(count) floats")
+        }
+        guard described == nonZero else {
+            throw WireError.malformedPayload(type, "\(what): the zero mask leaves \(described) non-zero floats, the payload carries \(nonZero)")
+        }
+        try highFrame.withUnsafeReadableBytes { source in
+            try validateFrame(source, expectedSize: nonZero, limit: limits.maxDecompressedBytes, what: "\(what) high bytes", type: type)
+            try decompress(source, into: high, what: "\(what) high bytes")
+        }
+        let values = low.withUnsafeReadableBytes { lowBytes in
+            [Float](unsafeUninitializedCapacity: count) { floats, initialized in
+                if let destination = floats.baseAddress {
+                    SplitFloats.join(mask: UnsafeRawBufferPointer(mask), high: UnsafeRawBufferPointer(high), low: lowBytes,
+                                     count: count, into: UnsafeMutableRawPointer(destination))
+                }
+                initialized = count
+            }
+        }
+        let actual = values.withUnsafeBytes { SplitFloats.crc32($0) }
+        guard actual == crc else {
+            throw WireError.checksumMismatch(what, expected: crc, actual: actual)
+        }
+        return values
     }
 
     // MARK: Byte payloads (data sets)

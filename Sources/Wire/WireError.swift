@@ -20,6 +20,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case decompressedSizeTooLarge(what: String, declared: UInt64, limit: Int)
         case decompressedSizeMismatch(what: String, declared: UInt64, expected: Int)
         case zstd(operation: String, code: Int, name: String)
+        case checksumMismatch(what: String, expected: UInt32, actual: UInt32)
         case shapeMismatch(what: String, expected: String, actual: String)
         case digestMismatch(expected: String, actual: String)
         case unexpectedMessage(type: MessageType, reason: String)
@@ -89,6 +90,12 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         WireError(.zstd(operation: operation, code: code, name: name))
     }
 
+    /// A payload whose own CRC-32 does not match the bytes it decoded to (sent with the
+    /// ``ErrorCode/compression`` code, like zstd's own checksum failures).
+    public static func checksumMismatch(_ what: String, expected: UInt32, actual: UInt32) -> WireError {
+        WireError(.checksumMismatch(what: what, expected: expected, actual: actual))
+    }
+
     /// A tensor, list or data set whose size does not match what the session agreed on.
     public static func shapeMismatch(_ what: String, expected: String, actual: String) -> WireError {
         WireError(.shapeMismatch(what: what, expected: expected, actual: actual))
@@ -142,7 +149,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case .malformedPayload: return .malformedPayload
         case .decompressedSizeTooLarge: return .decompressedSizeTooLarge
         case .decompressedSizeMismatch: return .decompressedSizeMismatch
-        case .zstd: return .compression
+        case .zstd, .checksumMismatch: return .compression
         case .shapeMismatch: return .shapeMismatch
         case .digestMismatch: return .digestMismatch
         case .unexpectedMessage: return .unexpectedMessage
@@ -178,6 +185,8 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
             return "\(what) declares \(declared) decompressed bytes but must have exactly \(expected)"
         case .zstd(let operation, let code, let name):
             return "zstd \(operation) failed: \(name) (ZSTD_ErrorCode \(code))"
+        case .checksumMismatch(let what, let expected, let actual):
+            return "\(what): CRC-32 mismatch: the payload carries \(String(expected, radix: 16)), its decoded floats have \(String(actual, radix: 16))"
         case .shapeMismatch(let what, let expected, let actual):
             return "\(what): expected \(expected), got \(actual)"
         case .digestMismatch(let expected, let actual):

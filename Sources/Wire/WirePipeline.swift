@@ -22,4 +22,11 @@ public enum WirePipeline {
         try channel.pipeline.syncOperations.addWireHandlers(
             role: role, limits: limits, compression: compression, security: security, deadlines: deadlines)
     }
+
+    /// The receive-buffer allocator for wire channels (set it with `.recvAllocator` on the
+    /// bootstrap). NIO's default grows its reads to at most 64 KB, so a 1 MB gradient or
+    /// parameter frame took 16 or more reads, each copied into the decoder's growing
+    /// cumulation buffer; reads of up to 2 MB take such a frame in one or two reads. Small
+    /// frames shrink the reads again (the allocator adapts to what the last reads returned).
+    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 1 << 21)
 }

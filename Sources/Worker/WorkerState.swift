@@ -2,6 +2,7 @@ import Engine
 import Foundation
 import Logging
 import NIOCore
+import Synchronization
 import Training
 import Wire
 
@@ -40,13 +41,15 @@ final class WorkerState {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
+                let timing = SessionTiming()
+                defer { timing.report(to: logger, peer: peer, threads: parallelism) }
                 try await withThrowingTaskGroup(of: Void.self) { group in
                     var running = 0
                     for try await message in inbound {
                         if case .task(let task) = message {
                             let job: @Sendable () -> WireMessage
                             do {
-                                job = try self.prepare(task, session: session)
+                                job = try self.prepare(task, session: session, timing: timing)
                             } catch let error as WireError {
                                 // Tell the coordinator why, then end the session.
                                 try? await outbound.write(.error(ErrorReport(error)))
@@ -57,16 +60,25 @@ final class WorkerState {
                                 running -= 1
                             }
                             running += 1
-                            group.addTask { try await outbound.write(job()) }
+                            let isTraining = task.kind == .train
+                            if isTraining { timing.started() }
+                            group.addTask {
+                                let answer = job()
+                                let writing = ContinuousClock.now
+                                try await outbound.write(answer)
+                                if isTraining { timing.answered(writingSince: writing) }
+                            }
                             continue
                         }
                         if case .hello = message { handshakeDeadline.cancel() }
+                        if case .parameters = message { timing.parametersReceived() }
                         if case .error(let report) = message {
                             // The coordinator refused the session (authentication, handshake).
                             logger.error("session from \(peer) refused by the coordinator: \(report)")
                             break
                         }
                         for reply in try handle(message, session: &session) { try await outbound.write(reply) }
+                        if case .parameters = message { timing.networkRebuilt() }
                         if case .goodbye = message { break }
                     }
                     try await group.waitForAll()
@@ -124,7 +136,7 @@ final class WorkerState {
     }
 
     /// Checks a task against the session and returns the work that answers it.
-    func prepare(_ task: ShardTask, session: Session) throws -> @Sendable () -> WireMessage {
+    func prepare(_ task: ShardTask, session: Session, timing: SessionTiming? = nil) throws -> @Sendable () -> WireMessage {
         guard let network = session.network else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
         }
@@ -145,7 +157,9 @@ final class WorkerState {
         switch task.kind {
         case .train:
             return {
+                let started = ContinuousClock.now
                 let result = ShardResult.compute(network, on: data, indices: indices)
+                timing?.computed(since: started)
                 return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
                                                 lossSum: result.lossSum, correctCount: result.correct,
                                                 gradientSum: result.gradient.flattened()))
@@ -157,6 +171,100 @@ final class WorkerState {
                                                     lossSum: e.lossSum, correctCount: e.correct))
             }
         }
+    }
+}
+
+/// How much of a session's training time a worker spent computing gradients, logged when the
+/// session ends: the time inside `ShardResult.compute` (forward and backward on a shard), and
+/// the span from the start of the first gradient task to the moment the last answer was handed
+/// to the connection. Everything else in that span is outside gradient computation; the log
+/// splits off two parts of it: waiting for the next parameters after answering every task held
+/// (the coordinator's turnaround: last gradients in, reduction, optimizer, parameters out,
+/// plus the transfer and decoding), rebuilding the network from them, and handing answers to
+/// the connection (`outbound.write`, which waits when the socket buffer is full until the
+/// coordinator reads). The rest is within steps (flattening gradients, waiting for tasks,
+/// evaluation tasks).
+final class SessionTiming: Sendable {
+    private struct State {
+        var tasks = 0
+        var compute: Duration = .zero
+        var first: ContinuousClock.Instant?
+        var last: ContinuousClock.Instant?
+        var running = 0
+        var idleSince: ContinuousClock.Instant?
+        var parametersAt: ContinuousClock.Instant?
+        var waitingForParameters: Duration = .zero
+        var rebuilding: Duration = .zero
+        var writing: Duration = .zero
+    }
+    private let state = Mutex(State())
+
+    /// Records the start of a gradient computation.
+    func started() {
+        state.withLock { $0.running += 1 }
+    }
+
+    /// Records one gradient computation that started at `start` and ends now.
+    func computed(since start: ContinuousClock.Instant) {
+        let end = ContinuousClock.now
+        state.withLock {
+            $0.tasks += 1
+            $0.compute += end - start
+            if $0.first == nil { $0.first = start }
+        }
+    }
+
+    /// Records that an answer was handed to the connection; handing it over started at `writing`.
+    func answered(writingSince writing: ContinuousClock.Instant) {
+        let now = ContinuousClock.now
+        state.withLock {
+            $0.writing += now - writing
+            $0.last = now
+            $0.running -= 1
+            if $0.running == 0 { $0.idleSince = now }
+        }
+    }
+
+    /// Records that a parameters message arrived (decoded).
+    func parametersReceived() {
+        let now = ContinuousClock.now
+        state.withLock {
+            if let idle = $0.idleSince, $0.running == 0 { $0.waitingForParameters += now - idle }
+            $0.idleSince = nil
+            $0.parametersAt = now
+        }
+    }
+
+    /// Records that the network was rebuilt from the latest parameters.
+    func networkRebuilt() {
+        let now = ContinuousClock.now
+        state.withLock {
+            if let at = $0.parametersAt, $0.first != nil { $0.rebuilding += now - at }
+            $0.parametersAt = nil
+        }
+    }
+
+    func report(to logger: Logger, peer: String, threads: Int) {
+        let s = state.withLock { $0 }
+        guard let first = s.first, let last = s.last, s.tasks > 0 else { return }
+        let span = (last - first).seconds
+        let compute = s.compute.seconds
+        func percent(_ part: Double) -> String { String(format: "%.1f", 100 * part / (span * Double(threads))) }
+        logger.info("""
+            session from \(peer): \(s.tasks) gradient task(s), \(String(format: "%.3f", compute)) s of gradient computation \
+            in \(String(format: "%.3f", span)) s from the first to the last answer on \(threads) thread(s): \
+            \(String(format: "%.1f", 100 * (1 - compute / (span * Double(threads)))))% outside gradient computation \
+            (waiting for parameters \(percent(s.waitingForParameters.seconds))%, rebuilding the network \(percent(s.rebuilding.seconds))%, \
+            handing answers to the connection \(percent(s.writing.seconds))%)
+            """)
+    }
+}
+
+extension Duration {
+    /// The duration in seconds.
+    var seconds: Double {
+        let (s, a) = components
+        return Double(s) + Double(a) * 1e-18
     }
 }
 

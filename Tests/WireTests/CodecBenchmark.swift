@@ -42,7 +42,7 @@ struct CodecBenchmark {
         let zeros = values.filter { $0 == 0 }.count
         print("\(name): \(values.count) floats, \(format(100 * Double(zeros) / Double(values.count)))% zeros")
         for level in [Int32(-2), 1, 3] {
-            for encoding in [FloatEncoding.zstd, .shuffledZstd] {
+            for encoding in [FloatEncoding.zstd, .shuffledZstd, .splitZstd] {
                 let codec = PayloadCodec(.init(floatEncoding: encoding, level: CompressionLevel(level)))
                 var encoded = ByteBuffer()
                 try codec.encodeFloats(values, into: &encoded)

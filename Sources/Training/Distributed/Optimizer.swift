@@ -46,18 +46,29 @@ public struct Optimizer: Sendable, Equatable, Codable {
 
     /// Takes one step: `parameters` move against `gradient` (the batch's mean gradient).
     public mutating func apply(gradient: [Float], to parameters: inout [Float]) {
-        precondition(gradient.count == parameters.count,
-                     "gradient has \(gradient.count) entries, the parameters \(parameters.count)")
+        // Multiplying by 1 is exact: the same bits as applying `gradient` itself.
+        apply(gradientSum: gradient, scale: 1, to: &parameters)
+    }
+
+    /// Takes one step against the mean gradient `gradientSum[i] * scale` (a batch's gradient
+    /// sum and 1 / its size), without materialising the mean: each entry is computed as the
+    /// same Float product and used in the same operations, so the bits are those of
+    /// `apply(gradient: gradientSum.map { $0 * scale }, to:)`. Adam, the default, runs on 8-lane
+    /// vectors (element-wise IEEE operations in the scalar order, no fused multiply-adds, so
+    /// again the same bits).
+    public mutating func apply(gradientSum: [Float], scale: Float, to parameters: inout [Float]) {
+        precondition(gradientSum.count == parameters.count,
+                     "gradient has \(gradientSum.count) entries, the parameters \(parameters.count)")
         step += 1
         let lr = learningRate
         switch kind {
         case .sgd:
-            for i in parameters.indices { parameters[i] -= lr * gradient[i] }
+            for i in parameters.indices { parameters[i] -= lr * (gradientSum[i] * scale) }
         case .momentum:
             if first.isEmpty { first = [Float](repeating: 0, count: parameters.count) }
             let mu = beta1
             for i in parameters.indices {
-                first[i] = mu * first[i] + gradient[i]
+                first[i] = mu * first[i] + gradientSum[i] * scale
                 parameters[i] -= lr * first[i]
             }
         case .adam:
@@ -73,16 +84,47 @@ public struct Optimizer: Sendable, Equatable, Codable {
             first.withUnsafeMutableBufferPointer { m in
                 second.withUnsafeMutableBufferPointer { v in
                     parameters.withUnsafeMutableBufferPointer { p in
-                        gradient.withUnsafeBufferPointer { g in
-                            for i in 0..<p.count {
-                                m[i] = b1 * m[i] + (1 - b1) * g[i]
-                                v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
-                                p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
-                            }
+                        gradientSum.withUnsafeBufferPointer { s in
+                            Self.adam(m: m, v: v, p: p, sum: s, scale: scale, b1: b1, b2: b2, eps: eps,
+                                      stepSize: stepSize, root2: root2)
                         }
                     }
                 }
             }
+        }
+    }
+
+    /// Adam's update over whole buffers of equal length: 8 lanes at a time, then the tail.
+    private static func adam(
+        m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>, p: UnsafeMutableBufferPointer<Float>,
+        sum: UnsafeBufferPointer<Float>, scale: Float, b1: Float, b2: Float, eps: Float, stepSize: Float, root2: Float
+    ) {
+        typealias Lanes = SIMD8<Float>
+        let count = p.count
+        var i = 0
+        if count >= 8 {
+            let mp = UnsafeMutableRawPointer(m.baseAddress!), vp = UnsafeMutableRawPointer(v.baseAddress!)
+            let pp = UnsafeMutableRawPointer(p.baseAddress!), sp = UnsafeRawPointer(sum.baseAddress!)
+            let keep1 = Lanes(repeating: b1), take1 = Lanes(repeating: 1 - b1)
+            let keep2 = Lanes(repeating: b2), take2 = Lanes(repeating: 1 - b2)
+            while i + 8 <= count {
+                let offset = 4 * i
+                let g = sp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) * scale
+                let mi = keep1 * mp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) + take1 * g
+                let vi = keep2 * vp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) + take2 * g * g
+                mp.storeBytes(of: mi, toByteOffset: offset, as: Lanes.self)
+                vp.storeBytes(of: vi, toByteOffset: offset, as: Lanes.self)
+                let pi = pp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) - stepSize * mi / (vi.squareRoot() / root2 + eps)
+                pp.storeBytes(of: pi, toByteOffset: offset, as: Lanes.self)
+                i += 8
+            }
+        }
+        while i < count {
+            let g = sum[i] * scale
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
+            i += 1
         }
     }
 }
