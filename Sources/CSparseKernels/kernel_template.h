@@ -17,64 +17,61 @@
 
 #define SPLAT(x) ((VEC){0} + (x))
 
-// One chunk of NV vectors (columns c0 ..< c0 + w, w <= NV * L) of the forward pass, a block of
-// SAMPLE_BLOCK rows at a time: the block's sums live in `acc_block` (SAMPLE_BLOCK x NV * L,
-// aligned) while the inputs are swept in slices of INPUT_BLOCK; the chunk of the transposed
-// weights (inputs x 64 entries) stays in L2. Each sum is the bias plus the row's nonzeros in
-// column order, whatever the block sizes.
+// One chunk of NV vectors (columns c0 ..< c0 + w, w <= NV * L) of the forward pass on block b
+// of block_rows rows, from the block's nonzeros by column (as the weight gradient reads them):
+// the block's sums (block_rows x NV * L, aligned: 16 KB in float, in L1) start at the bias; the
+// inputs are visited in order, each loading its row of the transposed weights once into
+// registers and adding x times it to the sums of the block's rows that have a nonzero there
+// (rows in order). Each row's sum is thus the bias plus its nonzeros in column order.
 static inline __attribute__((always_inline)) ATTR void
-FN(affine_chunk_)(const int NV, int32_t rows, int32_t inputs, const int32_t *row_starts,
-                  const int32_t *columns, const T *values, const T *wt, int32_t ldw, const T *bias,
-                  T *out, int32_t ldo, int32_t c0, int32_t w, T *acc_block, int32_t *cursor) {
+FN(affine_chunk_)(const int NV, int32_t rows, int32_t inputs, int32_t block_rows,
+                  const int32_t *col_starts, const int32_t *rix, const T *vals, const T *wt,
+                  int32_t ldw, const T *bias, T *out, int32_t ldo, int32_t c0, int32_t w,
+                  int32_t b, T *acc_block) {
     const int width = NV * L;
-    const int32_t input_block = INPUT_BLOCK;
-    VEC b[CHUNK_VECTORS];
-    for (int v = 0; v < NV; v++) b[v] = LOADV(bias + c0 + v * L);
+    const int32_t r0 = b * block_rows, r1 = r0 + block_rows < rows ? r0 + block_rows : rows;
+    VEC bv[CHUNK_VECTORS];
+    for (int v = 0; v < NV; v++) bv[v] = LOADV(bias + c0 + v * L);
+    for (int32_t s = r0; s < r1; s++) {
+        T *a = acc_block + (int64_t)(s - r0) * width;
+        for (int v = 0; v < NV; v++) STOREV(a + v * L, bv[v]);
+    }
+    T *ab = acc_block - (int64_t)r0 * width;
+    const int32_t *cs = col_starts + (int64_t)b * (inputs + 1);
     const T *wc = wt + c0;
-    const int32_t sample_block = SAMPLE_BLOCK;
-    for (int32_t s0 = 0; s0 < rows; s0 += sample_block) {
-        const int32_t s1 = s0 + sample_block < rows ? s0 + sample_block : rows;
-        for (int32_t s = s0; s < s1; s++) {
-            T *a = acc_block + (int64_t)(s - s0) * width;
-            for (int v = 0; v < NV; v++) STOREV(a + v * L, b[v]);
-            cursor[s - s0] = row_starts[s];
+    for (int32_t j = 0; j < inputs; j++) {
+        int32_t e = cs[j];
+        const int32_t end = cs[j + 1];
+        if (e == end) continue;
+        VEC wr[CHUNK_VECTORS];
+        for (int v = 0; v < NV; v++) wr[v] = LOADV(wc + (int64_t)j * ldw + v * L);
+        for (; e < end; e++) {
+            T *a = ab + (int64_t)rix[e] * width;
+            const VEC x = SPLAT(vals[e]);
+            for (int v = 0; v < NV; v++) STOREV(a + v * L, LOADV(a + v * L) + x * wr[v]);
         }
-        for (int32_t j1 = input_block; j1 < inputs + input_block; j1 += input_block) {
-            for (int32_t s = s0; s < s1; s++) {
-                int32_t e = cursor[s - s0];
-                const int32_t end = row_starts[s + 1];
-                if (e == end || columns[e] >= j1) continue;
-                T *a = acc_block + (int64_t)(s - s0) * width;
-                VEC acc[CHUNK_VECTORS];
-                for (int v = 0; v < NV; v++) acc[v] = LOADV(a + v * L);
-                for (; e < end && columns[e] < j1; e++) {
-                    const T *wr = wc + (int64_t)columns[e] * ldw;
-                    const VEC x = SPLAT(values[e]);
-                    for (int v = 0; v < NV; v++) acc[v] = acc[v] + x * LOADV(wr + v * L);
-                }
-                for (int v = 0; v < NV; v++) STOREV(a + v * L, acc[v]);
-                cursor[s - s0] = e;
-            }
-        }
-        for (int32_t s = s0; s < s1; s++) {
-            const T *a = acc_block + (int64_t)(s - s0) * width;
-            T *o = out + (int64_t)s * ldo + c0;
-            for (int32_t k = 0; k < w; k++) o[k] = a[k];
-        }
+    }
+    for (int32_t s = r0; s < r1; s++) {
+        const T *a = acc_block + (int64_t)(s - r0) * width;
+        T *o = out + (int64_t)s * ldo + c0;
+        for (int32_t k = 0; k < w; k++) o[k] = a[k];
     }
 }
 
-ATTR static void FN(affine_)(int32_t rows, int32_t inputs, const int32_t *row_starts,
-                             const int32_t *columns, const T *values, const T *wt, int32_t ldw,
-                             const T *bias, T *out, int32_t ldo, int32_t o0, int32_t o1,
-                             T *acc_block, int32_t *cursor) {
-    for (int32_t c0 = o0; c0 < o1; c0 += CHUNK_VECTORS * L) {
-        int32_t w = o1 - c0 < CHUNK_VECTORS * L ? o1 - c0 : CHUNK_VECTORS * L;
-        int nv = (w + L - 1) / L;
-        switch (nv) {
-#define CASE(n) case n: FN(affine_chunk_)(n, rows, inputs, row_starts, columns, values, wt, ldw, bias, out, ldo, c0, w, acc_block, cursor); break;
-        CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
+ATTR static void FN(affine_)(int32_t rows, int32_t inputs, int32_t block_rows,
+                             const int32_t *col_starts, const int32_t *rix, const T *vals,
+                             const T *wt, int32_t ldw, const T *bias, T *out, int32_t ldo,
+                             int32_t o0, int32_t o1, T *acc_block) {
+    const int32_t blocks = (rows + block_rows - 1) / block_rows;
+    for (int32_t b = 0; b < blocks; b++) {
+        for (int32_t c0 = o0; c0 < o1; c0 += CHUNK_VECTORS * L) {
+            int32_t w = o1 - c0 < CHUNK_VECTORS * L ? o1 - c0 : CHUNK_VECTORS * L;
+            int nv = (w + L - 1) / L;
+            switch (nv) {
+#define CASE(n) case n: FN(affine_chunk_)(n, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, ldo, c0, w, b, acc_block); break;
+            CASE(1) CASE(2) CASE(3) CASE(4) CASE(5) CASE(6) CASE(7) CASE(8)
 #undef CASE
+            }
         }
     }
 }

@@ -18,18 +18,9 @@ typedef double vd4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define SK_X86 0
 #endif
 
-// Rows per block of the forward pass (their sums, SAMPLE_BLOCK x 64 floats, stay in L2) and
-// inputs per slice of the transposed weights. Measured on MNIST (engine-bench --only sparse,
-// Zen 3 under KVM): slices of 96-192 inputs (in L1) were no faster than one slice of all 784
-// (the row's loop restarts cost what L1 saves), so the slice is effectively the whole input.
-#define SAMPLE_BLOCK 256
-#define INPUT_BLOCK_F 1024
-#define INPUT_BLOCK_D 1024
-
 #include <stdlib.h>
 
 // ---- float ----
-#define INPUT_BLOCK INPUT_BLOCK_F
 #define T float
 #define VEC vf8
 #define VECU vf8u
@@ -51,10 +42,8 @@ typedef double vd4u __attribute__((vector_size(32), aligned(8), may_alias));
 #undef VECU
 #undef L
 
-#undef INPUT_BLOCK
 
 // ---- double ----
-#define INPUT_BLOCK INPUT_BLOCK_D
 #define T double
 #define VEC vd4
 #define VECU vd4u
@@ -100,28 +89,20 @@ int sk_uses_avx2(void) {
 #define DISPATCH(name, ty, ...) name##ty##_generic(__VA_ARGS__)
 #endif
 
-void sk_affine_f(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
-                 const float *values, const float *wt, int32_t ldw, const float *bias,
-                 float *out, int32_t ldo, int32_t o0, int32_t o1) {
-    const int32_t sb = SAMPLE_BLOCK;
-    float *acc_block = aligned_alloc(64, sizeof(float) * 64 * (size_t)sb);
-    int32_t *cursor = malloc(sizeof(int32_t) * (size_t)sb);
-    DISPATCH(affine_, f, rows, inputs, row_starts, columns, values, wt, ldw, bias, out, ldo, o0, o1,
-             acc_block, cursor);
+void sk_affine_f(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
+                 const int32_t *rix, const float *vals, const float *wt, int32_t ldw,
+                 const float *bias, float *out, int32_t ldo, int32_t o0, int32_t o1) {
+    float *acc_block = aligned_alloc(64, sizeof(float) * 64 * (size_t)(block_rows > 0 ? block_rows : 1));
+    DISPATCH(affine_, f, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, ldo, o0, o1, acc_block);
     free(acc_block);
-    free(cursor);
 }
 
-void sk_affine_d(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
-                 const double *values, const double *wt, int32_t ldw, const double *bias,
-                 double *out, int32_t ldo, int32_t o0, int32_t o1) {
-    const int32_t sb = SAMPLE_BLOCK;
-    double *acc_block = aligned_alloc(64, sizeof(double) * 32 * (size_t)sb);
-    int32_t *cursor = malloc(sizeof(int32_t) * (size_t)sb);
-    DISPATCH(affine_, d, rows, inputs, row_starts, columns, values, wt, ldw, bias, out, ldo, o0, o1,
-             acc_block, cursor);
+void sk_affine_d(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
+                 const int32_t *rix, const double *vals, const double *wt, int32_t ldw,
+                 const double *bias, double *out, int32_t ldo, int32_t o0, int32_t o1) {
+    double *acc_block = aligned_alloc(64, sizeof(double) * 32 * (size_t)(block_rows > 0 ? block_rows : 1));
+    DISPATCH(affine_, d, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, ldo, o0, o1, acc_block);
     free(acc_block);
-    free(cursor);
 }
 
 void sk_weight_gradient_f(int32_t rows, int32_t inputs, int32_t block_rows,

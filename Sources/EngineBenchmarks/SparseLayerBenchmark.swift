@@ -33,6 +33,14 @@ enum SparseLayerBenchmark {
                     sparse.append(forward.last! + gradient.last!)
                 }
                 let med = { (a: [Double]) in a.sorted()[a.count / 2] * 1e3 }
+                if name.hasPrefix("MNIST") {
+                    // Building the batch: the gather, then each 64-row block's nonzeros sorted by
+                    // column (read by both kernels); part of every sparse step, not in the above.
+                    let build = (0..<max(repetitions / 3, 3)).map { _ in
+                        median(1) { blackHoleSparse(train.batchSparse(batch, as: Float.self)!) }
+                    }
+                    print("threads=\(t) MNIST batch build (gather + column sort): \(fmt(med(build))) ms")
+                }
                 print("threads=\(t) first layer \(name): dense GEMMs \(fmt(med(dense))) ms, sparse \(fmt(med(sparse))) ms "
                       + "(forward \(fmt(med(forward))), weight gradient \(fmt(med(gradient)))), dense/sparse \(fmt(med(dense) / med(sparse)))x")
             }
@@ -40,6 +48,11 @@ enum SparseLayerBenchmark {
     }
 
     static func fmt(_ x: Double) -> String { String(format: "%.2f", x) }
+
+    @inline(never) @_optimize(none)
+    static func blackHoleSparse(_ x: SparseMatrix<Float>) {
+        if x.nonzeroCount < 0 { print("", terminator: "") }
+    }
 
     @inline(never) @_optimize(none)
     static func sink(_ m: Matrix<Float>) {

@@ -1,4 +1,4 @@
-import Engine
+@testable import Engine
 import Foundation
 import Testing
 
@@ -427,5 +427,44 @@ func cpuFeaturesSummary() {
     if FileManager.default.fileExists(atPath: "/proc/cpuinfo") {
         let current = CPUFeatures.current()
         #expect(!current.vendor.isEmpty && !current.flags.isEmpty, "could not read /proc/cpuinfo: \(current)")
+    }
+}
+
+@Test("the Float exp kernel rounds k as rounded(.toNearestOrEven) did: the same bits")
+func floatExpRoundingUnchanged() {
+    typealias V = SIMD8<Float>
+    // The kernel before the rounding by 1.5 * 2^23 (with its clamp, a no-op on these lanes).
+    func former(_ x0: V) -> V {
+        let x = x0.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.37))
+        let k = (x * 1.442_695_04).rounded(.toNearestOrEven)
+        let r = (x - k * 0.693_145_752) - k * 1.428_606_765e-6
+        var p = V(repeating: 1.987_569_15e-4)
+        p = p * r + 1.398_199_950e-3
+        p = p * r + 8.333_451_907e-3
+        p = p * r + 4.166_579_589e-2
+        p = p * r + 1.666_666_546e-1
+        p = p * r + 5.000_000_120e-1
+        p = p * (r * r) + r + 1
+        let shifted = unsafeBitCast(k + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
+        let bits = (shifted &+ 127) &<< 23
+        return p * unsafeBitCast(bits, to: V.self)
+    }
+    var values: [Float] = [0, -0, 87.3, -87.3, 88.3, 1e-30, -1e-30, Float.leastNonzeroMagnitude]
+    // Halfway points of x / ln 2 (ties) and their neighbours, then a sweep of the range.
+    for n in -126...127 {
+        let x = (Float(n) + 0.5) / 1.442_695_04
+        values += [x.nextDown, x, x.nextUp, -x]
+    }
+    var rng = TestRandom(seed: 89)
+    for _ in 0..<20_000 { values.append(rng.uniform(-87.3...88.3)) }
+    // exp8's callers pass only lanes in [-87.3, 88.3] (outsidePolynomialRange).
+    values = values.filter { $0 >= -87.3 && $0 <= 88.3 }
+    while values.count % 8 != 0 { values.append(1) }
+    for i in stride(from: 0, to: values.count, by: 8) {
+        let v = V(values[i..<(i + 8)])
+        let a = FloatKernels.exp8(v), b = former(v)
+        for l in 0..<8 where a[l].bitPattern != b[l].bitPattern {
+            Issue.record("exp8(\(v[l])): \(a[l]) now, \(b[l]) before")
+        }
     }
 }

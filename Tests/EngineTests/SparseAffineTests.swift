@@ -131,3 +131,30 @@ func sparseGatherFromBytes() {
     }!
     #expect(empty.rows == 0 && empty.nonzeroCount == 0 && empty.affine(.zeros(rows: 3, columns: rowLength), .zeros(3)).rows == 0)
 }
+
+@Test("sparse affine: the bits of the bias plus each row's nonzeros added in column order")
+func sparseAffineSummationOrder() {
+    func check<S: TensorScalar>(_: S.Type) {
+        var rng = TestRandom(seed: 83)
+        for (n, i, o, density, empty, dense) in sparseShapes + [(200, 784, 300, 0.19, [], [])] {
+            let x = SparseMatrix<S>(randomSparse(n, i, density: density, emptyRows: empty, denseRows: dense, &rng))
+            let w: Matrix<S> = rng.matrix(o, i)
+            let b: Vector<S> = rng.vector(o)
+            let z = x.affine(w, b, threads: 1)
+            var expected = [S](repeating: 0, count: n * o)
+            for r in 0..<n {
+                for k in 0..<o {
+                    var sum = b[k]
+                    for e in Int(x.rowStarts[r])..<Int(x.rowStarts[r + 1]) {
+                        let product = x.values[e] * w[k, Int(x.columnIndices[e])]
+                        sum = sum + product
+                    }
+                    expected[r * o + k] = sum
+                }
+            }
+            #expect(z.scalars == expected, "\(S.self) \(n)x\(i)->\(o)")
+        }
+    }
+    check(Float.self)
+    check(Double.self)
+}

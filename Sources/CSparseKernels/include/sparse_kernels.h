@@ -14,14 +14,17 @@ extern "C" {
 #endif
 
 /// Forward, outputs [o0, o1) of every row: out[s * ldo + o] = bias[o] + sum over the nonzeros
-/// (j, x) of row s of x * wt[j * ldw + o]. `wt` is the weight matrix transposed (inputs x ldw),
-/// `bias` holds at least `ldw` entries; ldw is a multiple of 8; o0 is a multiple of 8.
-void sk_affine_f(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
-                 const float *values, const float *wt, int32_t ldw, const float *bias,
-                 float *out, int32_t ldo, int32_t o0, int32_t o1);
-void sk_affine_d(int32_t rows, int32_t inputs, const int32_t *row_starts, const int32_t *columns,
-                 const double *values, const double *wt, int32_t ldw, const double *bias,
-                 double *out, int32_t ldo, int32_t o0, int32_t o1);
+/// (j, x) of row s, in column order, of x * wt[j * ldw + o]. The nonzeros come as the column
+/// blocks of `sk_column_blocks_*` (blocks of `block_rows` rows; 64 keeps a block's sums for a
+/// slice of 64 outputs, 16 KB in float, in L1). `wt` is the weight matrix
+/// transposed (inputs x ldw), `bias` holds at least `ldw` entries; ldw is a multiple of 8; o0
+/// is a multiple of 8.
+void sk_affine_f(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
+                 const int32_t *rix, const float *vals, const float *wt, int32_t ldw,
+                 const float *bias, float *out, int32_t ldo, int32_t o0, int32_t o1);
+void sk_affine_d(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
+                 const int32_t *rix, const double *vals, const double *wt, int32_t ldw,
+                 const double *bias, double *out, int32_t ldo, int32_t o0, int32_t o1);
 
 /// Builds, for each block of `block_rows` consecutive rows, the block's nonzeros ordered by
 /// column then row (compressed sparse columns): block b's column j holds entries

@@ -20,6 +20,9 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
     public let columnIndices: [Int32]
     /// The value of each nonzero entry.
     public let values: [Scalar]
+    /// The same entries by blocks of `SparseKernels.blockRows` rows, each block's by column then
+    /// row: what both kernels of `affine` and `weightGradient` read.
+    let columnBlocks: ColumnBlocks<Scalar>
 
     /// Number of stored entries.
     public var nonzeroCount: Int { values.count }
@@ -61,6 +64,7 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
         self.rowStarts = rowStarts
         self.columnIndices = columnIndices
         self.values = values
+        self.columnBlocks = ColumnBlocks(rows, columns, rowStarts, columnIndices, values)
     }
 
     /// The nonzero entries of `dense` (exact zeros are dropped).
@@ -158,20 +162,21 @@ extension SparseMatrix {
         }
         var bias = [Scalar](repeating: 0, count: ldw)
         biases.withUnsafeBufferPointer { b in for i in 0..<n { bias[i] = b[i] } }
+        let blocks = columnBlocks
         return Matrix(rows: rows, columns: n) { out in
-            if n == 0 { return }
+            if n == 0 || rows == 0 { return }
             let o = UncheckedSendable(out.baseAddress!)
-            rowStarts.withUnsafeBufferPointer { rs in
-                columnIndices.withUnsafeBufferPointer { ci in
-                    values.withUnsafeBufferPointer { vs in
+            blocks.colStarts.withUnsafeBufferPointer { cs in
+                blocks.rowIndices.withUnsafeBufferPointer { ri in
+                    blocks.values.withUnsafeBufferPointer { bv in
                         wt.withUnsafeBufferPointer { t in
                             bias.withUnsafeBufferPointer { b in
-                                let p = UncheckedSendable((rs.baseAddress!, ci.baseAddress, vs.baseAddress,
+                                let p = UncheckedSendable((cs.baseAddress!, ri.baseAddress, bv.baseAddress,
                                                            t.baseAddress, b.baseAddress!))
                                 SparseKernels.forEachOutputRange(n, work: nonzeroCount * n, threads: threads) { o0, o1 in
-                                    let (rs, ci, vs, t, b) = p.value
-                                    SparseKernels.affine(Int32(rows), Int32(columns), rs, ci, vs, t, Int32(ldw), b,
-                                                         o.value, Int32(n), o0, o1)
+                                    let (cs, ri, bv, t, b) = p.value
+                                    SparseKernels.affine(Int32(rows), Int32(columns), Int32(SparseKernels.blockRows),
+                                                         cs, ri, bv, t, Int32(ldw), b, o.value, Int32(n), o0, o1)
                                 }
                             }
                         }
@@ -198,31 +203,13 @@ extension SparseMatrix {
         // Each block's nonzeros by column, so that an input's gradient row is summed in
         // registers over the block while the block's rows of g stay in the cache.
         let blockRows = SparseKernels.blockRows
-        let blocks = (rows + blockRows - 1) / blockRows
-        var colStarts = [Int32](repeating: 0, count: blocks * (columns + 1))
-        var blockRowIndex = [Int32](repeating: 0, count: nonzeroCount)
-        var blockValues = [Scalar](repeating: 0, count: nonzeroCount)
-        rowStarts.withUnsafeBufferPointer { rs in
-            columnIndices.withUnsafeBufferPointer { ci in
-                values.withUnsafeBufferPointer { vs in
-                    colStarts.withUnsafeMutableBufferPointer { cs in
-                        blockRowIndex.withUnsafeMutableBufferPointer { ri in
-                            blockValues.withUnsafeMutableBufferPointer { bv in
-                                SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
-                                                           ci.baseAddress, vs.baseAddress, Int32(blockRows),
-                                                           cs.baseAddress!, ri.baseAddress, bv.baseAddress)
-                            }
-                        }
-                    }
-                }
-            }
-        }
+        let blocks = columnBlocks
         return Matrix(rows: n, columns: columns) { out in
             let o = UncheckedSendable(out.baseAddress!)
             g.withUnsafeBufferPointer { gp in
-                colStarts.withUnsafeBufferPointer { cs in
-                    blockRowIndex.withUnsafeBufferPointer { ri in
-                        blockValues.withUnsafeBufferPointer { bv in
+                blocks.colStarts.withUnsafeBufferPointer { cs in
+                    blocks.rowIndices.withUnsafeBufferPointer { ri in
+                        blocks.values.withUnsafeBufferPointer { bv in
                             let p = UncheckedSendable((cs.baseAddress!, ri.baseAddress, bv.baseAddress, gp.baseAddress!))
                             SparseKernels.forEachOutputRange(n, work: nonzeroCount * n, threads: threads) { o0, o1 in
                                 let (cs, ri, bv, gp) = p.value
@@ -237,11 +224,52 @@ extension SparseMatrix {
     }
 }
 
+/// A sparse matrix's entries by blocks of `SparseKernels.blockRows` rows, each block's ordered by
+/// column then row (compressed sparse columns per block; `sk_column_blocks_*`): built once with
+/// the matrix, read by both the forward pass and the weight gradient.
+final class ColumnBlocks<Scalar: TensorScalar>: Sendable {
+    /// Block b's column j is entries `colStarts[b * (columns + 1) + j] ..< colStarts[b * (columns + 1) + j + 1]`.
+    let colStarts: [Int32]
+    /// The row of each entry.
+    let rowIndices: [Int32]
+    /// The value of each entry.
+    let values: [Scalar]
+
+    init(_ rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
+        let blockRows = SparseKernels.blockRows
+        let blocks = (rows + blockRows - 1) / blockRows
+        var colStarts = [Int32](repeating: 0, count: blocks * (columns + 1))
+        var rowIndices = [Int32](repeating: 0, count: values.count)
+        var blockValues = [Scalar](repeating: 0, count: values.count)
+        if blocks > 0 {
+            rowStarts.withUnsafeBufferPointer { rs in
+                columnIndices.withUnsafeBufferPointer { ci in
+                    values.withUnsafeBufferPointer { vs in
+                        colStarts.withUnsafeMutableBufferPointer { cs in
+                            rowIndices.withUnsafeMutableBufferPointer { ri in
+                                blockValues.withUnsafeMutableBufferPointer { bv in
+                                    SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
+                                                               ci.baseAddress, vs.baseAddress, Int32(blockRows),
+                                                               cs.baseAddress!, ri.baseAddress, bv.baseAddress)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.colStarts = colStarts
+        self.rowIndices = rowIndices
+        self.values = blockValues
+    }
+}
+
 /// The C kernels behind `SparseMatrix`, routed by scalar type.
 @usableFromInline
 enum SparseKernels {
-    /// Rows per block of the weight gradient: a block's rows of a 64-column slice of `g` (16 KB
-    /// in Float) stay in L1 (measured on MNIST: 64 and 128 alike, 256 and 512 slower).
+    /// Rows per block of both kernels: a block's rows of a 64-column slice of `g` (gradient) or of
+    /// the sums (forward), 16 KB in Float, stay in L1 (measured on MNIST: 64 and 128 alike, 256
+    /// and 512 slower, 32 slower in the forward pass).
     static let blockRows = 64
 
     /// Calls `body` on output ranges that split `0..<outputs` at multiples of 8 between
@@ -269,15 +297,16 @@ enum SparseKernels {
         p.map { UnsafeMutableRawPointer($0).assumingMemoryBound(to: T.self) }
     }
 
-    static func affine<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ rs: UnsafePointer<Int32>, _ ci: UnsafePointer<Int32>?,
-                                        _ vs: UnsafePointer<S>?, _ wt: UnsafePointer<S>?, _ ldw: Int32,
+    static func affine<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ blockRows: Int32,
+                                        _ cs: UnsafePointer<Int32>, _ ri: UnsafePointer<Int32>?,
+                                        _ bv: UnsafePointer<S>?, _ wt: UnsafePointer<S>?, _ ldw: Int32,
                                         _ bias: UnsafePointer<S>, _ out: UnsafeMutablePointer<S>, _ ldo: Int32,
                                         _ o0: Int32, _ o1: Int32) {
         if S.self == Float.self {
-            sk_affine_f(rows, inputs, rs, ci, typed(vs, Float.self), typed(wt, Float.self), ldw,
+            sk_affine_f(rows, inputs, blockRows, cs, ri, typed(bv, Float.self), typed(wt, Float.self), ldw,
                         typed(bias, Float.self), typed(out, Float.self), ldo, o0, o1)
         } else if S.self == Double.self {
-            sk_affine_d(rows, inputs, rs, ci, typed(vs, Double.self), typed(wt, Double.self), ldw,
+            sk_affine_d(rows, inputs, blockRows, cs, ri, typed(bv, Double.self), typed(wt, Double.self), ldw,
                         typed(bias, Double.self), typed(out, Double.self), ldo, o0, o1)
         } else {
             fatalError("SparseMatrix supports Float and Double, not \(S.self)")

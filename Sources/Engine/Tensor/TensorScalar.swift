@@ -153,12 +153,18 @@ enum FloatKernels {
         (x .> 88.3) .| (x .< -87.3) .| (x .!= x)
     }
 
+    /// e^x on lanes inside the polynomial's range (callers check `outsidePolynomialRange`
+    /// first, so no lane is NaN or outside [-87.3, 88.3]).
     @inline(__always)
-    static func exp8(_ x0: V) -> V {
+    static func exp8(_ x: V) -> V {
         // e^x = 2^k * e^r with k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two parts
         // for exactness), e^r by a degree-6 Taylor/minimax polynomial on |r| <= ln2/2.
-        let x = x0.clamped(lowerBound: V(repeating: -87.3), upperBound: V(repeating: 88.37))
-        let k = (x * 1.442_695_04).rounded(.toNearestOrEven)
+        // Rounding to the nearest integer (ties to even) by adding and subtracting 1.5 * 2^23,
+        // exact for |x / ln 2| < 2^22: the same k as `rounded(.toNearestOrEven)` (up to the
+        // sign of a zero k, which changes no result below) without a libm call per lane when
+        // the target lacks SSE4.1's roundps (the default x86-64 one does).
+        let t = x * 1.442_695_04
+        let k = (t + 12_582_912) - 12_582_912
         let r = (x - k * 0.693_145_752) - k * 1.428_606_765e-6
         var p = V(repeating: 1.987_569_15e-4)
         p = p * r + 1.398_199_950e-3
