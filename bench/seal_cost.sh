@@ -2,13 +2,14 @@
 # The cost of sealed frames (--secret-file) on a training step at batch 5000, measured two ways
 # in alternating runs of `coordinator --local 2` (release build):
 #   - CPU: the task-clock of the coordinator and its workers (perf stat follows the children)
-#     over 40 steps minus that over 10 steps, so start-up and the data sets' transfer cancel;
-#     this is steady on a shared machine;
+#     over 100 steps (SEAL_COST_STEPS) minus that over 10 steps, so that start-up and the data
+#     sets' transfer cancel; steadier than wall time on a shared machine;
 #   - wall: the median of the per-step "seconds" of the metrics (steps 2-40), which is what a
 #     user waits for, but moves with the machine's load.
 # Usage: bash bench/seal_cost.sh [PAIRS=3] [extra coordinator options, e.g. --compression zstd]
 set -euo pipefail
 pairs=${1:-3}; shift || true
+long_steps=${SEAL_COST_STEPS:-100}
 options=("$@")
 bin=$(swift build -c release --show-bin-path)
 work=$(mktemp -d)
@@ -31,13 +32,15 @@ print(f"{cpu:.1f} {statistics.median(steps) * 1e3:.2f} {lines[-1]['model_sha256'
 PY
 }
 
-echo "pair mode cpu_ms(40 steps - 10 steps) per_step_cpu_ms wall_step_ms sha"
+echo "pair mode cpu_ms($long_steps steps - 10 steps) per_step_cpu_ms wall_step_ms sha"
 for i in $(seq 1 "$pairs"); do
-    for mode in plain sealed; do
+    # ABBA order: a drift within a pair does not always favour the same side.
+    order="plain sealed"; [ $((i % 2)) = 0 ] && order="sealed plain"
+    for mode in $order; do
         short=$(run $mode 10 "$mode-$i-10")
-        long=$(run $mode 40 "$mode-$i-40")
-        read -r c10 _ _ <<<"$short"; read -r c40 w40 sha <<<"$long"
-        python3 -c "print($i, '$mode', round($c40 - $c10, 1), round(($c40 - $c10) / 30, 2), $w40, '$sha')"
+        long=$(run $mode "$long_steps" "$mode-$i-long")
+        read -r c10 _ _ <<<"$short"; read -r cl wl sha <<<"$long"
+        python3 -c "print($i, '$mode', round($cl - $c10, 1), round(($cl - $c10) / ($long_steps - 10), 2), $wl, '$sha')"
     done
 done | tee "$work/summary"
 python3 - "$work/summary" <<'PY'
