@@ -124,19 +124,12 @@ if __name__ == "__main__":
             runs.append(max(results.values()))
         print(f"torch DDP gloo, 2 processes x 1 thread: one epoch {median(runs):.3f} s "
               f"(runs: {', '.join(f'{t:.3f}' for t in runs)})")
-        torch.set_num_threads(2)
-        single = []
-        for r in range(3):
-            net = network(); opt = torch.optim.Adam(net.parameters(), lr=0.01)
-            epoch(net, opt, 0, 1, steps=2)
-            single.append(epoch(net, opt, 0, 1))
-        print(f"torch one process, 2 threads: one epoch {median(single):.3f} s "
-              f"(runs: {', '.join(f'{t:.3f}' for t in single)})")
-        torch.set_num_threads(1)
-        single = []
-        for r in range(3):
-            net = network(); opt = torch.optim.Adam(net.parameters(), lr=0.01)
-            epoch(net, opt, 0, 1, steps=2)
-            single.append(epoch(net, opt, 0, 1))
-        print(f"torch one process, 1 thread: one epoch {median(single):.3f} s "
-              f"(runs: {', '.join(f'{t:.3f}' for t in single)})")
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            single = []
+            for r in range(3):
+                net = network(); opt = torch.optim.Adam(net.parameters(), lr=0.01)
+                epoch(net, opt, 0, 1, steps=2)
+                single.append(epoch(net, opt, 0, 1))
+            print(f"torch one process, {threads} thread(s): one epoch {median(single):.3f} s "
+                  f"(runs: {', '.join(f'{t:.3f}' for t in single)})")
