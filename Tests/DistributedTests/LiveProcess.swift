@@ -47,6 +47,27 @@ final class LiveProcess: @unchecked Sendable {
         return false
     }
 
+    /// Sends `signal` `delay` milliseconds after stdout first contains `text`, timed by a thread
+    /// of its own: a test's tasks can wait seconds for a turn while other suites keep Swift's
+    /// cooperative threads busy, and a kill that late may land after the run has ended. Returns
+    /// whether the text appeared (and the signal was sent) within `timeout` seconds.
+    func signal(_ signal: Int32, milliseconds delay: Int, afterOutput text: String, timeout: Double = 120) async -> Bool {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+            Thread { [self] in
+                let deadline = Date().addingTimeInterval(timeout)
+                while Date() < deadline && process.isRunning {
+                    if out.text.contains(text) {
+                        usleep(useconds_t(delay * 1000))
+                        kill(pid, signal)
+                        return continuation.resume(returning: true)
+                    }
+                    usleep(2000)
+                }
+                continuation.resume(returning: false)
+            }.start()
+        }
+    }
+
     /// Waits for the process to end (killing it after `timeout` seconds) and returns what it left.
     func finish(timeout: Double = 120) async throws -> ProcessOutcome {
         let deadline = Date().addingTimeInterval(timeout)
