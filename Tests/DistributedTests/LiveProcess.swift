@@ -47,23 +47,26 @@ final class LiveProcess: @unchecked Sendable {
         return false
     }
 
-    /// Sends `signal` `delay` milliseconds after stdout first contains `text`, timed by a thread
-    /// of its own: a test's tasks can wait seconds for a turn while other suites keep Swift's
-    /// cooperative threads busy, and a kill that late may land after the run has ended. Returns
-    /// whether the text appeared (and the signal was sent) within `timeout` seconds.
-    func signal(_ signal: Int32, milliseconds delay: Int, afterOutput text: String, timeout: Double = 120) async -> Bool {
-        await withCheckedContinuation { (continuation: CheckedContinuation<Bool, Never>) in
+    /// Sends `signal` to `target` (default: this process) `delay` milliseconds after stdout first
+    /// contains `text`, timed by a thread of its own: a test's tasks can wait seconds for a turn
+    /// while other suites keep Swift's cooperative threads busy, and a signal that late may land
+    /// after the run has ended. Returns when the signal was sent, or nil when the text did not
+    /// appear within `timeout` seconds (or the process ended first).
+    @discardableResult
+    func signal(_ signal: Int32, to target: Int32? = nil, milliseconds delay: Int = 0, afterOutput text: String,
+                timeout: Double = 120) async -> Date? {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Date?, Never>) in
             Thread { [self] in
                 let deadline = Date().addingTimeInterval(timeout)
                 while Date() < deadline && process.isRunning {
                     if out.text.contains(text) {
-                        usleep(useconds_t(delay * 1000))
-                        kill(pid, signal)
-                        return continuation.resume(returning: true)
+                        if delay > 0 { usleep(useconds_t(delay * 1000)) }
+                        kill(target ?? pid, signal)
+                        return continuation.resume(returning: Date())
                     }
                     usleep(2000)
                 }
-                continuation.resume(returning: false)
+                continuation.resume(returning: nil)
             }.start()
         }
     }

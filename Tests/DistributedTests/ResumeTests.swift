@@ -27,7 +27,7 @@ struct ResumeTests {
             let coordinator = try LiveProcess(coordinatorPath, arguments)
             let delay = Int.random(in: 0...200, using: &generator)
             let killed = await coordinator.signal(SIGKILL, milliseconds: delay, afterOutput: String(format: "checkpoint-%09d", after))
-            try #require(killed, "round \(round): no checkpoint of step \(after):\n\(coordinator.stdout)")
+            try #require(killed != nil, "round \(round): no checkpoint of step \(after):\n\(coordinator.stdout)")
             _ = try await coordinator.finish(timeout: 10)
             let workers = Self.localWorkerPIDs(coordinator.stdout)
             print("[DistributedTests] round \(round): killed the coordinator \(delay) ms after checkpoint \(after)")

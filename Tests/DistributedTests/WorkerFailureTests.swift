@@ -42,9 +42,9 @@ struct WorkerFailureTests {
         defer { a.stop(); b.stop() }
         let metrics = try temporaryDirectory("sigkill").appendingPathComponent("run.jsonl").path
         let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
-        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
-        kill(a.process.processIdentifier, SIGKILL)
-        let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost", in: run, since: Date(), timeout: 10)
+        let killed = try #require(await run.signal(SIGKILL, to: a.process.processIdentifier, afterOutput: "(Batch 3)"),
+                                  "the run did not get to batch 3:\n\(run.stdout)")
+        let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost", in: run, since: killed, timeout: 10)
         print("[DistributedTests] SIGKILL noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never")")
         #expect((noticed ?? .infinity) < 2, "a killed worker's closed connection was not noticed within 2 s")
         let outcome = try await run.finish()
@@ -59,9 +59,8 @@ struct WorkerFailureTests {
         defer { kill(a.process.processIdentifier, SIGCONT); a.stop(); b.stop() }
         let metrics = try temporaryDirectory("sigstop").appendingPathComponent("run.jsonl").path
         let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
-        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
-        let stopped = Date()
-        kill(a.process.processIdentifier, SIGSTOP)
+        let stopped = try #require(await run.signal(SIGSTOP, to: a.process.processIdentifier, afterOutput: "(Batch 3)"),
+                                   "the run did not get to batch 3:\n\(run.stdout)")
         let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost (no answer to heartbeats", in: run,
                                                   since: stopped, timeout: 20)
         print("[DistributedTests] SIGSTOP noticed after \(noticed.map { String(format: "%.2f s", $0) } ?? "never") (--worker-timeout 3)")
@@ -81,8 +80,8 @@ struct WorkerFailureTests {
         defer { a.stop(); b.stop() }
         let metrics = try temporaryDirectory("restart").appendingPathComponent("run.jsonl").path
         let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
-        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
-        kill(a.process.processIdentifier, SIGKILL)
+        try #require(await run.signal(SIGKILL, to: a.process.processIdentifier, afterOutput: "(Batch 3)") != nil,
+                     "the run did not get to batch 3:\n\(run.stdout)")
         a.process.waitUntilExit()
         let again = try BackgroundWorker(executable: workerPath, port: a.port)
         defer { again.stop() }
@@ -97,12 +96,13 @@ struct WorkerFailureTests {
     func localWorkerRestarted() async throws {
         let metrics = try temporaryDirectory("local-restart").appendingPathComponent("run.jsonl").path
         let run = try Self.coordinator(["--local", "2", "--metrics", metrics])
-        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
+        try #require(try await run.waitForOutput("(Batch 1)"), "the run did not get to batch 1:\n\(run.stdout)")
         let pids = ResumeTests.localWorkerPIDs(run.stdout)
         let pid = try #require(pids.first, "no worker pid in the output:\n\(run.stdout)")
-        kill(pid, SIGKILL)
+        let killed = try #require(await run.signal(SIGKILL, to: pid, afterOutput: "(Batch 3)"),
+                                  "the run did not get to batch 3:\n\(run.stdout)")
         let restarted = try await Self.secondsUntil("(pid \(pid)) was killed by signal 9; starting it again", in: run,
-                                                    since: Date(), timeout: 10)
+                                                    since: killed, timeout: 10)
         #expect(restarted != nil, "the coordinator did not start the killed local worker again:\n\(run.stdout)")
         let back = try await Self.secondsUntil(" is back after", in: run, since: Date(), timeout: 30)
         print("[DistributedTests] local worker restarted after \(restarted.map { String(format: "%.2f s", $0) } ?? "never"), used again after \(back.map { String(format: "%.2f s", $0) } ?? "never")")
@@ -120,9 +120,8 @@ struct WorkerFailureTests {
         let metrics = directory.appendingPathComponent("run.jsonl").path
         let checkpoints = directory.appendingPathComponent("ckpt").path
         let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port)", "--metrics", metrics, "--checkpoint-dir", checkpoints])
-        try #require(try await run.waitForOutput("(Batch 3)"), "the run did not get to batch 3:\n\(run.stdout)")
-        let killed = Date()
-        kill(a.process.processIdentifier, SIGKILL)
+        let killed = try #require(await run.signal(SIGKILL, to: a.process.processIdentifier, afterOutput: "(Batch 3)"),
+                                  "the run did not get to batch 3:\n\(run.stdout)")
         let outcome = try await run.finish(timeout: 30)
         let seconds = Date().timeIntervalSince(killed)
         print("[DistributedTests] the coordinator stopped \(String(format: "%.2f", seconds)) s after its only worker died")
