@@ -8,7 +8,7 @@ import Glibc
 /// A process a test runs in the background and acts on while it runs: waits for a line of
 /// its output, sends it signals, then waits for it to end.
 final class LiveProcess: @unchecked Sendable {
-    let process = Process()
+    let process: Process
     let command: String
     private let started = Date()
     private let out: PipeDrain
@@ -18,19 +18,10 @@ final class LiveProcess: @unchecked Sendable {
          verb: String = "starting") throws {
         command = ([URL(fileURLWithPath: executable).lastPathComponent] + arguments).joined(separator: " ")
         print("[DistributedTests] \(verb): \(command)")
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        process.currentDirectoryURL = FileManager.default.temporaryDirectory
-        var environment = ProcessInfo.processInfo.environment
-        environment.merge(extra) { _, new in new }
-        process.environment = environment
-        let o = Pipe(), e = Pipe()
-        process.standardOutput = o
-        process.standardError = e
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        out = PipeDrain(o.fileHandleForReading)
-        err = PipeDrain(e.fileHandleForReading)
+        let (process, o, e) = try startProcess(executable, arguments, environment: extra)
+        self.process = process
+        out = PipeDrain(o)
+        err = PipeDrain(e)
     }
 
     var pid: Int32 { process.processIdentifier }

@@ -105,19 +105,19 @@ final class NamespaceLab: @unchecked Sendable {
         (ip, ["netns", "exec", namespace(host)] + command)
     }
 
+    /// A worker in `host`'s namespace listening on its address and `port` (no secret: `--insecure`).
+    func startWorker(host: Int, port: Int, executable: String) throws -> BackgroundWorker {
+        let (launcher, prefix) = exec(host: host, [])
+        return try BackgroundWorker(executable: executable, listen: "\(address(host)):\(port)",
+                                    arguments: ["--insecure"], launcher: [launcher] + prefix)
+    }
+
     /// Runs `ip arguments` to its end; throws with its stderr when it fails. Returns its stdout.
     @discardableResult
     func run(_ arguments: [String]) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: ip)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        let outData = out.fileHandleForReading.readDataToEndOfFile()
-        let errData = err.fileHandleForReading.readDataToEndOfFile()
+        let (process, out, err) = try startProcess(ip, arguments)
+        let outData = out.readDataToEndOfFile()
+        let errData = err.readDataToEndOfFile()
         process.waitUntilExit()
         guard process.terminationStatus == 0 else {
             let message = String(decoding: errData, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
@@ -138,47 +138,6 @@ final class NamespaceLab: @unchecked Sendable {
     }
 
     deinit { destroy() }
-}
-
-/// A `worker` started by a test with any launcher in front (`ip netns exec NS`, ...), listening
-/// where the test says; stopped when the value goes away.
-///
-/// Not started with `--exit-with-parent`: its PR_SET_PDEATHSIG fires when the *thread* that
-/// spawned the worker exits, not the process, and a test's threads come and go (a worker spawned
-/// from a thread that then exited was killed at once, measured). The tests stop their workers
-/// in `defer`.
-final class LaunchedWorker: @unchecked Sendable {
-    let process = Process()
-    let address: String
-    private var stderrDrain: PipeDrain?
-
-    init(launcher: String, prefix: [String], worker: String, listen: String, timeout: Double = 30) throws {
-        let arguments = prefix + [worker, "--listen", listen, "--threads", "1"] + ["--insecure"]
-        print("[DistributedTests] starting: \(arguments.joined(separator: " "))")
-        process.executableURL = URL(fileURLWithPath: launcher)
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        stderrDrain = PipeDrain(err.fileHandleForReading)
-        let line = BackgroundWorker.firstLine(of: out.fileHandleForReading, timeout: timeout)
-        guard let line, let range = line.range(of: "listening on "),
-              let bound = line[range.upperBound...].split(separator: " ").first else {
-            process.terminate()
-            process.waitUntilExit()
-            throw WorkerStartFailure(line: (line ?? "(nothing)") + "; stderr: " + (stderrDrain?.text ?? ""))
-        }
-        address = String(bound)
-        _ = PipeDrain(out.fileHandleForReading)
-    }
-
-    var stderr: String { stderrDrain?.text ?? "" }
-
-    func stop() { stopProcess(process) }
-
-    deinit { stop() }
 }
 
 /// Loopback `--local 2` runs of the tiny options, made once per argument list and shared by the

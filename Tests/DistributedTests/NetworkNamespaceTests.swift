@@ -15,11 +15,7 @@ struct NetworkNamespaceTests {
         let lab = try NamespaceLab.makeOrSkip(hosts: 3)
         defer { lab.destroy() }
         let (coordinator, worker) = try Products.require()
-        let workers = try (1...2).map { host in
-            let (launcher, prefix) = lab.exec(host: host, [])
-            return try LaunchedWorker(launcher: launcher, prefix: prefix, worker: worker,
-                                      listen: "\(lab.address(host)):\(Self.port)")
-        }
+        let workers = try (1...2).map { try lab.startWorker(host: $0, port: Self.port, executable: worker) }
         defer { workers.forEach { $0.stop() } }
         let directory = try temporaryDirectory("netns")
         defer { try? FileManager.default.removeItem(at: directory) }
@@ -56,11 +52,7 @@ struct NetworkNamespaceTests {
         let lab = try NamespaceLab.makeOrSkip(hosts: 3)
         defer { lab.destroy() }
         let (coordinator, worker) = try Products.require()
-        let workers = try (1...2).map { host in
-            let (launcher, prefix) = lab.exec(host: host, [])
-            return try LaunchedWorker(launcher: launcher, prefix: prefix, worker: worker,
-                                      listen: "\(lab.address(host)):\(Self.port)")
-        }
+        let workers = try (1...2).map { try lab.startWorker(host: $0, port: Self.port, executable: worker) }
         defer { workers.forEach { $0.stop() } }
         let directory = try temporaryDirectory("netns-down")
         defer { try? FileManager.default.removeItem(at: directory) }

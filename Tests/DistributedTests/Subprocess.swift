@@ -117,40 +117,59 @@ func stopProcess(_ process: Process) {
     process.waitUntilExit()
 }
 
+/// Starts `executable` with `arguments`, the test's environment plus `extra`, standard input
+/// from /dev/null, standard output and error piped, in the temporary directory.
+func startProcess(_ executable: String, _ arguments: [String], environment extra: [String: String] = [:]) throws
+    -> (process: Process, stdout: FileHandle, stderr: FileHandle)
+{
+    let process = Process()
+    process.executableURL = URL(fileURLWithPath: executable)
+    process.arguments = arguments
+    process.currentDirectoryURL = FileManager.default.temporaryDirectory
+    var environment = ProcessInfo.processInfo.environment
+    environment.merge(extra) { _, new in new }
+    process.environment = environment
+    let out = Pipe(), err = Pipe()
+    process.standardOutput = out
+    process.standardError = err
+    process.standardInput = FileHandle.nullDevice
+    try process.run()
+    return (process, out.fileHandleForReading, err.fileHandleForReading)
+}
+
 /// A `worker` process the test started itself; stopped when the value goes away.
 final class BackgroundWorker: @unchecked Sendable {
-    let process = Process()
+    let process: Process
+    /// The address the worker says it listens on (`host:port`).
+    let address: String
     let port: Int
     private let stderrDrain: PipeDrain
 
-    /// Starts `worker --listen LISTEN --threads 1 ARGUMENTS` (LISTEN by default
-    /// 127.0.0.1:PORT; port 0: any free one) and reads the port it prints.
+    /// Starts `worker --listen LISTEN --threads 1 --exit-with-parent ARGUMENTS` (LISTEN by
+    /// default 127.0.0.1:PORT; port 0: any free one), behind `launcher` when one is given (a
+    /// command prefix such as `ip netns exec NS`, which must exec the worker, not fork it), and
+    /// reads the address it prints.
     init(executable: String, port: Int = 0, environment extra: [String: String] = [:], timeout: Double = 30,
-         listen: String? = nil, arguments more: [String] = []) throws {
+         listen: String? = nil, arguments more: [String] = [], launcher: [String] = []) throws {
         let arguments = ["--listen", listen ?? "127.0.0.1:\(port)", "--threads", "1", "--exit-with-parent"] + more
-        print("[DistributedTests] starting: worker \(arguments.joined(separator: " "))")
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        var environment = ProcessInfo.processInfo.environment
-        environment.merge(extra) { _, new in new }
-        process.environment = environment
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        stderrDrain = PipeDrain(err.fileHandleForReading)
-        let line = Self.firstLine(of: out.fileHandleForReading, timeout: timeout)
+        let command = launcher + [executable] + arguments
+        print("[DistributedTests] starting: \(command.map { URL(fileURLWithPath: $0).lastPathComponent }.joined(separator: " "))")
+        let (process, out, err) = try startProcess(command[0], Array(command.dropFirst()), environment: extra)
+        self.process = process
+        stderrDrain = PipeDrain(err)
+        let line = Self.firstLine(of: out, timeout: timeout)
         guard let line, let range = line.range(of: "listening on "),
               let address = line[range.upperBound...].split(separator: " ").first,
               let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
             process.terminate()
-            throw WorkerStartFailure(line: line ?? "(nothing)")
+            process.waitUntilExit()
+            throw WorkerStartFailure(line: (line ?? "(nothing)") + "; stderr: " + stderrDrain.text)
         }
+        self.address = String(address)
         self.port = port
         // Keep draining stdout so the worker never blocks on a full pipe.
-        _ = PipeDrain(out.fileHandleForReading)
-        print("[DistributedTests] worker listening on 127.0.0.1:\(port)")
+        _ = PipeDrain(out)
+        print("[DistributedTests] worker listening on \(address)")
     }
 
     var stderr: String { stderrDrain.text }
