@@ -170,16 +170,10 @@ public struct CheckpointDirectory: Sendable {
     /// Parses a checkpoint's bytes; `path` only names the file in errors.
     public static func decode(_ bytes: [UInt8], path: String) throws -> (TrainingState, RunFingerprint) {
         func fail(_ problem: String) -> CheckpointError { CheckpointError(path: path, problem: problem) }
-        guard bytes.count >= magic.count + 4 + 32, Array(bytes.prefix(magic.count)) == magic else {
-            throw fail("is not a checkpoint (no BPCKPT01 header; a partial or foreign file)")
-        }
-        let body = bytes[..<(bytes.count - 32)]
-        guard Array(SHA256.hash(data: Array(body))) == Array(bytes.suffix(32)) else {
-            throw fail("is damaged (checksum mismatch)")
-        }
+        let body = try ModelFile.verifiedBody(
+            bytes, magic: magic, notThisKind: "is not a checkpoint (no BPCKPT01 header; a partial or foreign file)", fail)
         var offset = magic.count
-        let length = Int(UInt32(body[offset]) | UInt32(body[offset + 1]) << 8 | UInt32(body[offset + 2]) << 16
-            | UInt32(body[offset + 3]) << 24)
+        let length = Int(ModelFile.uint32(body, at: offset)!)  // verifiedBody: at least 4 bytes follow the magic
         offset += 4
         guard length <= body.count - offset else { throw fail("has a header longer than the file") }
         let header: Header

@@ -56,19 +56,11 @@ public enum ModelFile {
     /// Parses a model file's bytes; `path` only names the file in errors.
     public static func decode(_ bytes: [UInt8], path: String = "model") throws -> Network<Float> {
         func fail(_ problem: String) -> ModelFileError { ModelFileError(path: path, problem: problem) }
-        guard bytes.count >= magic.count + 4 + 32, Array(bytes.prefix(magic.count)) == magic else {
-            throw fail("is not a model file (no BPMODEL1 header)")
-        }
-        let body = bytes[..<(bytes.count - 32)]
-        guard Array(SHA256.hash(data: Array(body))) == Array(bytes.suffix(32)) else {
-            throw fail("is damaged (checksum mismatch)")
-        }
+        let body = try verifiedBody(bytes, magic: magic, notThisKind: "is not a model file (no BPMODEL1 header)", fail)
         var offset = magic.count
         func u32() -> UInt32? {
-            guard offset + 4 <= body.count else { return nil }
             defer { offset += 4 }
-            return UInt32(body[offset]) | UInt32(body[offset + 1]) << 8 | UInt32(body[offset + 2]) << 16
-                | UInt32(body[offset + 3]) << 24
+            return uint32(body, at: offset)
         }
         guard let n = u32(), n >= 2, n <= 64 else { throw fail("has an invalid number of layers") }
         var sizes = [Int]()
@@ -88,6 +80,28 @@ public enum ModelFile {
 
     static func append(_ value: UInt32, to bytes: inout [UInt8]) {
         bytes += [UInt8(value & 0xFF), UInt8(value >> 8 & 0xFF), UInt8(value >> 16 & 0xFF), UInt8(value >> 24)]
+    }
+
+    /// The little-endian UInt32 at `offset` of `bytes`, or nil past their end.
+    static func uint32(_ bytes: ArraySlice<UInt8>, at offset: Int) -> UInt32? {
+        guard offset >= bytes.startIndex, offset + 4 <= bytes.endIndex else { return nil }
+        return UInt32(bytes[offset]) | UInt32(bytes[offset + 1]) << 8 | UInt32(bytes[offset + 2]) << 16
+            | UInt32(bytes[offset + 3]) << 24
+    }
+
+    /// `bytes` without the SHA-256 that ends them, once they are known to start with `magic`,
+    /// to hold at least a 4-byte field, and to match that checksum: the frame of model files
+    /// and checkpoints. Otherwise throws `fail(notThisKind)` or `fail("is damaged (checksum mismatch)")`.
+    static func verifiedBody<E: Error>(_ bytes: [UInt8], magic: [UInt8], notThisKind: String,
+                                       _ fail: (String) -> E) throws -> ArraySlice<UInt8> {
+        guard bytes.count >= magic.count + 4 + 32, Array(bytes.prefix(magic.count)) == magic else {
+            throw fail(notThisKind)
+        }
+        let body = bytes[..<(bytes.count - 32)]
+        guard Array(SHA256.hash(data: Array(body))) == Array(bytes.suffix(32)) else {
+            throw fail("is damaged (checksum mismatch)")
+        }
+        return body
     }
 }
 
