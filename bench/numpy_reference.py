@@ -1,17 +1,14 @@
 """Peer numbers for BENCHMARKS.md: the same network in numpy (float32), measured in the same
 session as engine-bench. Usage: OPENBLAS_NUM_THREADS=1 python3 bench/numpy_reference.py [data/mnist]
 Prints seconds per 5000-point per-sample SGD batch and ms per batched 5000-point step."""
-import gzip, os, sys, time
+import os, sys, time
 import numpy as np
+import mnist_idx
 
 root = sys.argv[1] if len(sys.argv) > 1 else "data/mnist"
 
 def idx(name):
-    with gzip.open(os.path.join(root, name + ".gz")) as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    return mnist_idx.idx(root, name)
 
 X = idx("train-images-idx3-ubyte").reshape(60000, 784).astype(np.float32) / 255
 Y = idx("train-labels-idx1-ubyte").astype(np.int64)

@@ -11,8 +11,9 @@ The same 784-300-100-10 network (logistic hidden layers, softmax cross-entropy, 
 
 PyTorch comes from PyPI (`pip install torch`); CPU only here.
 """
-import gzip, os, sys, time
+import os, sys, time
 import numpy as np
+import mnist_idx
 import torch
 import torch.nn.functional as F
 
@@ -21,11 +22,7 @@ root = sys.argv[2] if len(sys.argv) > 2 else "data/mnist"
 
 
 def idx(name):
-    with gzip.open(os.path.join(root, name + ".gz")) as f:
-        data = f.read()
-    dims = data[3]
-    shape = [int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(dims)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+    return mnist_idx.idx(root, name)
 
 
 X = torch.from_numpy(idx("train-images-idx3-ubyte").reshape(60000, 784).astype(np.float32) / 255)
