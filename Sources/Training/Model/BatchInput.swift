@@ -14,9 +14,9 @@ public enum BatchInput<Scalar: TensorScalar>: Sendable {
     case sparse(SparseMatrix<Scalar>)
 
     /// Batches at most this dense (nonzero inputs over all inputs) go sparse. Measured with
-    /// `engine-bench --only sparse` on the 784-300 first layer (BENCHMARKS.md): on one thread
-    /// the sparse forward-and-weight-gradient breaks even with the two dense GEMMs at ~30%
-    /// density, on two at ~19% (MNIST batches: 19%).
+    /// `engine-bench --only sparse` on the 784-300 first layer (BENCHMARKS.md): the sparse
+    /// forward-and-weight-gradient breaks even with the two dense GEMMs at about 50% density on
+    /// one and on two threads (MNIST batches: 19%); the limit was set when that was ~30% and ~19%.
     public static var sparseDensityLimit: Double { 0.25 }
 
     /// Number of samples.
@@ -82,18 +82,8 @@ public func runLayer<S>(_ layer: BVar<Layer<S>>, sparseBatch x: SparseMatrix<S>)
 @_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, batch x: BatchInput<S>) -> BVar<Matrix<S>> {
     switch x {
-    case .dense(let m):
-        return logits(net, batch: constVar(m))
-    case .sparse(let s):
-        let depth = net.value.layers.count
-        let layers = net[Lenses.layers()]
-        var h = runLayer(layers[0], sparseBatch: s)
-        if depth > 1 { h = logistic(h) }
-        for i in 1..<max(depth, 1) {
-            let z = runLayer(layers[i], batch: h)
-            h = i == depth - 1 ? z : logistic(z)
-        }
-        return h
+    case .dense(let m): logits(net, batch: constVar(m))
+    case .sparse(let s): logits(net) { runLayer($0, sparseBatch: s) }
     }
 }
 

@@ -116,13 +116,16 @@ public func logits<S>(_ net: BVar<Network<S>>, _ x: BVar<Vector<S>>) -> BVar<Vec
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func logits<S>(_ net: BVar<Network<S>>, batch x: BVar<Matrix<S>>) -> BVar<Matrix<S>> {
+    logits(net) { runLayer($0, batch: x) }
+}
+
+/// The logits of a batch whose first layer is applied by `firstLayer` (to dense or sparse
+/// rows); logistic after every layer but the last.
+func logits<S>(_ net: BVar<Network<S>>, firstLayer: (BVar<Layer<S>>) -> BVar<Matrix<S>>) -> BVar<Matrix<S>> {
     let depth = net.value.layers.count
     let layers = net[Lenses.layers()]
-    var h = x
-    for i in 0..<depth {
-        let z = runLayer(layers[i], batch: h)
-        h = i == depth - 1 ? z : logistic(z)
-    }
+    var h = firstLayer(layers[0])
+    for i in 1..<max(depth, 1) { h = runLayer(layers[i], batch: logistic(h)) }
     return h
 }
 
