@@ -144,6 +144,76 @@ ATTR static void FN(gradient_)(int32_t rows, int32_t inputs, int32_t block_rows,
     }
 }
 
+// ---- one sparse vector (blocks of L entries) against a row-major matrix ----
+
+// The lanes of a sum, added in lane order (a macro: a 32-byte vector argument would change
+// the calling convention between the AVX2 and the portable instantiation).
+#define LANE_SUM(a, s)                                 \
+    do {                                               \
+        s = (a)[0];                                    \
+        for (int q_ = 1; q_ < L; q_++) s += (a)[q_];   \
+    } while (0)
+
+// y[r] = (lane sums over the blocks, in block order, of w's block times x's block, the lanes
+// then added in order) + the tail's products in order. Four rows at a time, each with its
+// own sums: the same operations as the one-row loop.
+ATTR static void FN(block_matvec_)(int32_t rows, const T *w, int64_t ldw, int32_t nb,
+                                   const int32_t *blocks, const T *bvals, int32_t nt,
+                                   const int32_t *tidx, const T *tvals, T *y) {
+    int32_t r = 0;
+    for (; r + 4 <= rows; r += 4) {
+        const T *w0 = w + (int64_t)r * ldw;
+        VEC a0 = {0}, a1 = {0}, a2 = {0}, a3 = {0};
+        for (int32_t b = 0; b < nb; b++) {
+            const VEC x = LOADV(bvals + (int64_t)b * L);
+            const T *p = w0 + blocks[b];
+            a0 = a0 + LOADV(p) * x;
+            a1 = a1 + LOADV(p + ldw) * x;
+            a2 = a2 + LOADV(p + 2 * ldw) * x;
+            a3 = a3 + LOADV(p + 3 * ldw) * x;
+        }
+        T s0, s1, s2, s3;
+        LANE_SUM(a0, s0);
+        LANE_SUM(a1, s1);
+        LANE_SUM(a2, s2);
+        LANE_SUM(a3, s3);
+        for (int32_t t = 0; t < nt; t++) {
+            const T *p = w0 + tidx[t];
+            s0 += p[0] * tvals[t];
+            s1 += p[ldw] * tvals[t];
+            s2 += p[2 * ldw] * tvals[t];
+            s3 += p[3 * ldw] * tvals[t];
+        }
+        y[r] = s0; y[r + 1] = s1; y[r + 2] = s2; y[r + 3] = s3;
+    }
+    for (; r < rows; r++) {
+        const T *p = w + (int64_t)r * ldw;
+        VEC a = {0};
+        for (int32_t b = 0; b < nb; b++) a = a + LOADV(p + blocks[b]) * LOADV(bvals + (int64_t)b * L);
+        T s;
+        LANE_SUM(a, s);
+        for (int32_t t = 0; t < nt; t++) s += p[tidx[t]] * tvals[t];
+        y[r] = s;
+    }
+}
+
+// w[r, j] += (alpha * u[r]) * x[j] over x's blocks and tail.
+ATTR static void FN(block_ger_)(int32_t rows, T *w, int64_t ldw, T alpha, const T *u, int32_t nb,
+                                const int32_t *blocks, const T *bvals, int32_t nt,
+                                const int32_t *tidx, const T *tvals) {
+    for (int32_t r = 0; r < rows; r++) {
+        T *wr = w + (int64_t)r * ldw;
+        const T a = alpha * u[r];
+        const VEC av = SPLAT(a);
+        for (int32_t b = 0; b < nb; b++) {
+            T *p = wr + blocks[b];
+            STOREV(p, LOADV(p) + av * LOADV(bvals + (int64_t)b * L));
+        }
+        for (int32_t t = 0; t < nt; t++) wr[tidx[t]] += a * tvals[t];
+    }
+}
+
+#undef LANE_SUM
 #undef SPLAT
 #undef CAT_
 #undef CAT

@@ -210,3 +210,39 @@ int64_t sk_count_nonzero_bytes(const uint8_t *src, const int64_t *indices, int32
     }
 GATHER(float, sk_gather_bytes_f)
 GATHER(double, sk_gather_bytes_d)
+
+// ---- one sparse vector against a dense row-major matrix (per-sample steps) ----
+
+#define BLOCK_KERNELS(T, ty, LANES)                                                                \
+    void sk_block_matvec_##ty(int32_t rows, const T *w, int64_t ldw, int32_t nb,                   \
+                              const int32_t *blocks, const T *bvals, int32_t nt,                   \
+                              const int32_t *tidx, const T *tvals, T *y) {                         \
+        DISPATCH(block_matvec_, ty, rows, w, ldw, nb, blocks, bvals, nt, tidx, tvals, y);          \
+    }                                                                                              \
+    void sk_block_ger_##ty(int32_t rows, T *w, int64_t ldw, T alpha, const T *u, int32_t nb,       \
+                           const int32_t *blocks, const T *bvals, int32_t nt,                      \
+                           const int32_t *tidx, const T *tvals) {                                  \
+        DISPATCH(block_ger_, ty, rows, w, ldw, alpha, u, nb, blocks, bvals, nt, tidx, tvals);      \
+    }                                                                                              \
+    void sk_block_compress_##ty(const T *x, int32_t n, int32_t *blocks, T *bvals, int32_t *nb,     \
+                                int32_t *tidx, T *tvals, int32_t *nt) {                            \
+        int32_t b = 0, t = 0, j = 0;                                                               \
+        for (; j + LANES <= n; j += LANES) {                                                       \
+            int any = 0;                                                                           \
+            for (int q = 0; q < LANES; q++) {                                                      \
+                bvals[(int64_t)b * LANES + q] = x[j + q];                                          \
+                any |= x[j + q] != 0;                                                              \
+            }                                                                                      \
+            blocks[b] = j;                                                                         \
+            b += any;                                                                              \
+        }                                                                                          \
+        for (; j < n; j++) {                                                                       \
+            tidx[t] = j;                                                                           \
+            tvals[t] = x[j];                                                                       \
+            t += x[j] != 0;                                                                        \
+        }                                                                                          \
+        *nb = b;                                                                                   \
+        *nt = t;                                                                                   \
+    }
+BLOCK_KERNELS(float, f, 8)
+BLOCK_KERNELS(double, d, 4)

@@ -71,6 +71,33 @@ void sk_gather_bytes_d(const uint8_t *src, const int64_t *indices, int32_t row0,
                        int32_t length, double scale, const int32_t *row_starts, int32_t *columns,
                        double *values);
 
+/// A vector as blocks: `sk_block_compress_*` keeps the blocks of L consecutive entries
+/// (L = 8 floats or 4 doubles, 32 bytes) that hold a nonzero, as their first column
+/// (`blocks[b]`, a multiple of L) and their L values (`bvals[b * L ..< b * L + L]`), and of the
+/// last n % L entries the nonzeros (`tidx[t]`, `tvals[t]`). Room needed: n / L blocks, n values,
+/// L - 1 tail entries. The products below skip the other blocks, at full SIMD width on the rest.
+void sk_block_compress_f(const float *x, int32_t n, int32_t *blocks, float *bvals, int32_t *nb,
+                         int32_t *tidx, float *tvals, int32_t *nt);
+void sk_block_compress_d(const double *x, int32_t n, int32_t *blocks, double *bvals, int32_t *nb,
+                         int32_t *tidx, double *tvals, int32_t *nt);
+
+/// y[r] = row r of the row-major matrix w (leading dimension ldw) times the blocked vector, for
+/// r < rows: per row, lane-wise sums over the blocks in order, the lanes added in lane order,
+/// then the tail's products in order (the same bits with AVX2 or without).
+void sk_block_matvec_f(int32_t rows, const float *w, int64_t ldw, int32_t nb, const int32_t *blocks,
+                       const float *bvals, int32_t nt, const int32_t *tidx, const float *tvals, float *y);
+void sk_block_matvec_d(int32_t rows, const double *w, int64_t ldw, int32_t nb, const int32_t *blocks,
+                       const double *bvals, int32_t nt, const int32_t *tidx, const double *tvals, double *y);
+
+/// w[r, j] += (alpha * u[r]) * x[j] for every r < rows and every entry j of the blocked vector
+/// (its blocks and tail): adds alpha * u xᵀ, touching only x's blocks.
+void sk_block_ger_f(int32_t rows, float *w, int64_t ldw, float alpha, const float *u, int32_t nb,
+                    const int32_t *blocks, const float *bvals, int32_t nt, const int32_t *tidx,
+                    const float *tvals);
+void sk_block_ger_d(int32_t rows, double *w, int64_t ldw, double alpha, const double *u, int32_t nb,
+                    const int32_t *blocks, const double *bvals, int32_t nt, const int32_t *tidx,
+                    const double *tvals);
+
 /// Whether the AVX2 kernels are in use (1) or the portable ones (0).
 int sk_uses_avx2(void);
 

@@ -15,9 +15,10 @@
 public struct BVar<Value: Backprop> {
     /// The value this variable holds.
     public let value: Value
-    let tape: Tape?
-    let sink: GradientSink<Value>?
+    @usableFromInline let tape: Tape?
+    @usableFromInline let sink: GradientSink<Value>?
 
+    @inlinable
     init(value: Value, tape: Tape?, sink: GradientSink<Value>?) {
         self.value = value
         self.tape = tape
@@ -28,12 +29,14 @@ public struct BVar<Value: Backprop> {
     public var isConstant: Bool { sink == nil }
 
     /// The field at `keyPath`, as a variable whose gradient goes into that field.
+    @inlinable
     public subscript<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
         BVar<Part>(value: value[keyPath: keyPath], tape: tape,
                    sink: sink.map { FieldSink(parent: $0, keyPath: keyPath) })
     }
 
     /// The field at `keyPath` (dynamic member lookup: `layer.weights`).
+    @inlinable
     public subscript<Part: Backprop>(dynamicMember keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
         self[keyPath]
     }
@@ -57,6 +60,7 @@ extension BVar: Sendable {}
 
 extension BVar {
     /// Element `index` of an array variable, whose gradient goes into that element.
+    @inlinable
     public subscript<Element: Backprop>(index: Int) -> BVar<Element> where Value == [Element] {
         precondition(value.indices.contains(index), "index \(index) out of range for an array of \(value.count)")
         return BVar<Element>(value: value[index], tape: tape,
@@ -65,6 +69,7 @@ extension BVar {
 }
 
 /// A constant: a value that takes part in the computation but receives no gradient.
+@inlinable
 public func constVar<Value: Backprop>(_ value: Value) -> BVar<Value> {
     BVar(value: value, tape: nil, sink: nil)
 }

@@ -8,7 +8,9 @@ import Foundation
 @_specialize(exported: true, where S == Double)
 public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
     op2 { (m: Matrix<S>, x: Vector<S>) in
-        (m.matvec(x), { g in Matrix.outer(g, x) }, { g in m.transposedMatvec(g) })
+        // A sparse x (an image) is compressed once, for the product and for the gradient.
+        let entries = SparseEntries(x)
+        return (m.matvec(entries), { g in Matrix.outer(g, entries) }, { g in m.transposedMatvec(g) })
     }(m, x)
 }
 

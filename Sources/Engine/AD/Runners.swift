@@ -1,5 +1,6 @@
 /// Runs `f` on a fresh tape at `x` and sends the seed gradient back to `x`.
-private func runBackward<A: Backprop, B: Backprop>(
+@inlinable
+func runBackward<A: Backprop, B: Backprop>(
     _ f: (BVar<A>) -> BVar<B>, at x: A
 ) -> (value: B, gradient: A) {
     let tape = Tape()
@@ -14,17 +15,20 @@ private func runBackward<A: Backprop, B: Backprop>(
 }
 
 /// Runs `f` at `x` like a normal function: nothing is recorded.
+@inlinable
 public func evalBP<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> B {
     f(constVar(x)).value
 }
 
 /// The gradient of `f` at `x` (for a result that is not a scalar, the gradient of the sum of
 /// its entries).
+@inlinable
 public func gradBP<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> A {
     runBackward(f, at: x).gradient
 }
 
 /// The value of `f` at `x` and its gradient, in one pass.
+@inlinable
 public func backprop<A: Backprop, B: Backprop>(_ f: (BVar<A>) -> BVar<B>, _ x: A) -> (value: B, gradient: A) {
     runBackward(f, at: x)
 }

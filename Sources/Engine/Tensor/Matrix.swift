@@ -118,7 +118,19 @@ public struct Matrix<Scalar: TensorScalar>: Sendable {
             return
         }
         makeUnique()
+        if addPendingOuter(other, scaledBy: scale) { return }
         Scalar.axpy(count: count, alpha: scale, x: other.storage.pointer, y: storage.pointer)
+    }
+
+    /// When `other` is an outer product not written out (`Matrix.outer`), adds it in one pass
+    /// over this matrix (`ger`) and returns true.
+    @usableFromInline
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    mutating func addPendingOuter(_ other: Matrix, scaledBy scale: Scalar) -> Bool {
+        guard let outer = other.storage.pendingOuter else { return false }
+        outer.add(into: storage.pointer, scaledBy: scale)
+        return true
     }
 
     /// Multiplies every entry by `scale` in place.
@@ -223,15 +235,29 @@ extension Matrix {
         }
     }
 
-    /// Matrix-vector product `self * x` (BLAS GEMV).
+    /// Matrix-vector product `self * x` (BLAS GEMV; for a long `x` that is mostly zeros, a
+    /// loop over the blocks that hold its nonzeros, like an MNIST image: see `SparseEntries`).
     @inlinable
     public func matvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(columns == x.count,
                      "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
+        return matvec(SparseEntries(x))
+    }
+
+    @usableFromInline
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    func matvec(_ x: SparseEntries<Scalar>) -> Vector<Scalar> {
+        precondition(columns == x.count,
+                     "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
         if rows == 0 || columns == 0 { return .zeros(rows) }
         return Vector(count: rows) { out in
-            Scalar.gemv(transpose: false, m: rows, n: columns, alpha: 1, a: storage.pointer,
-                        lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
+            if let dense = x.dense {
+                Scalar.gemv(transpose: false, m: rows, n: columns, alpha: 1, a: storage.pointer,
+                            lda: columns, x: dense.storage.pointer, beta: 0, y: out.baseAddress!)
+            } else {
+                SparseKernels.blockMatvec(Int32(rows), storage.pointer, Int64(columns), x.blocked!, out.baseAddress!)
+            }
         }
     }
 
@@ -247,14 +273,21 @@ extension Matrix {
         }
     }
 
-    /// Outer product `x yᵀ`.
+    /// Outer product `x yᵀ`. Its entries are written out when first read; adding it to a
+    /// matrix (`add(_:scaledBy:)`, a descent step) is one pass over that matrix instead, over
+    /// only the blocks of columns where `y` has nonzeros when `y` is sparse (see `PendingOuter`).
     @inlinable
     public static func outer(_ x: Vector<Scalar>, _ y: Vector<Scalar>) -> Matrix {
-        let xp = x.storage.pointer, yp = y.storage.pointer, n = y.count
-        return Matrix(rows: x.count, columns: n) { out in
-            let o = out.baseAddress!
-            for r in 0..<x.count { Scalar.scale(yp, by: xp[r], into: o + r * n, count: n) }
-        }
+        outer(x, SparseEntries(y))
+    }
+
+    @usableFromInline
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    static func outer(_ x: Vector<Scalar>, _ y: SparseEntries<Scalar>) -> Matrix {
+        let count = x.count * y.count
+        if count == 0 { return .zeros(rows: x.count, columns: y.count) }
+        return Matrix(storage: TensorStorage(pending: PendingOuter(x, y), count: count), rows: x.count, columns: y.count)
     }
 
     /// Adds `scale * x yᵀ` in place (BLAS GER).

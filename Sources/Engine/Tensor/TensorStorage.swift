@@ -1,23 +1,86 @@
+import Foundation
 import Synchronization
 
-/// Owns the memory of one tensor: a 64-byte aligned buffer of `count` scalars.
+/// Owns the memory of one tensor: a buffer of `count` scalars.
 ///
 /// Tensors are value types that share a storage until one of them is mutated
 /// (copy on write); the storage itself is never exposed.
+///
+/// A storage may hold an outer product not yet written out (`PendingOuter`): the gradient of
+/// a matrix-vector product, which a descent step adds to the weights in one pass (`Matrix.add`)
+/// without the matrix ever being formed. The first read of `pointer` writes it out, once, on
+/// whichever thread reads first.
 @usableFromInline
 final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
-    @usableFromInline let pointer: UnsafeMutablePointer<Scalar>
+    /// The buffer (not yet allocated while a pending product has not been written out).
+    @usableFromInline private(set) var raw: UnsafeMutableRawPointer?
     @usableFromInline let count: Int
     /// Whether this is one of the shared, never-mutated all-zero buffers (see `sharedZeros`).
     @usableFromInline private(set) var isSharedZero = false
+    /// 0 once the entries are in `base`; 1 while they are the pending product; 2 while a
+    /// thread writes them out (a tiny spin lock: writing out happens once per storage).
+    @usableFromInline let state = Atomic<Int>(0)
+    /// The `PendingOuter<Scalar>` (as `AnyObject`: a stored property whose type depends on
+    /// `Scalar` would make every deallocation look up generic metadata at run time). Never
+    /// changes; kept after writing out.
+    private let product: AnyObject?
+
+    /// The entries (written out first if they are a pending outer product).
+    @inlinable var pointer: UnsafeMutablePointer<Scalar> {
+        if _slowPath(state.load(ordering: .acquiring) != 0) { writeOutPending() }
+        return raw.unsafelyUnwrapped.assumingMemoryBound(to: Scalar.self)
+    }
+
+    /// The buffer of a storage made with one (never a pending product's before writing out).
+    @inlinable var base: UnsafeMutablePointer<Scalar> { raw.unsafelyUnwrapped.assumingMemoryBound(to: Scalar.self) }
+
+    /// A storage of `count` entries holding the product `outer` until they are read (its
+    /// buffer is allocated then: a product added to weights and dropped never needs one).
+    init(pending outer: PendingOuter<Scalar>, count: Int) {
+        self.count = count
+        raw = nil
+        product = outer
+        state.store(1, ordering: .releasing)
+    }
+
+    /// The outer product these entries are, while it has not been written out.
+    var pendingOuter: PendingOuter<Scalar>? {
+        guard state.load(ordering: .acquiring) != 0, let product else { return nil }
+        return unsafeDowncast(product, to: PendingOuter<Scalar>.self)
+    }
+
+    @usableFromInline func writeOutPending() {
+        while true {
+            let (claimed, found) = state.compareExchange(expected: 1, desired: 2, ordering: .acquiring)
+            if claimed {
+                let outer = unsafeDowncast(product!, to: PendingOuter<Scalar>.self)
+                let buffer = Self.allocate(count)
+                outer.write(into: buffer.assumingMemoryBound(to: Scalar.self))
+                raw = buffer
+                state.store(0, ordering: .releasing)
+                return
+            }
+            if found == 0 { return }
+            sched_yield()   // another thread is writing the entries out
+        }
+    }
 
     @usableFromInline
     init(uninitializedCount count: Int) {
         precondition(count >= 0, "tensor size must not be negative, got \(count)")
         self.count = count
-        let raw = UnsafeMutableRawPointer.allocate(
-            byteCount: max(count, 1) * MemoryLayout<Scalar>.stride, alignment: 64)
-        pointer = raw.bindMemory(to: Scalar.self, capacity: max(count, 1))
+        raw = Self.allocate(count)
+        product = nil
+    }
+
+    /// Buffers of 16 KB or more start on a cache line; smaller ones take malloc's own
+    /// alignment (16 bytes), which lets malloc serve them from its per-thread cache (the many
+    /// small vectors of a per-sample step). No kernel needs more than the scalar's alignment.
+    private static func allocate(_ count: Int) -> UnsafeMutableRawPointer {
+        let bytes = max(count, 1) * MemoryLayout<Scalar>.stride
+        let raw = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: bytes >= 16384 ? 64 : 16)
+        raw.bindMemory(to: Scalar.self, capacity: max(count, 1))
+        return raw
     }
 
     @usableFromInline
@@ -26,10 +89,10 @@ final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
         // Raw memory operations: this class is generic and often runs unspecialised, where a
         // typed element loop would cost a generic witness call per entry.
         if value == 0 {
-            UnsafeMutableRawPointer(pointer).initializeMemory(as: UInt8.self, repeating: 0,
-                                                              count: count * MemoryLayout<Scalar>.stride)
+            UnsafeMutableRawPointer(base).initializeMemory(as: UInt8.self, repeating: 0,
+                                                           count: count * MemoryLayout<Scalar>.stride)
         } else {
-            Scalar.fill(pointer, count: count, with: value)
+            Scalar.fill(base, count: count, with: value)
         }
     }
 
@@ -57,7 +120,7 @@ final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
         }
     }
 
-    deinit { UnsafeMutableRawPointer(pointer).deallocate() }
+    deinit { raw?.deallocate() }
 }
 
 struct SharedZeroKey: Hashable {

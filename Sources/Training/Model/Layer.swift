@@ -29,8 +29,12 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     /// Number of outputs.
     public var outputs: Int { weights.rows }
 
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public func zero() -> Layer { Layer(weights: weights.zero(), biases: biases.zero()) }
     public func one() -> Layer { Layer(weights: weights.one(), biases: biases.one()) }
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public mutating func add(_ other: Layer) {
         weights.add(other.weights)
         biases.add(other.biases)

@@ -36,12 +36,18 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     /// Number of parameters (weights and biases).
     public var parameterCount: Int { layers.reduce(0) { $0 + $1.weights.count + $1.biases.count } }
 
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public func zero() -> Network { Network(layers: layers.map { $0.zero() }) }
     public func one() -> Network { Network(layers: layers.map { $0.one() }) }
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public mutating func add(_ other: Network) { add(other, scaledBy: 1) }
 
     /// Adds `scale * other` in place (one BLAS axpy per tensor): the descent step
     /// `net.add(gradient, scaledBy: -rate)`.
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public mutating func add(_ other: Network, scaledBy scale: Scalar) {
         precondition(layers.count == other.layers.count,
                      "shape mismatch in add: Network\(sizes) vs Network\(other.sizes)")

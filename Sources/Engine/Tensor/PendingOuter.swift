@@ -1,0 +1,176 @@
+import CSparseKernels
+
+/// The outer product `u vᵀ` of a matrix whose entries have not been written out: what
+/// `Matrix.outer` returns, the gradient of a matrix-vector product with respect to the matrix.
+///
+/// A descent step adds it to the weights in one pass (`Matrix.add`: BLAS `ger`, or for a
+/// sparse `v` only the blocks of columns where `v` has nonzeros), so that a per-sample step never forms,
+/// stores and re-reads a weight-sized gradient. Reading the entries in any other way writes
+/// them out first (`TensorStorage.pointer`), with the same values as the formed product.
+@usableFromInline
+final class PendingOuter<Scalar: TensorScalar>: Sendable {
+    /// The column factor (one entry per row of the product).
+    let u: Vector<Scalar>
+    /// The row factor: all its entries, or only its nonzeros.
+    let v: SparseEntries<Scalar>
+
+    init(_ u: Vector<Scalar>, _ v: SparseEntries<Scalar>) {
+        self.u = u
+        self.v = v
+    }
+
+    var rows: Int { u.count }
+
+    /// Writes the product's entries (row-major, `rows x v.count`) to `out`: `u[r] * v[j]`.
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    func write(into out: UnsafeMutablePointer<Scalar>) {
+        let n = v.count
+        u.withUnsafeBufferPointer { u in
+            if let dense = v.dense {
+                dense.withUnsafeBufferPointer { values in
+                    for r in 0..<u.count { Scalar.scale(values.baseAddress!, by: u[r], into: out + r * n, count: n) }
+                }
+                return
+            }
+            UnsafeMutableRawPointer(out).initializeMemory(as: UInt8.self, repeating: 0,
+                                                          count: u.count * n * MemoryLayout<Scalar>.stride)
+            // 0 + (1 * u[r]) * v[j] is u[r] * v[j] exactly.
+            SparseKernels.blockGer(Int32(u.count), out, Int64(n), 1, u.baseAddress!, v.blocked!)
+        }
+    }
+
+    /// Adds `alpha * u vᵀ` to the row-major `rows x v.count` matrix at `w`.
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    func add(into w: UnsafeMutablePointer<Scalar>, scaledBy alpha: Scalar) {
+        let n = v.count
+        u.withUnsafeBufferPointer { u in
+            if let dense = v.dense {
+                dense.withUnsafeBufferPointer { values in
+                    Scalar.ger(m: u.count, n: n, alpha: alpha, x: u.baseAddress!, y: values.baseAddress!, a: w, lda: n)
+                }
+            } else {
+                SparseKernels.blockGer(Int32(u.count), w, Int64(n), alpha, u.baseAddress!, v.blocked!)
+            }
+        }
+    }
+}
+
+/// A vector as the blocks of 32 bytes (8 floats, 4 doubles) that hold a nonzero, when it is
+/// sparse enough for products to pay for skipping the other blocks (an MNIST image keeps 39%
+/// of its blocks), else as all its entries (`dense`). Products with the blocked form run at
+/// full SIMD width over the kept blocks (`sk_block_*` in CSparseKernels).
+@usableFromInline
+struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
+    /// The vector's length.
+    let count: Int
+    /// The vector itself, when it is kept dense.
+    let dense: Vector<Scalar>?
+    /// The blocked form (nil when dense): never mutated after `init`.
+    let blocked: BlockedVector?
+
+    /// Entries per block.
+    static var lanes: Int { 32 / MemoryLayout<Scalar>.stride }
+    /// Vectors shorter than this stay dense: too little work to gain from skipping.
+    static var minimumSparseLength: Int { 64 }
+    /// At most this share of the entries in kept blocks for the blocked form (measured on a
+    /// 300x784 matrix, BENCHMARKS.md: BLAS's dense products win above about half).
+    static var maximumKeptShare: Double { 0.5 }
+
+    /// `x`, blocked when it is long and sparse enough.
+    @usableFromInline
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    init(_ x: Vector<Scalar>) {
+        let n = x.count
+        count = n
+        guard n >= Self.minimumSparseLength else {
+            dense = x
+            blocked = nil
+            return
+        }
+        let b = BlockedVector(count: n, scalarStride: MemoryLayout<Scalar>.stride, lanes: Self.lanes)
+        x.withUnsafeBufferPointer { xp in
+            if Scalar.self == Float.self {
+                sk_block_compress_f(SparseKernels.typed(xp.baseAddress!, Float.self), Int32(n), b.blocks,
+                                    b.values.assumingMemoryBound(to: Float.self), &b.blockCount, b.tailIndices,
+                                    b.tailValues.assumingMemoryBound(to: Float.self), &b.tailCount)
+            } else if Scalar.self == Double.self {
+                sk_block_compress_d(SparseKernels.typed(xp.baseAddress!, Double.self), Int32(n), b.blocks,
+                                    b.values.assumingMemoryBound(to: Double.self), &b.blockCount, b.tailIndices,
+                                    b.tailValues.assumingMemoryBound(to: Double.self), &b.tailCount)
+            } else {
+                fatalError("sparse kernels support Float and Double, not \(Scalar.self)")
+            }
+        }
+        if Double(Int(b.blockCount) * Self.lanes + Int(b.tailCount)) > Self.maximumKeptShare * Double(n) {
+            dense = x
+            blocked = nil
+        } else {
+            dense = nil
+            blocked = b
+        }
+    }
+
+    /// Whether only the blocks with nonzeros are kept.
+    var isSparse: Bool { dense == nil }
+}
+
+/// The memory of a blocked vector (`sk_block_compress_*`): block positions and values, tail
+/// positions and values, in one allocation. Not generic (its scalar size is a number), so
+/// making and freeing one needs no generic metadata at run time.
+@usableFromInline
+final class BlockedVector {
+    let memory: UnsafeMutableRawPointer
+    let blocks: UnsafeMutablePointer<Int32>
+    let tailIndices: UnsafeMutablePointer<Int32>
+    let values: UnsafeMutableRawPointer
+    let tailValues: UnsafeMutableRawPointer
+    var blockCount: Int32 = 0
+    var tailCount: Int32 = 0
+
+    init(count n: Int, scalarStride: Int, lanes: Int) {
+        let indexBytes = (n / lanes + lanes) * 4
+        let valueOffset = (indexBytes + 63) & ~63
+        memory = UnsafeMutableRawPointer.allocate(byteCount: valueOffset + (n + lanes) * scalarStride, alignment: 64)
+        blocks = memory.bindMemory(to: Int32.self, capacity: n / lanes + lanes)
+        tailIndices = blocks + n / lanes
+        values = memory + valueOffset
+        tailValues = values + n * scalarStride
+    }
+
+    deinit { memory.deallocate() }
+}
+
+extension SparseKernels {
+    static func blockGer<S: TensorScalar>(_ rows: Int32, _ w: UnsafeMutablePointer<S>, _ ldw: Int64, _ alpha: S,
+                                          _ u: UnsafePointer<S>, _ v: BlockedVector) {
+        if S.self == Float.self {
+            sk_block_ger_f(rows, typed(w, Float.self), ldw, alpha as! Float, typed(u, Float.self), v.blockCount, v.blocks,
+                           v.values.assumingMemoryBound(to: Float.self), v.tailCount, v.tailIndices,
+                           v.tailValues.assumingMemoryBound(to: Float.self))
+        } else if S.self == Double.self {
+            sk_block_ger_d(rows, typed(w, Double.self), ldw, alpha as! Double, typed(u, Double.self), v.blockCount, v.blocks,
+                           v.values.assumingMemoryBound(to: Double.self), v.tailCount, v.tailIndices,
+                           v.tailValues.assumingMemoryBound(to: Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func blockMatvec<S: TensorScalar>(_ rows: Int32, _ w: UnsafePointer<S>, _ ldw: Int64,
+                                             _ v: BlockedVector, _ y: UnsafeMutablePointer<S>) {
+        if S.self == Float.self {
+            sk_block_matvec_f(rows, typed(w, Float.self), ldw, v.blockCount, v.blocks,
+                              v.values.assumingMemoryBound(to: Float.self), v.tailCount, v.tailIndices,
+                              v.tailValues.assumingMemoryBound(to: Float.self), typed(y, Float.self))
+        } else if S.self == Double.self {
+            sk_block_matvec_d(rows, typed(w, Double.self), ldw, v.blockCount, v.blocks,
+                              v.values.assumingMemoryBound(to: Double.self), v.tailCount, v.tailIndices,
+                              v.tailValues.assumingMemoryBound(to: Double.self), typed(y, Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+}

@@ -1,0 +1,132 @@
+@testable import Engine
+import Foundation
+import Testing
+
+// Products with a mostly-zero vector (an image) and outer products that are written out only
+// when read: `Matrix.matvec` and `Matrix.outer` choose the blocked form by themselves, so
+// these tests build vectors on both sides of that choice and compare with naive loops.
+
+/// A vector of `count` entries, each nonzero with probability `density` (entries listed in
+/// `nonzero` always), values in ±[0.05, 1].
+func sparseVector<S: TensorScalar>(_ count: Int, density: Double, nonzero: Set<Int> = [],
+                                   _ rng: inout TestRandom) -> Vector<S> {
+    Vector(count: count) { out in
+        for j in 0..<count {
+            let keep = nonzero.contains(j) || rng.uniform(0.0...1.0) < density
+            let v: S = rng.signed(0.05...1)
+            out[j] = keep ? v : 0
+        }
+    }
+}
+
+/// (rows, columns, density, always-nonzero columns): blocked and dense forms, tails of every
+/// length, all-zero and full vectors.
+let sparseVectorShapes: [(Int, Int, Double, Set<Int>)] = [
+    (3, 64, 0.1, [63]),          // shortest blocked length; a nonzero in the last block
+    (7, 70, 0.1, [66, 69]),      // a tail of 6 entries (Float) with nonzeros
+    (300, 784, 0.19, []),        // an MNIST-like image
+    (5, 101, 0.0, []),           // all zero
+    (9, 99, 1.0, []),            // full: dense form
+    (4, 200, 0.3, [0, 199]),     // around the density limit
+    (1, 5, 0.5, []),             // too short for the blocked form
+]
+
+@Test("matvec with a sparse vector equals the naive product (Float and Double, AVX2 and portable: same bits)")
+func sparseMatvecMatchesNaive() {
+    func check<S: TensorScalar>(_: S.Type, tolerance: Double) {
+        var rng = TestRandom(seed: 81)
+        for (rows, columns, density, nonzero) in sparseVectorShapes {
+            let w: Matrix<S> = rng.matrix(rows, columns)
+            let x: Vector<S> = sparseVector(columns, density: density, nonzero: nonzero, &rng)
+            let y = w.matvec(x)
+            for r in 0..<rows {
+                var exact = 0.0
+                for j in 0..<columns { exact += Double(w[r, j]) * Double(x[j]) }
+                #expect(abs(Double(y[r]) - exact) <= tolerance * (1 + abs(exact)),
+                        "\(S.self) \(rows)x\(columns) density \(density), row \(r): \(y[r]) vs \(exact)")
+            }
+            let avx2 = SparseKernels.usesAVX2
+            SparseKernels.usesAVX2 = false
+            let portable = w.matvec(x)
+            SparseKernels.usesAVX2 = avx2
+            #expect(portable.scalars == y.scalars, "\(S.self) \(rows)x\(columns): portable kernels gave other bits")
+        }
+    }
+    check(Float.self, tolerance: 1e-5)
+    check(Double.self, tolerance: 1e-12)
+}
+
+@Test("outer products: written out on reading, equal to u[r] * v[j]; added in place like the formed matrix")
+func pendingOuterProducts() {
+    func check<S: TensorScalar>(_: S.Type, tolerance: Double) {
+        var rng = TestRandom(seed: 83)
+        for (rows, columns, density, nonzero) in sparseVectorShapes {
+            let u: Vector<S> = rng.vector(rows)
+            let v: Vector<S> = sparseVector(columns, density: density, nonzero: nonzero, &rng)
+            let w: Matrix<S> = rng.matrix(rows, columns)
+            let alpha: S = -0.37
+
+            // Added before ever being read: one pass over w, the product never formed.
+            var added = w
+            let outer = Matrix.outer(u, v)
+            added.add(outer, scaledBy: alpha)
+            #expect(outer.storage.pendingOuter != nil || rows * columns == 0,
+                    "\(rows)x\(columns): adding the product wrote it out")
+
+            // Read: every entry is u[r] * v[j] exactly (up to the sign of zero).
+            for r in 0..<rows {
+                for j in 0..<columns {
+                    #expect(outer[r, j] == u[r] * v[j], "\(S.self) \(rows)x\(columns) entry (\(r), \(j))")
+                    let expected = Double(w[r, j]) + Double(alpha) * Double(u[r]) * Double(v[j])
+                    #expect(abs(Double(added[r, j]) - expected) <= tolerance * (1 + abs(expected)),
+                            "\(S.self) \(rows)x\(columns) added entry (\(r), \(j))")
+                }
+            }
+            #expect(outer.storage.pendingOuter == nil, "reading the entries wrote the product out")
+
+            // A zero gradient takes the product as it is (still pending); adding it to a
+            // written-out copy of itself doubles it.
+            var gradient = Matrix<S>.zeros(rows: rows, columns: columns)
+            gradient.add(Matrix.outer(u, v))
+            var twice = Matrix(rows: rows, columns: columns, scalars: outer.scalars)
+            twice.add(gradient)
+            for i in 0..<(rows * columns) {
+                #expect(abs(Double(twice.scalars[i]) - 2 * Double(outer.scalars[i])) <= tolerance * (1 + abs(Double(outer.scalars[i]))))
+            }
+        }
+    }
+    check(Float.self, tolerance: 1e-6)
+    check(Double.self, tolerance: 1e-14)
+}
+
+@Test("a pending outer product read by several threads at once is written out once, the same for all")
+func pendingOuterConcurrentReads() async {
+    var rng = TestRandom(seed: 85)
+    let u: Vector<Float> = rng.vector(300)
+    let v: Vector<Float> = sparseVector(784, density: 0.2, &rng)
+    let expected = Matrix.outer(u, v).scalars
+    for _ in 0..<20 {
+        let shared = Matrix.outer(u, v)
+        let sums = await withTaskGroup(of: [Float].self) { group in
+            for _ in 0..<4 { group.addTask { shared.scalars } }
+            var all = [[Float]]()
+            for await s in group { all.append(s) }
+            return all
+        }
+        #expect(sums.count == 4 && sums.allSatisfy { $0 == expected })
+    }
+}
+
+@Test("matvec gradient by central differences with a sparse vector (blocked form, with a tail)")
+func sparseMatvecGradient() {
+    var rng = TestRandom(seed: 87)
+    for (rows, columns) in [(3, 70), (2, 64), (5, 131)] {
+        let m: Matrix<Double> = rng.matrix(rows, columns)
+        let x: Vector<Double> = sparseVector(columns, density: 0.1, nonzero: [columns - 1], &rng)
+        #expect(SparseEntries(x).isSparse, "\(columns) entries at 10%: the blocked form is used")
+        checkGradient("matvec \(rows)x\(columns) with a constant sparse vector", of: { matvec($0, constVar(x)) },
+                      at: m, rng: &rng)
+        checkGradient2("matvec \(rows)x\(columns), sparse vector a variable", of: { matvec($0, $1) },
+                       at: m, x, rng: &rng)
+    }
+}
