@@ -16,16 +16,15 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
-        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
     ],
     targets: [
-        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libzstd-dev, libssl-dev; found through pkg-config).
+        // System libraries (Debian: libopenblas-dev, zlib1g-dev, libzstd-dev; found through pkg-config).
         .systemLibrary(name: "COpenBLAS", pkgConfig: "openblas",
                        providers: [.apt(["libopenblas-dev"])]),
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
-        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Kernels of a dense layer on a sparse input batch (AVX2 with a portable fallback).
         .target(name: "CSparseKernels"),
@@ -50,9 +49,11 @@ let package = Package(
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
 
-        // The coordinator-worker protocol: framing, messages, compressed float payloads.
+        // The coordinator-worker protocol: framing, messages, compressed float payloads. FrameCipher
+        // imports CCryptoBoringSSL, swift-crypto's internal BoringSSL module (not a product; visible
+        // through Crypto on Linux, and free to change in any swift-crypto release).
         .target(name: "Wire", dependencies: [
-            "CZstd", "CZlib", "COpenSSL",
+            "CZstd", "CZlib",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -6,7 +6,7 @@ import Training
 import Wire
 
 /// Speed of the frame protection on a 1 MB payload (about one gradient or parameter frame):
-/// the wire's `FrameCipher` (AES-256-GCM through libcrypto, one pass over the bytes) and the two AEADs of
+/// the wire's `FrameCipher` (AES-256-GCM through BoringSSL's `EVP_AEAD`, one pass over the bytes) and the two AEADs of
 /// swift-crypto on their own, to choose between them.
 enum AEADBenchmark {
     static func run(repetitions: Int) {
@@ -42,7 +42,7 @@ enum AEADBenchmark {
         keep(sealed.payload.readableBytes)
         print(String(format: "aead: 1 MiB, AES-256-GCM (swift-crypto): seal %.0f MB/s, open %.0f MB/s", mb / gcmSeal, mb / gcmOpen))
         print(String(format: "aead: 1 MiB, ChaCha20-Poly1305 (swift-crypto): seal %.0f MB/s, open %.0f MB/s", mb / chachaSeal, mb / chachaOpen))
-        print(String(format: "aead: 1 MiB, FrameCipher (AES-256-GCM, libcrypto EVP, one pass): seal %.0f MB/s (%.3f ms), seal+open %.3f ms",
+        print(String(format: "aead: 1 MiB, FrameCipher (AES-256-GCM, BoringSSL EVP_AEAD, one pass): seal %.0f MB/s (%.3f ms), seal+open %.3f ms",
                      mb / frameSeal, frameSeal * 1e3, pair * 1e3))
     }
 

@@ -4,8 +4,9 @@ import NIOCore
 import Testing
 @testable import Wire
 
-/// `FrameCipher` seals with OpenSSL's libcrypto; these tests check it against an independent
-/// implementation of the same construction (swift-crypto's AES-GCM, BoringSSL underneath).
+/// `FrameCipher` seals with BoringSSL's `EVP_AEAD`; these tests check it against swift-crypto's
+/// `AES.GCM` (the same BoringSSL underneath, through another API: they check the construction)
+/// and against fixed frames sealed by another library (OpenSSL, through Python's `cryptography`).
 @Suite("FrameCipher")
 struct FrameCipherTests {
     let key = SymmetricKey(size: .bits256)
@@ -78,6 +79,29 @@ struct FrameCipherTests {
         // A failed open does not advance the sequence: the genuine frame still opens.
         #expect(relabelled.sequence == 0)
         #expect(Array(try relabelled.open(sealed, allocator: allocator).payload.readableBytesView) == plaintext)
+    }
+
+    /// Key 00 01 ... 1f, payload 00 01 ... 13 at sequence numbers 0 and 1, an empty one at 2, as
+    /// version-2 gradient frames. Expected bytes from `AESGCM(key).encrypt(nonce, payload, header)`
+    /// in Python's `cryptography` 48.0.0 (OpenSSL 4.0.0): nonce 4 zero bytes + the sequence number
+    /// big-endian, header 42505752 02 22 0001 and the sealed length.
+    @Test("seals the same bytes as OpenSSL, frame after frame, and opens them")
+    func knownAnswers() throws {
+        let key = SymmetricKey(data: (0..<32).map { UInt8($0) })
+        let payload = (0..<20).map { UInt8($0) }
+        let expected: [(plaintext: [UInt8], sealed: String)] = [
+            (payload, "0ebdb7ddb12985ba00a1a33e14219f96c2524440d2b9545a833630ce95de076d8b8bedca"),
+            (payload, "15d7bdff40f1361906275b32e0ab34f8058e0e4729f43b363be518ddde5c62575a345ad3"),
+            ([], "c48a376f5bb8aa0615791b93d00f7d42"),
+        ]
+        var sealer = FrameCipher(key: key)
+        var opener = FrameCipher(key: key)
+        for (plaintext, hex) in expected {
+            let sealed = try sealer.seal(WireFrame(version: 2, type: .gradient, payload: ByteBuffer(bytes: plaintext)),
+                                         allocator: allocator)
+            #expect(sealed.payload.readableBytesView.map { String(format: "%02x", $0) }.joined() == hex)
+            #expect(Array(try opener.open(sealed, allocator: allocator).payload.readableBytesView) == plaintext)
+        }
     }
 
     @Test("a frame shorter than a tag, or without the sealed flag, is refused")

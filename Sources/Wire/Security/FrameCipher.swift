@@ -1,4 +1,4 @@
-import COpenSSL
+import CCryptoBoringSSL
 import Crypto
 import NIOCore
 
@@ -9,11 +9,16 @@ import NIOCore
 /// wrong nonce and fails, like a modified one. ``FrameSecurityHandler`` keeps one per direction;
 /// it is public for benchmarks (`engine-bench --only aead`).
 ///
-/// The cipher is OpenSSL's (libcrypto's EVP interface, keyed once per direction), which reads
-/// the payload where it lies in its `ByteBuffer` and writes straight into the new one: a frame
-/// costs one pass over its bytes. swift-crypto's `AES.GCM` computes the same thing (the tests
-/// open with one what the other sealed) but goes through `Data` values, three to four extra
-/// copies of each megabyte (docs/SECURITY.md, BENCHMARKS.md).
+/// The cipher is BoringSSL's `EVP_AEAD` interface (keyed once per direction), which reads the
+/// payload where it lies in its `ByteBuffer` and writes the ciphertext and the tag straight into
+/// the new one: one pass over a frame's bytes, through BoringSSL's AVX2 VAES kernel on CPUs that
+/// have it. swift-crypto's `AES.GCM` runs the same BoringSSL code (the tests open with one what the
+/// other sealed) but goes through `Data` values, three to four extra copies of each megabyte
+/// (docs/SECURITY.md, BENCHMARKS.md).
+///
+/// `CCryptoBoringSSL` is swift-crypto's internal copy of BoringSSL, not one of its products: it is
+/// importable because `Crypto` depends on it on Linux (on Apple platforms swift-crypto uses
+/// CryptoKit and does not build it), and any swift-crypto release may rename or change it.
 public struct FrameCipher {
     private let context: GCMContext
     /// The sequence number of the next frame.
@@ -90,28 +95,23 @@ public struct FrameCipher {
     }
 }
 
-/// One key's AES-256-GCM contexts in libcrypto (one to seal, one to open), keyed once; each
-/// frame sets only its nonce. Not thread-safe: one direction of one connection uses it, on
-/// that connection's event loop.
+/// One key's AES-256-GCM context in BoringSSL (`EVP_AEAD_CTX`, 16-byte tags), keyed once; each
+/// frame passes only its nonce. On the heap, so that its address never changes; one direction of
+/// one connection uses it, on that connection's event loop.
 private final class GCMContext {
-    private let sealing: OpaquePointer
-    private let opening: OpaquePointer
+    private let context: UnsafeMutablePointer<EVP_AEAD_CTX>
 
     init(key: UnsafeRawBufferPointer) {
-        func make(encrypting: Bool) -> OpaquePointer {
-            guard let context = EVP_CIPHER_CTX_new() else { fatalError("libcrypto could not allocate a cipher context (out of memory)") }
-            let keyed = EVP_CipherInit_ex(context, EVP_aes_256_gcm(), nil,
-                                          key.baseAddress!.assumingMemoryBound(to: UInt8.self), nil, encrypting ? 1 : 0)
-            precondition(keyed == 1, "libcrypto refused an AES-256-GCM key")
-            return context
-        }
-        sealing = make(encrypting: true)
-        opening = make(encrypting: false)
+        context = .allocate(capacity: 1)
+        let keyed = CCryptoBoringSSL_EVP_AEAD_CTX_init(
+            context, CCryptoBoringSSL_EVP_aead_aes_256_gcm(),
+            key.baseAddress!.assumingMemoryBound(to: UInt8.self), key.count, FrameFlags.sealOverhead, nil)
+        precondition(keyed == 1, "BoringSSL refused an AES-256-GCM key")
     }
 
     deinit {
-        EVP_CIPHER_CTX_free(sealing)
-        EVP_CIPHER_CTX_free(opening)
+        CCryptoBoringSSL_EVP_AEAD_CTX_cleanup(context)
+        context.deallocate()
     }
 
     /// Writes the ciphertext of `plaintext` and then the 16-byte tag into `output`
@@ -119,57 +119,37 @@ private final class GCMContext {
     func seal(_ plaintext: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associated: [UInt8],
               into output: UnsafeMutableRawBufferPointer) throws {
         precondition(output.count == plaintext.count + FrameFlags.sealOverhead)
-        var written: Int32 = 0
-        var ok = EVP_EncryptInit_ex(sealing, nil, nil, nil, nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 1
-        ok = ok && associated.withUnsafeBufferPointer {
-            EVP_EncryptUpdate(sealing, nil, &written, $0.baseAddress, Int32($0.count)) == 1
-        }
         let out = output.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        var done = 0
-        var rest = plaintext
-        while ok, !rest.isEmpty {
-            // EVP takes an `int` length: long payloads go in pieces (GCM is a stream).
-            let piece = min(rest.count, 1 << 30)
-            ok = EVP_EncryptUpdate(sealing, out + done, &written, rest.baseAddress!.assumingMemoryBound(to: UInt8.self), Int32(piece)) == 1
-            done += Int(written)
-            rest = UnsafeRawBufferPointer(rebasing: rest[piece...])
+        var tagLength = 0
+        let sealed = associated.withUnsafeBufferPointer { associated in
+            CCryptoBoringSSL_EVP_AEAD_CTX_seal_scatter(
+                context, out, out + plaintext.count, &tagLength, FrameFlags.sealOverhead,
+                nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), nonce.count,
+                plaintext.baseAddress?.assumingMemoryBound(to: UInt8.self), plaintext.count,
+                nil, 0, associated.baseAddress, associated.count)
         }
-        ok = ok && EVP_EncryptFinal_ex(sealing, out + done, &written) == 1
-        ok = ok && done + Int(written) == plaintext.count
-        ok = ok && EVP_CIPHER_CTX_ctrl(sealing, EVP_CTRL_GCM_GET_TAG, Int32(FrameFlags.sealOverhead), out + plaintext.count) == 1
-        guard ok else {
-            ERR_clear_error()
-            throw WireError.authenticationFailed("libcrypto could not seal a frame")
+        guard sealed == 1, tagLength == FrameFlags.sealOverhead else {
+            CCryptoBoringSSL_ERR_clear_error()
+            throw WireError.authenticationFailed("BoringSSL could not seal a frame")
         }
     }
 
     /// Checks the tag that ends `sealed` and writes the plaintext into `output`
     /// (`sealed.count - 16` bytes); false when the frame is not authentic (the output is then
-    /// garbage and must be dropped).
+    /// zeroed and must be dropped).
     func open(_ sealed: UnsafeRawBufferPointer, nonce: UnsafeRawBufferPointer, associated: [UInt8],
               into output: UnsafeMutableRawBufferPointer) -> Bool {
         let length = sealed.count - FrameFlags.sealOverhead
         precondition(length >= 0 && output.count == length)
         let input = sealed.baseAddress!.assumingMemoryBound(to: UInt8.self)
-        let out = output.baseAddress?.assumingMemoryBound(to: UInt8.self)
-        var written: Int32 = 0
-        var ok = EVP_DecryptInit_ex(opening, nil, nil, nil, nonce.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 1
-        ok = ok && associated.withUnsafeBufferPointer {
-            EVP_DecryptUpdate(opening, nil, &written, $0.baseAddress, Int32($0.count)) == 1
+        let opened = associated.withUnsafeBufferPointer { associated in
+            CCryptoBoringSSL_EVP_AEAD_CTX_open_gather(
+                context, output.baseAddress?.assumingMemoryBound(to: UInt8.self),
+                nonce.baseAddress!.assumingMemoryBound(to: UInt8.self), nonce.count,
+                input, length, input + length, FrameFlags.sealOverhead,
+                associated.baseAddress, associated.count)
         }
-        var done = 0
-        while ok, done < length {
-            let piece = min(length - done, 1 << 30)
-            ok = EVP_DecryptUpdate(opening, out! + done, &written, input + done, Int32(piece)) == 1
-            done += Int(written)
-            if written != piece { ok = false }
-        }
-        var tag = [UInt8](UnsafeRawBufferPointer(rebasing: sealed[length...]))
-        ok = ok && EVP_CIPHER_CTX_ctrl(opening, EVP_CTRL_GCM_SET_TAG, Int32(FrameFlags.sealOverhead), &tag) == 1
-        // The final call checks the tag; nothing was output by it (GCM is a stream cipher).
-        var scratch = [UInt8](repeating: 0, count: 16)
-        ok = ok && EVP_DecryptFinal_ex(opening, &scratch, &written) == 1
-        if !ok { ERR_clear_error() }
-        return ok
+        if opened != 1 { CCryptoBoringSSL_ERR_clear_error() }
+        return opened == 1
     }
 }
