@@ -244,5 +244,17 @@ GATHER(double, sk_gather_bytes_d)
         *nb = b;                                                                                   \
         *nt = t;                                                                                   \
     }
+#define BLOCK_COUNT(T, ty, LANES)                                                                  \
+    int32_t sk_block_count_##ty(const T *x, int32_t n, int32_t stop_above) {                       \
+        int32_t kept = 0;                                                                          \
+        for (int32_t j = 0; j < n && kept <= stop_above; j += LANES) {                             \
+            int any = 0;                                                                           \
+            for (int32_t q = j; q < j + LANES && q < n; q++) any |= x[q] != 0;                     \
+            kept += any;                                                                           \
+        }                                                                                          \
+        return kept;                                                                               \
+    }
 BLOCK_KERNELS(float, f, 8)
 BLOCK_KERNELS(double, d, 4)
+BLOCK_COUNT(float, f, 8)
+BLOCK_COUNT(double, d, 4)

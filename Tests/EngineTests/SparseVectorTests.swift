@@ -130,3 +130,20 @@ func sparseMatvecGradient() {
                        at: m, x, rng: &rng)
     }
 }
+
+@Test("matvec plus a bias (one primitive) by central differences, dense and sparse vectors")
+func matvecPlusGradient() {
+    var rng = TestRandom(seed: 89)
+    for (rows, columns, density) in [(3, 4, 1.0), (4, 70, 0.1), (2, 131, 0.2), (5, 9, 0.5)] {
+        let m: Matrix<Double> = rng.matrix(rows, columns)
+        let x: Vector<Double> = sparseVector(columns, density: density, nonzero: [0], &rng)
+        let b: Vector<Double> = rng.vector(rows)
+        checkGradient2("matvec \(rows)x\(columns) plus bias: matrix and bias", of: { matvec($0, constVar(x), plus: $1) },
+                       at: m, b, rng: &rng)
+        checkGradient2("matvec \(rows)x\(columns) plus bias: vector and bias", of: { matvec(constVar(m), $0, plus: $1) },
+                       at: x, b, rng: &rng)
+        let fused = evalBP2({ matvec($0, constVar(x), plus: $1) }, m, b)
+        let separate = evalBP2({ matvec($0, constVar(x)) + $1 }, m, b)
+        #expect(fused.scalars == separate.scalars, "\(rows)x\(columns): the fused primitive gives the bits of matvec then +")
+    }
+}

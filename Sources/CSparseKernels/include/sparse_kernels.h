@@ -81,6 +81,11 @@ void sk_block_compress_f(const float *x, int32_t n, int32_t *blocks, float *bval
 void sk_block_compress_d(const double *x, int32_t n, int32_t *blocks, double *bvals, int32_t *nb,
                          int32_t *tidx, double *tvals, int32_t *nt);
 
+/// The number of blocks of L entries of x[0 ..< n] (the last one possibly shorter) that hold a
+/// nonzero, counting stopped as soon as it exceeds stop_above (a quick test for dense vectors).
+int32_t sk_block_count_f(const float *x, int32_t n, int32_t stop_above);
+int32_t sk_block_count_d(const double *x, int32_t n, int32_t stop_above);
+
 /// y[r] = row r of the row-major matrix w (leading dimension ldw) times the blocked vector, for
 /// r < rows: per row, lane-wise sums over the blocks in order, the lanes added in lane order,
 /// then the tail's products in order (the same bits with AVX2 or without).

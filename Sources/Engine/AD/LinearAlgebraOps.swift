@@ -14,6 +14,21 @@ public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector
     }(m, x)
 }
 
+/// `m * x + b` in one primitive (a dense layer on one sample): the same values as
+/// `matvec(m, x) + b`, with one recorded operation and one result vector instead of two.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>, plus b: BVar<Vector<S>>) -> BVar<Vector<S>> {
+    op3 { (m: Matrix<S>, x: Vector<S>, b: Vector<S>) in
+        precondition(b.count == m.rows,
+                     "shape mismatch in matvec plus: \(m.shapeDescription) times Vector[\(x.count)] plus Vector[\(b.count)]")
+        let entries = SparseEntries(x)
+        var y = m.matvec(entries)
+        y.add(b)
+        return (y, { g in Matrix.outer(g, entries) }, { g in m.transposedMatvec(g) }, { g in g })
+    }(m, x, b)
+}
+
 /// Matrix product `op(a) * op(b)`, where `op` transposes when asked (one GEMM forward, one per
 /// argument backward).
 @_specialize(exported: true, where S == Float)
@@ -91,11 +106,15 @@ public func softMax<S>(_ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
 }
 
 /// Cross-entropy of predicted probabilities against a target distribution:
-/// `-(log probabilities · target)`.
+/// `-(log probabilities · target)`, as one primitive (its gradient is `-target / probabilities`).
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func crossEntropy<S>(_ target: Vector<S>, _ probabilities: BVar<Vector<S>>) -> BVar<S> {
-    -(log(probabilities).dot(constVar(target)))
+    op1 { (p: Vector<S>) in
+        precondition(p.count == target.count,
+                     "shape mismatch in crossEntropy: Vector[\(target.count)] target, Vector[\(p.count)] probabilities")
+        return (-p.log().dot(target), { g in target.zipMap(p, "crossEntropy") { t, p in -g * t / p } })
+    }(probabilities)
 }
 
 /// `crossEntropy(oneHot(label), softMax(logits))` in one stable primitive: the loss is

@@ -90,6 +90,19 @@ struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
             blocked = nil
             return
         }
+        // A quick count first: a dense vector (hidden activations) is seen within its first
+        // blocks, without allocating or copying anything.
+        let limit = Int32(Self.maximumKeptShare * Double(n) / Double(Self.lanes))
+        let kept = x.withUnsafeBufferPointer { xp in
+            Scalar.self == Float.self
+                ? sk_block_count_f(SparseKernels.typed(xp.baseAddress!, Float.self), Int32(n), limit)
+                : sk_block_count_d(SparseKernels.typed(xp.baseAddress!, Double.self), Int32(n), limit)
+        }
+        guard kept <= limit else {
+            dense = x
+            blocked = nil
+            return
+        }
         let b = BlockedVector(count: n, scalarStride: MemoryLayout<Scalar>.stride, lanes: Self.lanes)
         x.withUnsafeBufferPointer { xp in
             if Scalar.self == Float.self {

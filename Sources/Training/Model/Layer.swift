@@ -45,7 +45,7 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
-    matvec(layer[Lenses.weights()], x) + layer[Lenses.biases()]
+    matvec(layer[Lenses.weights()], x, plus: layer[Lenses.biases()])
 }
 
 /// A layer applied to a batch (one sample per row): `X * weightsᵀ + biases` on every row.
