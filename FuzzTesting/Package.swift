@@ -40,5 +40,12 @@ let package = Package(
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
+        // Arbitrary bytes into a pipeline with a shared secret, before authentication.
+        .executableTarget(name: "FuzzHandshake", dependencies: [
+            "FuzzCommon",
+            .product(name: "Wire", package: "backprop-swift"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
+        ]),
     ]
 )

@@ -3,8 +3,8 @@
 #
 #   bash FuzzTesting/run.sh [SECONDS_PER_HARNESS] [HARNESS...]
 #
-# SECONDS_PER_HARNESS defaults to 300; the harnesses are FrameDecoder, MessageDecoder and
-# Pipeline (all three by default). Each run starts from the committed seeds
+# SECONDS_PER_HARNESS defaults to 300; the harnesses are FrameDecoder, MessageDecoder, Pipeline
+# and Handshake (all four by default). Each run starts from the committed seeds
 # (FuzzTesting/Corpus/<harness>) in a fresh work corpus (FuzzTesting/.work/<harness>/corpus; FUZZ_KEEP_CORPUS=1 keeps the previous one).
 # Crashes, leaks, timeouts and out-of-memory inputs are saved in FuzzTesting/.work/<harness>/
 # artifacts; the script prints executions, exec/s, coverage and findings per harness and exits
@@ -15,7 +15,7 @@ set -euo pipefail
 seconds=${1:-300}
 shift || true
 harnesses=("$@")
-[ ${#harnesses[@]} -gt 0 ] || harnesses=(FrameDecoder MessageDecoder Pipeline)
+[ ${#harnesses[@]} -gt 0 ] || harnesses=(FrameDecoder MessageDecoder Pipeline Handshake)
 here=$(cd "$(dirname "$0")" && pwd)
 max_len=${FUZZ_MAX_LEN:-8192}
 rss_limit=${FUZZ_RSS_LIMIT_MB:-2048}

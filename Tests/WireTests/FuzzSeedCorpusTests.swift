@@ -81,6 +81,31 @@ struct FuzzSeedCorpusTests {
         ]
     }
 
+    /// What the handshake harness reads (role byte, piece size, what the peer sends): a
+    /// coordinator's challenge then a confirm (and a sealed frame) to a worker, a worker's
+    /// response to the harness's challenge, an error frame; whole and in small pieces. No seed
+    /// can hold a valid proof (the other side's nonce is fresh), so these reach the parsing of
+    /// each authentication frame and the refusals.
+    static func handshakeSeeds(_ seeds: [Seed]) -> [(String, [UInt8])] {
+        func frame(_ type: MessageType, _ payload: [UInt8], flags: FrameFlags = []) -> [UInt8] {
+            var buffer = ByteBuffer()
+            FrameHeader(type: type, flags: flags, payloadLength: UInt32(payload.count)).write(to: &buffer)
+            buffer.writeBytes(payload)
+            return Array(buffer.readableBytesView)
+        }
+        let challenge = frame(.authChallenge, [WireProtocol.version] + [0, 0, 0, 0, 0, 0, 0, 7] + Array(repeating: 0x5A, count: 32))
+        let confirm = frame(.authConfirm, Array(repeating: 0xC3, count: 32))
+        let sealed = frame(.ping, Array(repeating: 0x11, count: 24), flags: .sealed)
+        let response = frame(.authResponse, Array(repeating: 0x5A, count: 32) + Array(repeating: 0xA5, count: 32))
+        let error = seeds.first { $0.name == "error" }!.frame
+        return [
+            ("worker", [0, 0] + challenge + confirm + sealed), ("worker-pieces", [0, 9] + challenge + confirm + sealed),
+            ("worker-error", [0, 0] + error), ("worker-hello", [0, 0] + seeds.first { $0.name == "hello" }!.frame),
+            ("coordinator", [1, 0] + response), ("coordinator-pieces", [1, 5] + response + sealed),
+            ("coordinator-error", [1, 0] + error),
+        ]
+    }
+
     @Test("the committed seeds are valid frames and messages of every type")
     func committedSeeds() throws {
         let seeds = try Self.seeds()
@@ -91,8 +116,9 @@ struct FuzzSeedCorpusTests {
         let frames = Self.corpus.appendingPathComponent("FrameDecoder")
         let inputs = Self.corpus.appendingPathComponent("MessageDecoder")
         let pipeline = Self.corpus.appendingPathComponent("Pipeline")
+        let handshake = Self.corpus.appendingPathComponent("Handshake")
         if ProcessInfo.processInfo.environment["WIRE_FUZZ_WRITE_SEEDS"] != nil {
-            for directory in [frames, inputs, pipeline] {
+            for directory in [frames, inputs, pipeline, handshake] {
                 try? FileManager.default.removeItem(at: directory)
                 try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
             }
@@ -104,6 +130,9 @@ struct FuzzSeedCorpusTests {
             try FileManager.default.createDirectory(at: pipeline, withIntermediateDirectories: true)
             for (name, bytes) in try Self.pipelineSeeds(seeds) {
                 try Data(bytes).write(to: pipeline.appendingPathComponent(name))
+            }
+            for (name, bytes) in Self.handshakeSeeds(seeds) {
+                try Data(bytes).write(to: handshake.appendingPathComponent(name))
             }
         }
 
@@ -123,6 +152,15 @@ struct FuzzSeedCorpusTests {
         #expect(try decodeMessages(ByteBuffer(bytes: session)).count == 13)
         for (name, bytes) in try Self.pipelineSeeds(seeds) {
             #expect(try Data(contentsOf: pipeline.appendingPathComponent(name)) == Data(bytes), "pipeline seed \(name)")
+        }
+        for (name, bytes) in Self.handshakeSeeds(seeds) {
+            #expect(try Data(contentsOf: handshake.appendingPathComponent(name)) == Data(bytes), "handshake seed \(name)")
+            // After the two input bytes, whole frames only.
+            var buffer = ByteBuffer(bytes: bytes.dropFirst(2))
+            var decoder = FrameDecoder()
+            var count = 0
+            while try decoder.decode(buffer: &buffer) != nil { count += 1 }
+            #expect(count >= 1 && buffer.readableBytes == 0, "handshake seed \(name): whole frames")
         }
     }
 }
