@@ -16,10 +16,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
-        // What both harnesses share: the input's framing, the invariants they check.
+        // What the harnesses share: the input's framing, the invariants they check, reading back sent frames.
         .target(name: "FuzzCommon", dependencies: [
             .product(name: "Wire", package: "backprop-swift"),
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOEmbedded", package: "swift-nio"),
         ]),
         // Arbitrary bytes into FrameDecoder, whole and one byte at a time.
         .executableTarget(name: "FuzzFrameDecoder", dependencies: [

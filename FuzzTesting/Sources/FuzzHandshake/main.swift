@@ -37,21 +37,6 @@ private final class Recorder: ChannelInboundHandler {
     }
 }
 
-/// The frames this side wrote.
-private func sentFrames(_ channel: EmbeddedChannel) -> [WireFrame] {
-    var all = ByteBuffer()
-    while var bytes = try? channel.readOutbound(as: ByteBuffer.self) { all.writeBuffer(&bytes) }
-    var decoder = FrameDecoder()
-    var frames: [WireFrame] = []
-    do {
-        while let frame = try decoder.decode(buffer: &all) { frames.append(frame) }
-    } catch {
-        fuzzRequire(false, "this side wrote bytes its own decoder refuses: \(error)")
-    }
-    fuzzRequire(all.readableBytes == 0, "this side wrote a partial frame")
-    return frames
-}
-
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzHandshake(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
     let input = UnsafeRawBufferPointer(start: start, count: count)
