@@ -89,41 +89,29 @@ int sk_uses_avx2(void) {
 #define DISPATCH(name, ty, ...) name##ty##_generic(__VA_ARGS__)
 #endif
 
-void sk_affine_f(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
-                 const int32_t *rix, const float *vals, const float *wt, int32_t ldw,
-                 const float *bias, float *out, int32_t ldo, int32_t o0, int32_t o1) {
-    float *acc_block = aligned_alloc(64, sizeof(float) * 64 * (size_t)(block_rows > 0 ? block_rows : 1));
-    DISPATCH(affine_, f, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, ldo, o0, o1, acc_block);
-    free(acc_block);
-}
-
-void sk_affine_d(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
-                 const int32_t *rix, const double *vals, const double *wt, int32_t ldw,
-                 const double *bias, double *out, int32_t ldo, int32_t o0, int32_t o1) {
-    double *acc_block = aligned_alloc(64, sizeof(double) * 32 * (size_t)(block_rows > 0 ? block_rows : 1));
-    DISPATCH(affine_, d, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, ldo, o0, o1, acc_block);
-    free(acc_block);
-}
-
-void sk_weight_gradient_f(int32_t rows, int32_t inputs, int32_t block_rows,
-                          const int32_t *col_starts, const int32_t *rix, const float *vals,
-                          const float *g, int32_t ldg, float *gw, int32_t o0, int32_t o1) {
-    float *scratch = aligned_alloc(64, sizeof(float) * 64 * (size_t)(inputs > 0 ? inputs : 1));
-    float *g_block = aligned_alloc(64, sizeof(float) * 64 * (size_t)(block_rows > 0 ? block_rows : 1));
-    DISPATCH(gradient_, f, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, o0, o1, scratch, g_block);
-    free(g_block);
-    free(scratch);
-}
-
-void sk_weight_gradient_d(int32_t rows, int32_t inputs, int32_t block_rows,
-                          const int32_t *col_starts, const int32_t *rix, const double *vals,
-                          const double *g, int32_t ldg, double *gw, int32_t o0, int32_t o1) {
-    double *scratch = aligned_alloc(64, sizeof(double) * 32 * (size_t)(inputs > 0 ? inputs : 1));
-    double *g_block = aligned_alloc(64, sizeof(double) * 32 * (size_t)(block_rows > 0 ? block_rows : 1));
-    DISPATCH(gradient_, d, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, o0, o1, scratch, g_block);
-    free(g_block);
-    free(scratch);
-}
+// The entry points: scratch for one 256-byte slice of outputs (64 floats, 32 doubles) per row
+// of a block (forward) and per input (weight gradient), then the kernel for the CPU.
+#define SPARSE_LAYER_KERNELS(T, ty)                                                                \
+    void sk_affine_##ty(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts, \
+                        const int32_t *rix, const T *vals, const T *wt, int32_t ldw, const T *bias,  \
+                        T *out, int32_t ldo, int32_t o0, int32_t o1) {                             \
+        T *acc_block = aligned_alloc(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1));         \
+        DISPATCH(affine_, ty, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, \
+                 ldo, o0, o1, acc_block);                                                          \
+        free(acc_block);                                                                           \
+    }                                                                                              \
+    void sk_weight_gradient_##ty(int32_t rows, int32_t inputs, int32_t block_rows,                 \
+                                 const int32_t *col_starts, const int32_t *rix, const T *vals,     \
+                                 const T *g, int32_t ldg, T *gw, int32_t o0, int32_t o1) {         \
+        T *scratch = aligned_alloc(64, 256 * (size_t)(inputs > 0 ? inputs : 1));                   \
+        T *g_block = aligned_alloc(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1));           \
+        DISPATCH(gradient_, ty, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, o0,   \
+                 o1, scratch, g_block);                                                            \
+        free(g_block);                                                                             \
+        free(scratch);                                                                             \
+    }
+SPARSE_LAYER_KERNELS(float, f)
+SPARSE_LAYER_KERNELS(double, d)
 
 // Counting sort of each block's nonzeros by column; rows stay in increasing order within a
 // column because the rows are visited in order.
