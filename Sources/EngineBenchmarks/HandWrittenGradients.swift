@@ -42,18 +42,22 @@ enum HandWrittenGradients {
         return gradient
     }
 
-    /// One sample.
+    /// One sample. Each layer's input is put in its `SparseEntries` form once, for the product
+    /// and for the weight gradient, as the Engine's `matvec` primitive does.
     static func sample(_ net: Network<Float>, _ x: Vector<Float>, _ label: Int) -> Network<Float> {
         var activations = [x]
+        var inputs: [SparseEntries<Float>] = []
         for (i, layer) in net.layers.enumerated() {
-            let z = layer.weights.matvec(activations[i]) + layer.biases
+            inputs.append(SparseEntries(activations[i]))
+            var z = layer.weights.matvec(inputs[i])
+            z.add(layer.biases)
             activations.append(i == net.layers.count - 1 ? z.softMax() : z.logistic())
         }
         var delta = activations.last!
         delta[label] -= 1
         var gradient = net
         for i in stride(from: net.layers.count - 1, through: 0, by: -1) {
-            gradient.layers[i] = Layer(weights: Matrix.outer(delta, activations[i]), biases: delta)
+            gradient.layers[i] = Layer(weights: Matrix.outer(delta, inputs[i]), biases: delta)
             if i > 0 {
                 let h = activations[i]
                 delta = net.layers[i].weights.transposedMatvec(delta).zipMap(h, "σ'") { g, y in g * y * (1 - y) }

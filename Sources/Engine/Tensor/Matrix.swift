@@ -244,10 +244,10 @@ extension Matrix {
         return matvec(SparseEntries(x))
     }
 
-    @usableFromInline
+    /// `self * x` for a vector already in its `SparseEntries` form.
     @_specialize(where Scalar == Float)
     @_specialize(where Scalar == Double)
-    func matvec(_ x: SparseEntries<Scalar>) -> Vector<Scalar> {
+    public func matvec(_ x: SparseEntries<Scalar>) -> Vector<Scalar> {
         precondition(columns == x.count,
                      "shape mismatch in matvec: \(shapeDescription) times Vector[\(x.count)]")
         if rows == 0 || columns == 0 { return .zeros(rows) }
@@ -281,10 +281,10 @@ extension Matrix {
         outer(x, SparseEntries(y))
     }
 
-    @usableFromInline
+    /// Outer product `x yᵀ` for a `y` already in its `SparseEntries` form (pending, like `outer`).
     @_specialize(where Scalar == Float)
     @_specialize(where Scalar == Double)
-    static func outer(_ x: Vector<Scalar>, _ y: SparseEntries<Scalar>) -> Matrix {
+    public static func outer(_ x: Vector<Scalar>, _ y: SparseEntries<Scalar>) -> Matrix {
         let count = x.count * y.count
         if count == 0 { return .zeros(rows: x.count, columns: y.count) }
         return Matrix(storage: TensorStorage(pending: PendingOuter(x, y), count: count), rows: x.count, columns: y.count)

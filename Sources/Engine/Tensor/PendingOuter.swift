@@ -59,12 +59,14 @@ final class PendingOuter<Scalar: TensorScalar>: Sendable {
 
 /// A vector as the blocks of 32 bytes (8 floats, 4 doubles) that hold a nonzero, when it is
 /// sparse enough for products to pay for skipping the other blocks (an MNIST image keeps 39%
-/// of its blocks), else as all its entries (`dense`). Products with the blocked form run at
-/// full SIMD width over the kept blocks (`sk_block_*` in CSparseKernels).
-@usableFromInline
-struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
+/// of its blocks), else as all its entries. Products with the blocked form run at full SIMD
+/// width over the kept blocks (`sk_block_*` in CSparseKernels).
+///
+/// `Matrix.matvec` and `Matrix.outer` make one from a `Vector` by themselves; make it once and
+/// pass it to both when a vector is used in both (the gradient of a matrix-vector product).
+public struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
     /// The vector's length.
-    let count: Int
+    public let count: Int
     /// The vector itself, when it is kept dense.
     let dense: Vector<Scalar>?
     /// The blocked form (nil when dense): never mutated after `init`.
@@ -74,60 +76,35 @@ struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
     static var lanes: Int { 32 / MemoryLayout<Scalar>.stride }
     /// Vectors shorter than this stay dense: too little work to gain from skipping.
     static var minimumSparseLength: Int { 64 }
-    /// At most this share of the entries in kept blocks for the blocked form (measured on a
-    /// 300x784 matrix, BENCHMARKS.md: BLAS's dense products win above about half).
+    /// At most this share of the entries in kept blocks for the blocked form. A choice, not a
+    /// measured break-even: images (39% on MNIST) go blocked, and vectors with most blocks
+    /// nonzero (hidden activations) stay with BLAS.
     static var maximumKeptShare: Double { 0.5 }
 
     /// `x`, blocked when it is long and sparse enough.
-    @usableFromInline
     @_specialize(where Scalar == Float)
     @_specialize(where Scalar == Double)
-    init(_ x: Vector<Scalar>) {
+    public init(_ x: Vector<Scalar>) {
         let n = x.count
         count = n
-        guard n >= Self.minimumSparseLength else {
-            dense = x
-            blocked = nil
-            return
-        }
         // A quick count first: a dense vector (hidden activations) is seen within its first
-        // blocks, without allocating or copying anything.
+        // blocks, without allocating or copying anything. At most `limit` kept blocks (the
+        // tail's counted as one) means at most the kept share of the entries.
         let limit = Int32(Self.maximumKeptShare * Double(n) / Double(Self.lanes))
-        let kept = x.withUnsafeBufferPointer { xp in
-            Scalar.self == Float.self
-                ? sk_block_count_f(SparseKernels.typed(xp.baseAddress!, Float.self), Int32(n), limit)
-                : sk_block_count_d(SparseKernels.typed(xp.baseAddress!, Double.self), Int32(n), limit)
-        }
-        guard kept <= limit else {
+        guard n >= Self.minimumSparseLength,
+              x.withUnsafeBufferPointer({ SparseKernels.blockCount($0.baseAddress!, Int32(n), limit) }) <= limit else {
             dense = x
             blocked = nil
             return
         }
         let b = BlockedVector(count: n, scalarStride: MemoryLayout<Scalar>.stride, lanes: Self.lanes)
-        x.withUnsafeBufferPointer { xp in
-            if Scalar.self == Float.self {
-                sk_block_compress_f(SparseKernels.typed(xp.baseAddress!, Float.self), Int32(n), b.blocks,
-                                    b.values.assumingMemoryBound(to: Float.self), &b.blockCount, b.tailIndices,
-                                    b.tailValues.assumingMemoryBound(to: Float.self), &b.tailCount)
-            } else if Scalar.self == Double.self {
-                sk_block_compress_d(SparseKernels.typed(xp.baseAddress!, Double.self), Int32(n), b.blocks,
-                                    b.values.assumingMemoryBound(to: Double.self), &b.blockCount, b.tailIndices,
-                                    b.tailValues.assumingMemoryBound(to: Double.self), &b.tailCount)
-            } else {
-                fatalError("sparse kernels support Float and Double, not \(Scalar.self)")
-            }
-        }
-        if Double(Int(b.blockCount) * Self.lanes + Int(b.tailCount)) > Self.maximumKeptShare * Double(n) {
-            dense = x
-            blocked = nil
-        } else {
-            dense = nil
-            blocked = b
-        }
+        x.withUnsafeBufferPointer { SparseKernels.blockCompress($0.baseAddress!, Int32(n), into: b) }
+        dense = nil
+        blocked = b
     }
 
     /// Whether only the blocks with nonzeros are kept.
-    var isSparse: Bool { dense == nil }
+    public var isSparse: Bool { dense == nil }
 }
 
 /// The memory of a blocked vector (`sk_block_compress_*`): block positions and values, tail
@@ -157,6 +134,28 @@ final class BlockedVector {
 }
 
 extension SparseKernels {
+    static func blockCount<S: TensorScalar>(_ x: UnsafePointer<S>, _ n: Int32, _ stopAbove: Int32) -> Int32 {
+        if S.self == Float.self {
+            sk_block_count_f(typed(x, Float.self), n, stopAbove)
+        } else if S.self == Double.self {
+            sk_block_count_d(typed(x, Double.self), n, stopAbove)
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func blockCompress<S: TensorScalar>(_ x: UnsafePointer<S>, _ n: Int32, into b: BlockedVector) {
+        if S.self == Float.self {
+            sk_block_compress_f(typed(x, Float.self), n, b.blocks, b.values.assumingMemoryBound(to: Float.self),
+                                &b.blockCount, b.tailIndices, b.tailValues.assumingMemoryBound(to: Float.self), &b.tailCount)
+        } else if S.self == Double.self {
+            sk_block_compress_d(typed(x, Double.self), n, b.blocks, b.values.assumingMemoryBound(to: Double.self),
+                                &b.blockCount, b.tailIndices, b.tailValues.assumingMemoryBound(to: Double.self), &b.tailCount)
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
     static func blockGer<S: TensorScalar>(_ rows: Int32, _ w: UnsafeMutablePointer<S>, _ ldw: Int64, _ alpha: S,
                                           _ u: UnsafePointer<S>, _ v: BlockedVector) {
         if S.self == Float.self {
