@@ -199,6 +199,84 @@ int64_t sk_count_nonzero_bytes(const uint8_t *src, const int64_t *indices, int32
 GATHER(float, sk_gather_bytes_f)
 GATHER(double, sk_gather_bytes_d)
 
+void sk_index_bytes(const uint8_t *src, int64_t rows, int32_t length, const int64_t *starts,
+                    uint16_t *columns, uint8_t *values) {
+    for (int64_t i = 0; i < rows; i++) {
+        const uint8_t *row = src + i * (int64_t)length;
+        uint16_t *oc = columns + starts[i];
+        uint8_t *ov = values + starts[i];
+        int64_t k = 0;
+        for (int32_t j = 0; j < length; j++) {
+            if (row[j] != 0) {
+                oc[k] = (uint16_t)j;
+                ov[k] = row[j];
+                k++;
+            }
+        }
+    }
+}
+
+// The counting sort of COLUMN_BLOCKS, reading each row's entries from the index.
+#define COLUMN_BLOCKS_INDEXED(T, name)                                                             \
+    void name(const int64_t *starts, const uint16_t *icols, const uint8_t *ivals,                  \
+              const int64_t *indices, int32_t rows, int32_t inputs, T scale, int32_t block_rows,   \
+              int32_t *col_starts, int32_t *out_rows, T *out_values) {                             \
+        int32_t blocks = (rows + block_rows - 1) / block_rows, base = 0;                           \
+        for (int32_t b = 0; b < blocks; b++) {                                                     \
+            int32_t r0 = b * block_rows, r1 = r0 + block_rows < rows ? r0 + block_rows : rows;    \
+            int32_t *cs = col_starts + (int64_t)b * (inputs + 1);                                  \
+            memset(cs, 0, sizeof(int32_t) * (size_t)(inputs + 1));                                 \
+            for (int32_t s = r0; s < r1; s++) {                                                    \
+                const int64_t e1 = starts[indices[s] + 1];                                         \
+                for (int64_t e = starts[indices[s]]; e < e1; e++) cs[icols[e] + 1]++;              \
+            }                                                                                      \
+            cs[0] = base;                                                                          \
+            for (int32_t j = 0; j < inputs; j++) cs[j + 1] += cs[j];                               \
+            for (int32_t s = r0; s < r1; s++) {                                                    \
+                const int64_t e1 = starts[indices[s] + 1];                                         \
+                for (int64_t e = starts[indices[s]]; e < e1; e++) {                                \
+                    int32_t slot = cs[icols[e]]++;                                                 \
+                    out_rows[slot] = s;                                                            \
+                    out_values[slot] = (T)ivals[e] * scale;                                        \
+                }                                                                                  \
+            }                                                                                      \
+            /* cs[j] is now the end of column j; shift back, as COLUMN_BLOCKS does. */              \
+            for (int32_t j = inputs; j > 0; j--) cs[j] = cs[j - 1];                                \
+            cs[0] = base;                                                                          \
+            base = cs[inputs];                                                                     \
+        }                                                                                          \
+    }
+COLUMN_BLOCKS_INDEXED(float, sk_column_blocks_indexed_f)
+COLUMN_BLOCKS_INDEXED(double, sk_column_blocks_indexed_d)
+
+#define ROWS_FROM_COLUMN_BLOCKS(T, name)                                                           \
+    void name(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,        \
+              const int32_t *rix, const T *bvals, int32_t *row_starts, int32_t *columns,           \
+              T *values) {                                                                         \
+        int32_t blocks = (rows + block_rows - 1) / block_rows;                                     \
+        memset(row_starts, 0, sizeof(int32_t) * (size_t)(rows + 1));                               \
+        for (int32_t b = 0; b < blocks; b++) {                                                     \
+            const int32_t *cs = col_starts + (int64_t)b * (inputs + 1);                            \
+            for (int32_t e = cs[0]; e < cs[inputs]; e++) row_starts[rix[e] + 1]++;                 \
+        }                                                                                          \
+        for (int32_t s = 0; s < rows; s++) row_starts[s + 1] += row_starts[s];                     \
+        int32_t *next = malloc(sizeof(int32_t) * (size_t)(rows > 0 ? rows : 1));                  \
+        memcpy(next, row_starts, sizeof(int32_t) * (size_t)rows);                                  \
+        for (int32_t b = 0; b < blocks; b++) {                                                     \
+            const int32_t *cs = col_starts + (int64_t)b * (inputs + 1);                            \
+            for (int32_t j = 0; j < inputs; j++) {                                                 \
+                for (int32_t e = cs[j]; e < cs[j + 1]; e++) {                                      \
+                    int32_t slot = next[rix[e]]++;                                                 \
+                    columns[slot] = j;                                                             \
+                    values[slot] = bvals[e];                                                       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        free(next);                                                                                \
+    }
+ROWS_FROM_COLUMN_BLOCKS(float, sk_rows_from_column_blocks_f)
+ROWS_FROM_COLUMN_BLOCKS(double, sk_rows_from_column_blocks_d)
+
 // ---- one sparse vector against a dense row-major matrix (per-sample steps) ----
 
 #define BLOCK_KERNELS(T, ty, LANES)                                                                \

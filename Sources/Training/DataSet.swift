@@ -5,7 +5,9 @@ import Musl
 #elseif canImport(Darwin)
 import Darwin
 #endif
+import Engine
 import Foundation
+import Synchronization
 
 /// A set of classified images, such as MNIST's training or test set, kept as raw bytes.
 ///
@@ -28,6 +30,8 @@ public struct LabeledDataSet: Sendable, Equatable {
     public let pixels: [UInt8]
     /// The label of each sample.
     public let labels: [UInt8]
+    /// The pixels' nonzero entries, indexed on first use (``sparsePixels``).
+    private let sparseIndex = SparsePixelIndex()
 
     /// The number of pixels in one image, `rows * columns`.
     public var featureCount: Int { rows * columns }
@@ -108,6 +112,22 @@ public struct LabeledDataSet: Sendable, Equatable {
             validatedCount: labels.dimensions[0], rows: images.dimensions[1],
             columns: images.dimensions[2], classCount: classes,
             pixels: images.elements, labels: labels.elements)
+    }
+
+    /// Each sample's nonzero pixels, indexed when first asked for (a pass over all pixels; MNIST's
+    /// training set: ~27 MB) and kept: sparse batches are gathered from it by copying their
+    /// samples' entries. `nil` for images of more than `SparseByteRows.maximumRowLength` pixels.
+    public var sparsePixels: SparseByteRows? {
+        guard featureCount <= SparseByteRows.maximumRowLength else { return nil }
+        return sparseIndex.value { [pixels, featureCount] in
+            pixels.withUnsafeBufferPointer { SparseByteRows($0, rowLength: featureCount) }
+        }
+    }
+
+    /// Two data sets are equal when their images, labels and class counts are.
+    public static func == (a: LabeledDataSet, b: LabeledDataSet) -> Bool {
+        a.count == b.count && a.rows == b.rows && a.columns == b.columns && a.classCount == b.classCount
+            && a.labels == b.labels && a.pixels == b.pixels
     }
 
     /// The pixels of one sample, row after row. `sample` must be in `0..<count`.
@@ -249,5 +269,20 @@ public enum MNIST {
     private static func isDirectory(_ path: String) -> Bool {
         var status = stat()
         return stat(path, &status) == 0 && (status.st_mode & S_IFMT) == S_IFDIR
+    }
+}
+
+/// Holds a data set's `SparseByteRows` once built; copies of the data set share it.
+private final class SparsePixelIndex: Sendable {
+    private let index = Mutex<SparseByteRows?>(nil)
+
+    /// The index, built by `build` on the first call.
+    func value(_ build: () -> SparseByteRows) -> SparseByteRows {
+        index.withLock { stored in
+            if let stored { return stored }
+            let built = build()
+            stored = built
+            return built
+        }
     }
 }

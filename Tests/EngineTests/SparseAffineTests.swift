@@ -132,6 +132,46 @@ func sparseGatherFromBytes() {
     #expect(empty.rows == 0 && empty.nonzeroCount == 0 && empty.affine(.zeros(rows: 3, columns: rowLength), .zeros(3)).rows == 0)
 }
 
+@Test("SparseMatrix gathered through a SparseByteRows index: the same rows, blocks and products as from the bytes")
+func sparseGatherThroughIndex() {
+    func check<S: TensorScalar>(_: S.Type) {
+        var rng = TestRandom(seed: 91)
+        // 130 rows of 97 bytes (more than two blocks of rows), some rows all zero, some full.
+        let rowLength = 97, total = 130
+        var bytes: [UInt8] = (0..<(rowLength * total)).map { _ in rng.uniform(0.0...1.0) < 0.2 ? UInt8(rng.next() % 255 + 1) : 0 }
+        for c in 0..<rowLength { bytes[5 * rowLength + c] = 0; bytes[9 * rowLength + c] = UInt8(c % 255 + 1) }
+        let index = bytes.withUnsafeBufferPointer { SparseByteRows($0, rowLength: rowLength) }
+        #expect(index.rows == total && index.nonzeroCount == bytes.filter { $0 != 0 }.count)
+        let indices = (0..<150).map { _ in Int(rng.next() % UInt64(total)) } + [5, 9, 5]
+        let scale = 1 / S(255)
+        let fromBytes = bytes.withUnsafeBufferPointer {
+            SparseMatrix<S>(gatheringRowsOf: $0, rowLength: rowLength, indices: indices, scale: scale)
+        }!
+        let fromIndex = SparseMatrix<S>(gatheringRowsOf: index, indices: indices, scale: scale)!
+        #expect(fromIndex.rows == fromBytes.rows && fromIndex.columns == fromBytes.columns)
+        #expect(fromIndex.nonzeroCount == fromBytes.nonzeroCount)
+        #expect(fromIndex.columnBlocks.colStarts == fromBytes.columnBlocks.colStarts)
+        #expect(fromIndex.columnBlocks.rowIndices == fromBytes.columnBlocks.rowIndices)
+        #expect(fromIndex.columnBlocks.values == fromBytes.columnBlocks.values)
+        #expect(fromIndex.rowStarts == fromBytes.rowStarts)
+        #expect(fromIndex.columnIndices == fromBytes.columnIndices)
+        #expect(fromIndex.values == fromBytes.values)
+        #expect(fromIndex.dense() == fromBytes.dense())
+        let w: Matrix<S> = rng.matrix(11, rowLength)
+        let b: Vector<S> = rng.vector(11)
+        #expect(fromIndex.affine(w, b).scalars == fromBytes.affine(w, b).scalars)
+        let g: Matrix<S> = rng.matrix(indices.count, 11)
+        #expect(fromIndex.weightGradient(g).scalars == fromBytes.weightGradient(g).scalars)
+        // The density limit refuses as the gather from bytes does; no rows gives an empty matrix.
+        #expect(SparseMatrix<S>(gatheringRowsOf: index, indices: indices, scale: scale,
+                                maximumDensity: fromBytes.density / 2) == nil)
+        let empty = SparseMatrix<S>(gatheringRowsOf: index, indices: [], scale: scale)!
+        #expect(empty.rows == 0 && empty.nonzeroCount == 0 && empty.rowStarts == [0])
+    }
+    check(Float.self)
+    check(Double.self)
+}
+
 @Test("sparse affine: the bits of the bias plus each row's nonzeros added in column order")
 func sparseAffineSummationOrder() {
     func check<S: TensorScalar>(_: S.Type) {

@@ -71,6 +71,36 @@ void sk_gather_bytes_d(const uint8_t *src, const int64_t *indices, int32_t row0,
                        int32_t length, double scale, const int32_t *row_starts, int32_t *columns,
                        double *values);
 
+/// Indexes the nonzero bytes of rows 0 ..< rows of a row-major byte matrix with `length`
+/// (at most 65536) columns: row i's nonzeros go, in column order, to columns[] and values[]
+/// from starts[i] on, where starts (rows + 1 entries) must already hold the running count of
+/// nonzeros (starts[0] = 0; sk_count_nonzero_bytes counts them).
+void sk_index_bytes(const uint8_t *src, int64_t rows, int32_t length, const int64_t *starts,
+                    uint16_t *columns, uint8_t *values);
+
+/// The column blocks of sk_column_blocks_* built straight from an index (sk_index_bytes), for
+/// the matrix whose row s is indexed row indices[s] with its bytes times `scale`: the same
+/// arrays, without forming the rows first. The blocks' entries start at 0.
+void sk_column_blocks_indexed_f(const int64_t *starts, const uint16_t *index_columns,
+                                const uint8_t *index_values, const int64_t *indices, int32_t rows,
+                                int32_t inputs, float scale, int32_t block_rows,
+                                int32_t *col_starts, int32_t *out_rows, float *out_values);
+void sk_column_blocks_indexed_d(const int64_t *starts, const uint16_t *index_columns,
+                                const uint8_t *index_values, const int64_t *indices, int32_t rows,
+                                int32_t inputs, double scale, int32_t block_rows,
+                                int32_t *col_starts, int32_t *out_rows, double *out_values);
+
+/// The rows (compressed sparse rows) of a matrix given by its column blocks: row_starts
+/// (rows + 1 entries), columns[] and values[] in column order within each row.
+void sk_rows_from_column_blocks_f(int32_t rows, int32_t inputs, int32_t block_rows,
+                                  const int32_t *col_starts, const int32_t *block_rows_index,
+                                  const float *block_values, int32_t *row_starts,
+                                  int32_t *columns, float *values);
+void sk_rows_from_column_blocks_d(int32_t rows, int32_t inputs, int32_t block_rows,
+                                  const int32_t *col_starts, const int32_t *block_rows_index,
+                                  const double *block_values, int32_t *row_starts,
+                                  int32_t *columns, double *values);
+
 /// A vector as blocks: `sk_block_compress_*` keeps the blocks of L consecutive entries
 /// (L = 8 floats or 4 doubles, 32 bytes) that hold a nonzero, as their first column
 /// (`blocks[b]`, a multiple of L) and their L values (`bvals[b * L ..< b * L + L]`), and of the

@@ -1,5 +1,6 @@
 import CSparseKernels
 import Dispatch
+import Synchronization
 
 /// A batch of samples stored as compressed sparse rows: per row, the columns of its nonzero
 /// entries (in increasing order) and their values.
@@ -14,18 +15,21 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
     public let rows: Int
     /// Number of columns (inputs per sample).
     public let columns: Int
-    /// `rowStarts[i] ..< rowStarts[i + 1]` are the entries of row `i`; `rows + 1` entries.
-    public let rowStarts: [Int32]
-    /// The column of each nonzero entry, increasing within a row.
-    public let columnIndices: [Int32]
-    /// The value of each nonzero entry.
-    public let values: [Scalar]
-    /// The same entries by blocks of `SparseKernels.blockRows` rows, each block's by column then
+    /// Number of stored entries.
+    public let nonzeroCount: Int
+    /// The entries by blocks of `SparseKernels.blockRows` rows, each block's by column then
     /// row: what both kernels of `affine` and `weightGradient` read.
     let columnBlocks: ColumnBlocks<Scalar>
+    /// The entries row by row: given, or derived from the column blocks when first asked for
+    /// (a batch gathered from a `SparseByteRows` index is built as column blocks only).
+    private let rowForm: RowForm<Scalar>
 
-    /// Number of stored entries.
-    public var nonzeroCount: Int { values.count }
+    /// `rowStarts[i] ..< rowStarts[i + 1]` are the entries of row `i`; `rows + 1` entries.
+    public var rowStarts: [Int32] { rowForm.arrays(columnBlocks, rows, columns).rowStarts }
+    /// The column of each nonzero entry, increasing within a row.
+    public var columnIndices: [Int32] { rowForm.arrays(columnBlocks, rows, columns).columnIndices }
+    /// The value of each nonzero entry.
+    public var values: [Scalar] { rowForm.arrays(columnBlocks, rows, columns).values }
 
     /// Fraction of the entries that are stored, `nonzeroCount / (rows * columns)` (0 for an
     /// empty matrix).
@@ -61,10 +65,18 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
     init(unchecked rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
         self.rows = rows
         self.columns = columns
-        self.rowStarts = rowStarts
-        self.columnIndices = columnIndices
-        self.values = values
+        self.nonzeroCount = values.count
         self.columnBlocks = ColumnBlocks(rows, columns, rowStarts, columnIndices, values)
+        self.rowForm = RowForm((rowStarts, columnIndices, values))
+    }
+
+    /// A matrix given by its column blocks only.
+    init(rows: Int, columns: Int, columnBlocks: ColumnBlocks<Scalar>) {
+        self.rows = rows
+        self.columns = columns
+        self.nonzeroCount = columnBlocks.values.count
+        self.columnBlocks = columnBlocks
+        self.rowForm = RowForm(nil)
     }
 
     /// The nonzero entries of `dense` (exact zeros are dropped).
@@ -87,6 +99,8 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
     /// `scale` (pixels to intensities), keeping the nonzero bytes only; `nil` when the rows'
     /// density (nonzero bytes over all bytes) exceeds `maximumDensity`, in which case only the
     /// counting was done and a dense matrix is the better choice.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
     public init?(gatheringRowsOf bytes: UnsafeBufferPointer<UInt8>, rowLength: Int, indices: [Int],
                  scale: Scalar, maximumDensity: Double = 1) {
         precondition(rowLength >= 0 && rowLength <= Int(Int32.max) && indices.count < Int(Int32.max),
@@ -105,11 +119,13 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
         precondition(total <= Int(Int32.max), "too many nonzeros for a SparseMatrix: \(total)")
         var starts = [Int32](repeating: 0, count: n + 1)
         for i in 0..<n { starts[i + 1] = starts[i] + counts[i] }
-        var cols = [Int32](repeating: 0, count: total)
-        var vals = [Scalar](repeating: 0, count: total)
-        starts.withUnsafeBufferPointer { sp in
-            cols.withUnsafeMutableBufferPointer { cp in
-                vals.withUnsafeMutableBufferPointer { vp in
+        // Every entry is written by the kernel: no need to fill the arrays first.
+        var vals: [Scalar] = []
+        let cols = [Int32](unsafeUninitializedCapacity: total) { cp, count in
+            count = total
+            vals = [Scalar](unsafeUninitializedCapacity: total) { vp, count in
+                count = total
+                starts.withUnsafeBufferPointer { sp in
                     let shared = UncheckedSendable((sp.baseAddress!, cp.baseAddress, vp.baseAddress))
                     ParallelLoop.forEachChunk(n, minimumPerThread: 256) { rows in
                         let (s, c, v) = shared.value
@@ -124,7 +140,8 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
 
     /// The same matrix, dense.
     public func dense() -> Matrix<Scalar> {
-        Matrix(rows: rows, columns: columns) { out in
+        let (rowStarts, columnIndices, values) = rowForm.arrays(columnBlocks, rows, columns)
+        return Matrix(rows: rows, columns: columns) { out in
             out.initialize(repeating: 0)
             for r in 0..<rows {
                 for e in Int(rowStarts[r])..<Int(rowStarts[r + 1]) {
@@ -235,23 +252,32 @@ final class ColumnBlocks<Scalar: TensorScalar>: Sendable {
     /// The value of each entry.
     let values: [Scalar]
 
+    init(colStarts: [Int32], rowIndices: [Int32], values: [Scalar]) {
+        self.colStarts = colStarts
+        self.rowIndices = rowIndices
+        self.values = values
+    }
+
     init(_ rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
         let blockRows = SparseKernels.blockRows
         let blocks = (rows + blockRows - 1) / blockRows
-        var colStarts = [Int32](repeating: 0, count: blocks * (columns + 1))
-        var rowIndices = [Int32](repeating: 0, count: values.count)
-        var blockValues = [Scalar](repeating: 0, count: values.count)
-        if blocks > 0 {
-            rowStarts.withUnsafeBufferPointer { rs in
-                columnIndices.withUnsafeBufferPointer { ci in
-                    values.withUnsafeBufferPointer { vs in
-                        colStarts.withUnsafeMutableBufferPointer { cs in
-                            rowIndices.withUnsafeMutableBufferPointer { ri in
-                                blockValues.withUnsafeMutableBufferPointer { bv in
-                                    SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
-                                                               ci.baseAddress, vs.baseAddress, Int32(blockRows),
-                                                               cs.baseAddress!, ri.baseAddress, bv.baseAddress)
-                                }
+        // The kernel writes every entry of the three arrays (each block's column starts, and
+        // each nonzero once): no need to fill them first.
+        let total = values.count, startCount = blocks * (columns + 1)
+        var rowIndices: [Int32] = [], blockValues: [Scalar] = []
+        let colStarts = [Int32](unsafeUninitializedCapacity: startCount) { cs, count in
+            count = startCount
+            rowIndices = [Int32](unsafeUninitializedCapacity: total) { ri, count in
+                count = total
+                blockValues = [Scalar](unsafeUninitializedCapacity: total) { bv, count in
+                    count = total
+                    guard blocks > 0 else { return }
+                    rowStarts.withUnsafeBufferPointer { rs in
+                        columnIndices.withUnsafeBufferPointer { ci in
+                            values.withUnsafeBufferPointer { vs in
+                                SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
+                                                           ci.baseAddress, vs.baseAddress, Int32(blockRows),
+                                                           cs.baseAddress!, ri.baseAddress, bv.baseAddress)
                             }
                         }
                     }
@@ -261,6 +287,47 @@ final class ColumnBlocks<Scalar: TensorScalar>: Sendable {
         self.colStarts = colStarts
         self.rowIndices = rowIndices
         self.values = blockValues
+    }
+}
+
+/// A sparse matrix's compressed sparse rows, kept once known: built with the matrix, or from its
+/// column blocks on first use.
+final class RowForm<Scalar: TensorScalar>: Sendable {
+    typealias Arrays = (rowStarts: [Int32], columnIndices: [Int32], values: [Scalar])
+    private let state: Mutex<UncheckedSendable<Arrays>?>
+
+    init(_ arrays: Arrays?) {
+        state = Mutex(arrays.map(UncheckedSendable.init))
+    }
+
+    /// The rows, derived from `blocks` (of a `rows` x `columns` matrix) the first time.
+    func arrays(_ blocks: ColumnBlocks<Scalar>, _ rows: Int, _ columns: Int) -> Arrays {
+        state.withLock { stored in
+            if let stored { return stored.value }
+            let total = blocks.values.count
+            var columnIndices: [Int32] = [], values: [Scalar] = []
+            let rowStarts = [Int32](unsafeUninitializedCapacity: rows + 1) { rs, count in
+                count = rows + 1
+                columnIndices = [Int32](unsafeUninitializedCapacity: total) { ci, count in
+                    count = total
+                    values = [Scalar](unsafeUninitializedCapacity: total) { vs, count in
+                        count = total
+                        blocks.colStarts.withUnsafeBufferPointer { cs in
+                            blocks.rowIndices.withUnsafeBufferPointer { ri in
+                                blocks.values.withUnsafeBufferPointer { bv in
+                                    SparseKernels.rowsFromColumnBlocks(Int32(rows), Int32(columns), Int32(SparseKernels.blockRows),
+                                                                       cs.baseAddress, ri.baseAddress, bv.baseAddress,
+                                                                       rs.baseAddress!, ci.baseAddress, vs.baseAddress)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            let arrays = (rowStarts, columnIndices, values)
+            stored = UncheckedSendable(arrays)
+            return arrays
+        }
     }
 }
 
@@ -360,6 +427,19 @@ enum SparseKernels {
             sk_gather_bytes_f(src, indices, row0, row1, length, scale as! Float, rs, ci, typed(vs, Float.self))
         } else if S.self == Double.self {
             sk_gather_bytes_d(src, indices, row0, row1, length, scale as! Double, rs, ci, typed(vs, Double.self))
+        } else {
+            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
+        }
+    }
+
+    static func rowsFromColumnBlocks<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ blockRows: Int32,
+                                                      _ cs: UnsafePointer<Int32>?, _ ri: UnsafePointer<Int32>?,
+                                                      _ bv: UnsafePointer<S>?, _ rs: UnsafeMutablePointer<Int32>,
+                                                      _ ci: UnsafeMutablePointer<Int32>?, _ vs: UnsafeMutablePointer<S>?) {
+        if S.self == Float.self {
+            sk_rows_from_column_blocks_f(rows, inputs, blockRows, cs, ri, typed(bv, Float.self), rs, ci, typed(vs, Float.self))
+        } else if S.self == Double.self {
+            sk_rows_from_column_blocks_d(rows, inputs, blockRows, cs, ri, typed(bv, Double.self), rs, ci, typed(vs, Double.self))
         } else {
             fatalError("SparseMatrix supports Float and Double, not \(S.self)")
         }

@@ -55,11 +55,17 @@ extension LabeledDataSet {
     }
 
     /// The samples at `indices` as sparse rows (pixel intensities in 0...1, black pixels left
-    /// out), or `nil` when more than `maximumDensity` of their pixels are nonzero.
+    /// out), or `nil` when more than `maximumDensity` of their pixels are nonzero. Copied from
+    /// `sparsePixels` (indexed on the first call).
+    @_specialize(exported: true, where S == Float)
+    @_specialize(exported: true, where S == Double)
     public func batchSparse<S: TensorScalar>(_ indices: [Int], as: S.Type = S.self,
                                              maximumDensity: Double = 1) -> SparseMatrix<S>? {
         for index in indices {
             precondition(index >= 0 && index < count, "sample \(index) out of range for a data set of \(count)")
+        }
+        if let index = sparsePixels {
+            return SparseMatrix(gatheringRowsOf: index, indices: indices, scale: 1 / 255, maximumDensity: maximumDensity)
         }
         return pixels.withUnsafeBufferPointer { bytes in
             SparseMatrix(gatheringRowsOf: bytes, rowLength: featureCount, indices: indices,
