@@ -92,29 +92,67 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
     }
 }
 
-/// Writes ``WireFrame``s as header plus payload. Use it through `MessageToByteHandler(FrameEncoder())`.
+/// Writes ``WireFrame``s as header plus payload. In a pipeline it is a handler of its own
+/// (`addHandler(FrameEncoder())`): a frame whose payload is at least ``separatePayloadBytes``
+/// goes to the socket as two buffers, header and payload, of one vectored write, so a megabyte
+/// of parameters or gradients is not copied once more to put twelve bytes in front of it; a
+/// smaller frame is written as one buffer. ``encode(data:out:)`` writes a frame into one buffer.
 ///
 /// A frame whose payload is over the limit for its type is refused with
-/// ``WireError/frameTooLarge(type:length:limit:)`` (the write fails; nothing is sent), since the
-/// peer would refuse it anyway.
-public struct FrameEncoder: MessageToByteEncoder {
+/// ``WireError/frameTooLarge(type:length:limit:)`` (the write fails and the error goes down the
+/// pipeline; nothing is sent), since the peer would refuse it anyway.
+public final class FrameEncoder: ChannelOutboundHandler, Sendable {
     public typealias OutboundIn = WireFrame
+    public typealias OutboundOut = ByteBuffer
 
     public let limits: FrameLimits
+
+    /// Payloads from this size on are not copied behind their header.
+    public static let separatePayloadBytes = 1 << 16
 
     public init(limits: FrameLimits = .default) {
         self.limits = limits
     }
 
+    /// Appends `frame`, header and payload, to `out`.
     public func encode(data frame: WireFrame, out: inout ByteBuffer) throws {
+        let length = try checkedLength(frame)
+        out.reserveCapacity(minimumWritableBytes: FrameHeader.byteCount + length)
+        frame.header.write(to: &out)
+        var payload = frame.payload
+        out.writeBuffer(&payload)
+    }
+
+    public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let frame = unwrapOutboundIn(data)
+        do {
+            _ = try checkedLength(frame)
+        } catch {
+            promise?.fail(error)
+            context.fireErrorCaught(error)
+            return
+        }
+        let length = frame.payload.readableBytes
+        if length < Self.separatePayloadBytes {
+            var out = context.channel.allocator.buffer(capacity: FrameHeader.byteCount + length)
+            frame.header.write(to: &out)
+            var payload = frame.payload
+            out.writeBuffer(&payload)
+            context.write(wrapOutboundOut(out), promise: promise)
+            return
+        }
+        var header = context.channel.allocator.buffer(capacity: FrameHeader.byteCount)
+        frame.header.write(to: &header)
+        context.write(wrapOutboundOut(header), promise: nil)
+        context.write(wrapOutboundOut(frame.payload), promise: promise)
+    }
+
+    private func checkedLength(_ frame: WireFrame) throws -> Int {
         let length = frame.payload.readableBytes
         let limit = limits.maxPayload(for: frame.type, flags: frame.flags)
         guard length <= limit else {
             throw WireError.frameTooLarge(type: frame.type, length: UInt64(length), limit: limit)
         }
-        out.reserveCapacity(minimumWritableBytes: FrameHeader.byteCount + length)
-        frame.header.write(to: &out)
-        var payload = frame.payload
-        out.writeBuffer(&payload)
+        return length
     }
 }

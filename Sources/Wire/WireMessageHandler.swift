@@ -238,7 +238,7 @@ extension ChannelPipeline.SynchronousOperations {
         security: WireSecurity = .none, deadlines: WireDeadlines = .default
     ) throws {
         try addHandler(FrameDeadlineHandler(deadline: deadlines.frame))
-        try addHandler(MessageToByteHandler(FrameEncoder(limits: limits)))
+        try addHandler(FrameEncoder(limits: limits))
         try addHandler(ByteToMessageHandler(
             FrameDecoder(limits: limits),
             maximumBufferSize: FrameHeader.byteCount + limits.maxPayloadBytes + FrameFlags.sealOverhead))

@@ -42,7 +42,21 @@ private func exchange(_ coordinator: EmbeddedChannel, _ worker: EmbeddedChannel)
             if coordinator.isActive { try coordinator.writeInbound(bytes) }
         }
     }
-    return (toWorker, toCoordinator)
+    return (wholeFrames(toWorker), wholeFrames(toCoordinator))
+}
+
+/// The frames in buffers written one after another (a large frame's header and payload are
+/// written as two buffers), one buffer per frame.
+private func wholeFrames(_ buffers: [ByteBuffer]) -> [ByteBuffer] {
+    var all = ByteBuffer()
+    for var bytes in buffers { all.writeBuffer(&bytes) }
+    var frames: [ByteBuffer] = []
+    while all.readableBytes >= FrameHeader.byteCount,
+          let length = all.getInteger(at: all.readerIndex + 8, as: UInt32.self),
+          let frame = all.readSlice(length: min(all.readableBytes, FrameHeader.byteCount + Int(length))) {
+        frames.append(frame)
+    }
+    return frames
 }
 
 /// Writes without waiting for the write to complete: before authentication the security

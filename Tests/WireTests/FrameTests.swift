@@ -48,6 +48,26 @@ struct FrameTests {
         #expect(decoded == messages)
     }
 
+    @Test("in a pipeline the encoder writes the same bytes as encode(data:out:), a large payload as a buffer of its own")
+    func encoderHandlerBytes() throws {
+        let channel = EmbeddedChannel(handler: FrameEncoder())
+        let small = WireFrame(type: .pong, payload: ByteBuffer(repeating: 7, count: 8))
+        let large = WireFrame(type: .gradient, payload: ByteBuffer(bytes: (0..<(FrameEncoder.separatePayloadBytes + 5)).map { UInt8(truncatingIfNeeded: $0) }))
+        var expected = ByteBuffer()
+        for frame in [small, large, small] {
+            try channel.writeOutbound(frame)
+            try FrameEncoder().encode(data: frame, out: &expected)
+        }
+        var buffers: [ByteBuffer] = []
+        while let bytes = try channel.readOutbound(as: ByteBuffer.self) { buffers.append(bytes) }
+        #expect(buffers.map(\.readableBytes) == [FrameHeader.byteCount + 8, FrameHeader.byteCount,
+                                                FrameEncoder.separatePayloadBytes + 5, FrameHeader.byteCount + 8])
+        var all = ByteBuffer()
+        for var bytes in buffers { all.writeBuffer(&bytes) }
+        #expect(all == expected)
+        _ = try channel.finish()
+    }
+
     @Test("the encoder refuses a payload over the limit of its type")
     func encoderRefusesOversizedFrame() throws {
         let limits = FrameLimits(maxPayloadBytes: 1024, maxControlPayloadBytes: 16)

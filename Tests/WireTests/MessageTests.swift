@@ -24,6 +24,25 @@ struct MessageTests {
         #expect(try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature) == message)
     }
 
+    @Test("a gradient is finite unless an entry (in the 8-lane part or the tail) or the loss is NaN or infinite")
+    func gradientFiniteness() {
+        func result(_ values: [Float], loss: Double = 1) -> GradientResult {
+            GradientResult(step: 1, shardID: 0, sampleCount: 1, lossSum: loss, correctCount: 0, gradientSum: values)
+        }
+        let extremes: [Float] = [.greatestFiniteMagnitude, -.greatestFiniteMagnitude, .leastNonzeroMagnitude, -0.0, 0]
+        let base = (0..<37).map { extremes[$0 % extremes.count] }
+        #expect(result(base).isFinite)
+        #expect(result([]).isFinite)
+        #expect(!result(base, loss: .nan).isFinite)
+        for position in [0, 7, 8, 31, 32, 36] {
+            for bad: Float in [.nan, .infinity, -.infinity, .signalingNaN] {
+                var values = base
+                values[position] = bad
+                #expect(!result(values).isFinite, "entry \(position) = \(bad)")
+            }
+        }
+    }
+
     @Test("a gradient whose length does not match the model is refused before decompressing")
     func gradientOfWrongShape() throws {
         let codec = PayloadCodec()
