@@ -194,9 +194,11 @@ final class TrainingRun {
     /// `accept` returns false to reject an answer (a non-finite gradient): the task is then
     /// computed again by another worker. Every worker that becomes ready meanwhile is first
     /// sent `parameters`.
-    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, queued: () -> Void = {},
+    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, queued: () throws -> Void = {},
                           accept: (Int, Int, WireMessage) throws -> Bool) async throws {
-        for w in alive { links[w].send(.parameters(parameters), connection: connection[w]!) }
+        // Workers that get `parameters` with their next tasks: every worker now, and each one
+        // that becomes ready later.
+        var needsParameters = alive
         var queue = Array(tasks.indices.reversed())
         var outstanding: [Int: Set<Int>] = [:]
         var done = Set<Int>()
@@ -213,12 +215,14 @@ final class TrainingRun {
         }
         func fill() {
             for w in alive.sorted() {
+                var messages: [WireMessage] = needsParameters.remove(w) != nil ? [.parameters(parameters)] : []
                 while outstanding[w, default: []].count < capacity[w, default: 2],
                       let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) {
                     let t = queue.remove(at: i)
                     outstanding[w, default: []].insert(t)
-                    links[w].send(.task(tasks[t]), connection: connection[w]!)
+                    messages.append(.task(tasks[t]))
                 }
+                if !messages.isEmpty { links[w].send(messages, connection: connection[w]!) }
             }
             if alive.isEmpty, noneSince == nil {
                 noneSince = .now
@@ -226,14 +230,14 @@ final class TrainingRun {
             }
         }
         fill()
-        queued()
+        try queued()
         while done.count < tasks.count {
             guard let event = await events.next() else { throw CoordinatorError("the worker connections ended") }
             if handleMembership(event, announceFailures: false) {
                 switch event {
-                case .ready(let w, let c, _):
+                case .ready(let w, _, _):
                     noneSince = nil
-                    links[w].send(.parameters(parameters), connection: c)
+                    needsParameters.insert(w)
                 case .closed(let w, _, _):
                     if !alive.contains(w), let lost = outstanding.removeValue(forKey: w) {
                         queue.append(contentsOf: lost.subtracting(done).sorted(by: >))
@@ -309,7 +313,17 @@ final class TrainingRun {
               + "\(alive.count) worker(s)")
 
         var plan: (epoch: Int, batches: [[Int]], next: SeededGenerator)?
+        // A step's report (its line, metrics and checkpoint) is written once the next step's
+        // parameters and tasks are out, so that the workers do not wait for it; a step that
+        // validates reports at once. Whatever ends the loop writes the last report first.
+        var pendingReport: (() throws -> Void)?
+        func flushReport() throws {
+            let report = pendingReport
+            pendingReport = nil
+            try report?()
+        }
         do {
+            defer { try? flushReport() }
             while state.step < totalSteps, state.epoch <= c.epochs {
                 if plan?.epoch != state.epoch {
                     var generator = state.epochGenerator
@@ -322,7 +336,8 @@ final class TrainingRun {
                 let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
                 var timings = StepTimings(started: started)
-                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, timings: &timings)
+                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, timings: &timings,
+                                                 queued: flushReport)
                 // The step is taken (nothing below can fail): the state moves on as one, in place.
                 let optimizing = ContinuousClock.now
                 state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
@@ -351,33 +366,40 @@ final class TrainingRun {
                     validationError = validation.errorRate
                     line += String(format: "; validation error %.2f%%", validation.errorRate * 100)
                 }
-                curve.append(step: step, seconds: seconds, trainError: trainError, validationError: validationError)
-                console.line(line)
+                let epoch = plan!.epoch
+                let loss = reducer.lossSum / Double(reducer.sampleCount)
+                let saved = checkpoints != nil && (step % checkpointEvery == 0 || step == totalSteps) ? state : nil
+                let elapsed = state.trainSeconds, trainingEpoch = min(state.epoch, c.epochs)
                 let bytes = counters.reduce((0, 0)) { total, counter in
                     let (s, r) = counter.take()
                     return (total.0 + s, total.1 + r)
                 }
-                try metrics?.write([
-                    "step": .int(step), "epoch": .int(plan!.epoch), "loss": .double(reducer.lossSum / Double(reducer.sampleCount)),
-                    "train_error": .double(trainError), "seconds": .double(seconds),
-                    "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
-                    "validation_error": .double(validationError ?? .nan),
-                    "tasks_queued_ms": .double(1000 * timings.tasksQueued),
-                    "first_answer_ms": .double(1000 * timings.firstAnswer),
-                    "last_answer_ms": .double(1000 * timings.lastAnswer),
-                    "reduce_ms": .double(1000 * timings.reduce),
-                    "optimizer_ms": .double(1000 * timings.optimizer),
-                ])
-                if let checkpoints, step % checkpointEvery == 0 || step == totalSteps {
-                    let saving = ContinuousClock.now
-                    let path = try checkpoints.save(state, fingerprint: fingerprint)
-                    console.line(String(format: "checkpoint %@ (%.1f ms)", path, (ContinuousClock.now - saving).seconds * 1000))
+                pendingReport = { [console] in
+                    curve.append(step: step, seconds: seconds, trainError: trainError, validationError: validationError)
+                    console.line(line)
+                    try metrics?.write([
+                        "step": .int(step), "epoch": .int(epoch), "loss": .double(loss),
+                        "train_error": .double(trainError), "seconds": .double(seconds),
+                        "bytes_sent": .int(bytes.0), "bytes_received": .int(bytes.1),
+                        "validation_error": .double(validationError ?? .nan),
+                        "tasks_queued_ms": .double(1000 * timings.tasksQueued),
+                        "first_answer_ms": .double(1000 * timings.firstAnswer),
+                        "last_answer_ms": .double(1000 * timings.lastAnswer),
+                        "reduce_ms": .double(1000 * timings.reduce),
+                        "optimizer_ms": .double(1000 * timings.optimizer),
+                    ])
+                    if let checkpoints, let saved {
+                        let saving = ContinuousClock.now
+                        let path = try checkpoints.save(saved, fingerprint: fingerprint)
+                        console.line(String(format: "checkpoint %@ (%.1f ms)", path, (ContinuousClock.now - saving).seconds * 1000))
+                    }
+                    let left = elapsed / Double(step) * Double(totalSteps - step)
+                    console.status(String(format: "step %d/%d · epoch %d/%d · %.0f s training · about %.0f s left",
+                                          step, totalSteps, trainingEpoch, c.epochs, elapsed, left))
                 }
-                let elapsed = state.trainSeconds
-                let left = elapsed / Double(step) * Double(totalSteps - step)
-                console.status(String(format: "step %d/%d · epoch %d/%d · %.0f s training · about %.0f s left",
-                                      step, totalSteps, min(state.epoch, c.epochs), c.epochs, elapsed, left))
+                if validationError != nil || saved != nil { try flushReport() }
             }
+            try flushReport()
             let final = try await evaluate(state.parameters, step: state.step + 1)
             let digest = Self.sha256(of: state.parameters)
             console.clearStatus()
@@ -444,7 +466,9 @@ final class TrainingRun {
     }
 
     /// The batch's gradient sum, added in shard order, from the workers' shard sums.
-    private func gradient(of shards: [[Int]], parameters: [Float], step: Int, timings: inout StepTimings) async throws -> GradientReducer {
+    /// `queued` runs once the parameters and the first tasks are handed to the links.
+    private func gradient(of shards: [[Int]], parameters: [Float], step: Int, timings: inout StepTimings,
+                          queued: () throws -> Void) async throws -> GradientReducer {
         let tasks = shards.enumerated().map { i, shard in
             ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
                       samples: .indices(shard.map { UInt32($0) }))
@@ -455,7 +479,7 @@ final class TrainingRun {
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0
         defer { (timings.tasksQueued, timings.firstAnswer, timings.lastAnswer, timings.reduce) = (queuedAt, firstAnswer, lastAnswer, reducing) }
         try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters),
-                           queued: { queuedAt = (ContinuousClock.now - started).seconds }) { t, w, message in
+                           queued: { queuedAt = (ContinuousClock.now - started).seconds; try queued() }) { t, w, message in
             let arrived = ContinuousClock.now
             defer {
                 let now = ContinuousClock.now

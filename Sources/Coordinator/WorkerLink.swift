@@ -36,7 +36,7 @@ final class WorkerLink: Sendable {
 
     private struct State {
         var connection = 0
-        var outbox: AsyncStream<WireMessage>.Continuation?
+        var outbox: AsyncStream<[WireMessage]>.Continuation?
         var channel: Channel?
         var stopped = false
         /// The worker refused for a reason dialling again cannot mend; the link has ended.
@@ -59,12 +59,13 @@ final class WorkerLink: Sendable {
     /// Waits between attempts to reach the worker: doubling from the first to the last.
     static let backoff = (first: 0.25, last: 5.0)
 
-    /// Sends `message` on connection `connection` (queued; written in order). Dropped if that
-    /// connection is no longer the current one: a new session first needs new parameters.
-    func send(_ message: WireMessage, connection: Int) {
+    /// Sends `messages` on connection `connection` (queued; written in order, flushed together:
+    /// a step's parameters and first tasks leave in one write). Dropped if that connection is
+    /// no longer the current one: a new session first needs new parameters.
+    func send(_ messages: [WireMessage], connection: Int) {
         state.withLock { s in
             guard s.connection == connection else { return }
-            s.outbox?.yield(message)
+            s.outbox?.yield(messages)
         }
     }
 
@@ -83,7 +84,7 @@ final class WorkerLink: Sendable {
             defer { s.outbox = nil }
             return (s.outbox, s.channel)
         }
-        outbox?.yield(.goodbye(reason: reason))
+        outbox?.yield([.goodbye(reason: reason)])
         outbox?.finish()
         guard let channel else { return }
         Task {
@@ -279,7 +280,7 @@ final class WorkerLink: Sendable {
                 }
             }
             deadline.cancel()
-            let (outboxStream, outbox) = AsyncStream.makeStream(of: WireMessage.self)
+            let (outboxStream, outbox) = AsyncStream.makeStream(of: [WireMessage].self)
             let current = state.withLock { s in
                 guard s.connection == connection, !s.stopped else { return false }
                 s.outbox = outbox
@@ -290,9 +291,9 @@ final class WorkerLink: Sendable {
             events.yield(.ready(worker: index, connection: connection, ack))
             try await withThrowingTaskGroup(of: Void.self) { group in
                 group.addTask {
-                    for await message in outboxStream {
-                        try await outbound.write(message)
-                        if case .goodbye = message { return }
+                    for await messages in outboxStream {
+                        try await outbound.write(contentsOf: messages)
+                        if messages.contains(where: { if case .goodbye = $0 { true } else { false } }) { return }
                     }
                 }
                 group.addTask {
@@ -300,7 +301,7 @@ final class WorkerLink: Sendable {
                     while true {
                         try await Task.sleep(for: Self.heartbeatInterval)
                         nonce += 1
-                        outbox.yield(.ping(nonce))
+                        outbox.yield([.ping(nonce)])
                     }
                 }
                 while let m = try await messages.next() {

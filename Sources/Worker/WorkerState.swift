@@ -43,45 +43,58 @@ final class WorkerState {
                 var session = Session()
                 let timing = SessionTiming()
                 defer { timing.report(to: logger, peer: peer, threads: parallelism) }
-                try await withThrowingTaskGroup(of: Void.self) { group in
-                    var running = 0
-                    for try await message in inbound {
-                        if case .task(let task) = message {
-                            let job: @Sendable () -> WireMessage
-                            do {
-                                job = try self.prepare(task, session: session, timing: timing)
-                            } catch let error as WireError {
-                                // Tell the coordinator why, then end the session.
-                                try? await outbound.write(.error(ErrorReport(error)))
-                                throw error
-                            }
-                            if running == parallelism {
-                                try await group.next()
-                                running -= 1
-                            }
-                            running += 1
-                            let isTraining = task.kind == .train
-                            if isTraining { timing.started() }
-                            group.addTask {
-                                let answer = job()
-                                let writing = ContinuousClock.now
-                                try await outbound.write(answer)
-                                if isTraining { timing.answered(writingSince: writing) }
-                            }
-                            continue
+                // Answers go out through their own task, so that a computation slot is free
+                // again as soon as its gradient is computed: the next task held starts at once
+                // instead of after the answer has been handed to the connection.
+                let (answers, answerSink) = AsyncStream.makeStream(of: (WireMessage, Bool).self)
+                try await withThrowingTaskGroup(of: Void.self) { writers in
+                    writers.addTask {
+                        for await (answer, isTraining) in answers {
+                            let writing = ContinuousClock.now
+                            try await outbound.write(answer)
+                            if isTraining { timing.answered(writingSince: writing) }
                         }
-                        if case .hello = message { handshakeDeadline.cancel() }
-                        if case .parameters = message { timing.parametersReceived() }
-                        if case .error(let report) = message {
-                            // The coordinator refused the session (authentication, handshake).
-                            logger.error("session from \(peer) refused by the coordinator: \(report)")
-                            break
-                        }
-                        for reply in try handle(message, session: &session) { try await outbound.write(reply) }
-                        if case .parameters = message { timing.networkRebuilt() }
-                        if case .goodbye = message { break }
                     }
-                    try await group.waitForAll()
+                    defer { answerSink.finish() }
+                    try await withThrowingTaskGroup(of: Void.self) { group in
+                        var running = 0
+                        for try await message in inbound {
+                            if case .task(let task) = message {
+                                let job: @Sendable () -> WireMessage
+                                do {
+                                    job = try self.prepare(task, session: session, timing: timing)
+                                } catch let error as WireError {
+                                    // Tell the coordinator why, then end the session.
+                                    try? await outbound.write(.error(ErrorReport(error)))
+                                    throw error
+                                }
+                                if running == parallelism {
+                                    try await group.next()
+                                    running -= 1
+                                }
+                                running += 1
+                                let isTraining = task.kind == .train
+                                if isTraining { timing.started() }
+                                group.addTask {
+                                    answerSink.yield((job(), isTraining))
+                                }
+                                continue
+                            }
+                            if case .hello = message { handshakeDeadline.cancel() }
+                            if case .parameters = message { timing.parametersReceived() }
+                            if case .error(let report) = message {
+                                // The coordinator refused the session (authentication, handshake).
+                                logger.error("session from \(peer) refused by the coordinator: \(report)")
+                                break
+                            }
+                            for reply in try handle(message, session: &session) { try await outbound.write(reply) }
+                            if case .parameters = message { timing.networkRebuilt() }
+                            if case .goodbye = message { break }
+                        }
+                        try await group.waitForAll()
+                    }
+                    answerSink.finish()
+                    try await writers.waitForAll()
                 }
             }
             logger.info("session from \(peer) ended")
@@ -115,6 +128,8 @@ final class WorkerState {
             let data = try LabeledDataSet(rows: 1, columns: d.featureCount, pixels: transfer.images,
                                           labels: transfer.labels, classCount: d.classCount,
                                           source: "\(d.kind) data set from the coordinator")
+            // Index the nonzero pixels now, before the first step, rather than in its first shard.
+            _ = data.sparsePixels
             dataSets[d.digest] = data
             session.active[d.kind] = d.digest
             logger.info("received \(d.kind) data set: \(d.sampleCount) samples, \(d.digest)")
