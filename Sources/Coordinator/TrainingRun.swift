@@ -66,6 +66,9 @@ final class TrainingRun {
     private var connection: [Int: Int] = [:]
     /// Tasks each worker may hold: the shards it computes at once (its threads) plus a queue.
     private var capacity: [Int: Int] = [:]
+    /// Tasks of the next step already sent to a worker, on which connection: it gathers their
+    /// samples while it waits for that step's parameters (docs/PROTOCOL.md, "Tasks ahead").
+    private var sentAhead: [Int: (connection: Int, tasks: Set<TaskKey>)] = [:]
     /// When each worker was last heard from (any message, heartbeats included).
     private var lastHeard: [Int: ContinuousClock.Instant] = [:]
     /// When each lost worker was lost, and why its last connection or attempt ended.
@@ -194,18 +197,33 @@ final class TrainingRun {
     /// `accept` returns false to reject an answer (a non-finite gradient): the task is then
     /// computed again by another worker. Every worker that becomes ready meanwhile is first
     /// sent `parameters`.
-    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, queued: () throws -> Void = {},
+    ///
+    /// `next` are the next step's training tasks: a worker that has answered every task it held
+    /// while others still compute is sent some of them ahead (`sentAhead`), and holds them
+    /// when this call's tasks come to include them.
+    private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, next: [ShardTask] = [],
+                          queued: () throws -> Void = {},
                           accept: (Int, Int, WireMessage) throws -> Bool) async throws {
         // Workers that get `parameters` with their next tasks: every worker now, and each one
         // that becomes ready later.
         var needsParameters = alive
-        var queue = Array(tasks.indices.reversed())
         var outstanding: [Int: Set<Int>] = [:]
         var done = Set<Int>()
         /// Workers whose answer to a task was rejected: they do not get it again.
         var rejected: [Int: Set<Int>] = [:]
         var noneSince: ContinuousClock.Instant? = nil
         let index = Dictionary(uniqueKeysWithValues: tasks.enumerated().map { (TaskKey($1.step, $1.shardID), $0) })
+        // Tasks sent ahead to a worker still on the same connection are its own; any other
+        // (a worker lost or reconnected since) go to the queue like the rest.
+        for (w, sent) in sentAhead {
+            let mine = Set(sent.tasks.compactMap { index[$0] })
+            guard !mine.isEmpty else { continue }
+            sentAhead[w] = nil
+            if alive.contains(w), connection[w] == sent.connection { outstanding[w] = mine }
+        }
+        let held = outstanding.values.reduce(into: Set<Int>()) { $0.formUnion($1) }
+        var queue = tasks.indices.reversed().filter { !held.contains($0) }
+        var nextQueue = Array(next.reversed())
 
         func lose(_ w: Int, _ reason: String) {
             giveUp(w, reason)
@@ -265,6 +283,17 @@ final class TrainingRun {
                 outstanding[w]!.remove(t)
                 if try accept(t, w, message) {
                     done.insert(t)
+                    // Nothing left in the queue and nothing queued at this worker (it computes its
+                    // last tasks, if any): hand it its share of the next step, whose samples it
+                    // gathers once its computation slots are free, while it waits for the step.
+                    let computing = capacity[w, default: 2] - configuration.queuedTasksPerWorker
+                    if queue.isEmpty, outstanding[w]!.count <= computing, sentAhead[w] == nil,
+                       done.count < tasks.count, !nextQueue.isEmpty {
+                        let share = min(capacity[w, default: 2], (next.count + alive.count - 1) / max(alive.count, 1))
+                        let sent = (0..<min(share, nextQueue.count)).map { _ in nextQueue.removeLast() }
+                        sentAhead[w] = (connection[w]!, Set(sent.map { TaskKey($0.step, $0.shardID) }))
+                        links[w].send(sent.map(WireMessage.task), connection: connection[w]!)
+                    }
                 } else {
                     rejected[t, default: []].insert(w)
                     let refusals = rejected[t]!.count
@@ -335,9 +364,20 @@ final class TrainingRun {
                 let started = ContinuousClock.now
                 let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
+                // The next step's shards, which workers done early get ahead.
+                var nextBatch: [Int]?
+                if step < totalSteps {
+                    if state.batchesDone + 1 < plan!.batches.count {
+                        nextBatch = plan!.batches[state.batchesDone + 1]
+                    } else if state.epoch < c.epochs {
+                        var generator = plan!.next
+                        nextBatch = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator).batches.first
+                    }
+                }
+                let nextShards = nextBatch.map { ShardPlan(batch: $0, shardSize: c.shardSize).shards }
                 var timings = StepTimings(started: started)
-                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, timings: &timings,
-                                                 queued: flushReport)
+                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, next: nextShards,
+                                                 timings: &timings, queued: flushReport)
                 // The step is taken (nothing below can fail): the state moves on as one, in place.
                 let optimizing = ContinuousClock.now
                 state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
@@ -467,18 +507,16 @@ final class TrainingRun {
 
     /// The batch's gradient sum, added in shard order, from the workers' shard sums.
     /// `queued` runs once the parameters and the first tasks are handed to the links.
-    private func gradient(of shards: [[Int]], parameters: [Float], step: Int, timings: inout StepTimings,
-                          queued: () throws -> Void) async throws -> GradientReducer {
-        let tasks = shards.enumerated().map { i, shard in
-            ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
-                      samples: .indices(shard.map { UInt32($0) }))
-        }
+    private func gradient(of shards: [[Int]], parameters: [Float], step: Int, next nextShards: [[Int]]?,
+                          timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
+        let tasks = Self.trainingTasks(shards, step: step)
+        let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
         var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0
         defer { (timings.tasksQueued, timings.firstAnswer, timings.lastAnswer, timings.reduce) = (queuedAt, firstAnswer, lastAnswer, reducing) }
-        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters),
+        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters), next: next,
                            queued: { queuedAt = (ContinuousClock.now - started).seconds; try queued() }) { t, w, message in
             let arrived = ContinuousClock.now
             defer {
@@ -503,6 +541,14 @@ final class TrainingRun {
             return true
         }
         return reducer
+    }
+
+    /// A training step's tasks: shard `i` of the batch is task `i`.
+    private static func trainingTasks(_ shards: [[Int]], step: Int) -> [ShardTask] {
+        shards.enumerated().map { i, shard in
+            ShardTask(step: UInt64(step), shardID: UInt32(i), kind: .train, dataset: .train,
+                      samples: .indices(shard.map { UInt32($0) }))
+        }
     }
 
     private func evaluate(_ parameters: [Float], step: Int) async throws -> Evaluation {

@@ -58,25 +58,43 @@ final class WorkerState {
                     defer { answerSink.finish() }
                     try await withThrowingTaskGroup(of: Void.self) { group in
                         var running = 0
+                        /// Tasks for the step after the latest parameters, held until its
+                        /// parameters arrive; their samples are gathered by the first free
+                        /// computation slot (`gatherings`).
+                        var ahead: [(step: UInt64, job: Job)] = []
+                        let gatherings = GatheringQueue(timing: timing)
+                        func start(_ job: @escaping Job, on network: Network<Float>, isTraining: Bool) async throws {
+                            if running == parallelism {
+                                try await group.next()
+                                running -= 1
+                            }
+                            running += 1
+                            if isTraining { timing.started() }
+                            group.addTask {
+                                answerSink.yield((job(network), isTraining))
+                                // The slot is free: gather the samples of tasks held ahead.
+                                gatherings.gatherAll()
+                            }
+                        }
                         for try await message in inbound {
                             if case .task(let task) = message {
-                                let job: @Sendable () -> WireMessage
+                                let job: Job
                                 do {
-                                    job = try self.prepare(task, session: session, timing: timing)
+                                    job = try self.prepare(task, session: session, gatherings: gatherings)
                                 } catch let error as WireError {
                                     // Tell the coordinator why, then end the session.
                                     try? await outbound.write(.error(ErrorReport(error)))
                                     throw error
                                 }
-                                if running == parallelism {
-                                    try await group.next()
-                                    running -= 1
-                                }
-                                running += 1
-                                let isTraining = task.kind == .train
-                                if isTraining { timing.started() }
-                                group.addTask {
-                                    answerSink.yield((job(), isTraining))
+                                if self.isAhead(task, session: session) {
+                                    ahead.append((task.step, job))
+                                    if running == 0 {
+                                        // No computation to follow: gather in a slot of its own.
+                                        running += 1
+                                        group.addTask { gatherings.gatherAll() }
+                                    }
+                                } else {
+                                    try await start(job, on: session.network!, isTraining: task.kind == .train)
                                 }
                                 continue
                             }
@@ -87,8 +105,25 @@ final class WorkerState {
                                 logger.error("session from \(peer) refused by the coordinator: \(report)")
                                 break
                             }
-                            for reply in try handle(message, session: &session) { try await outbound.write(reply) }
-                            if case .parameters = message { timing.networkRebuilt() }
+                            let replies: [WireMessage]
+                            do {
+                                replies = try handle(message, session: &session)
+                            } catch let error as WireError {
+                                // Tell the coordinator why, then end the session.
+                                try? await outbound.write(.error(ErrorReport(error)))
+                                throw error
+                            }
+                            for reply in replies { try await outbound.write(reply) }
+                            if case .parameters = message {
+                                timing.networkRebuilt()
+                                // The tasks held for this step start now; those for the next step
+                                // (evaluation parameters come between two steps) wait on.
+                                let held = ahead
+                                ahead = held.filter { $0.step == session.step &+ 1 }
+                                for (step, job) in held where step == session.step {
+                                    try await start(job, on: session.network!, isTraining: true)
+                                }
+                            }
                             if case .goodbye = message { break }
                         }
                         try await group.waitForAll()
@@ -119,12 +154,14 @@ final class WorkerState {
             return [.helloAck(HelloAck(answering: hello, workerName: name, blasKernel: blas.coreName,
                                        threadCount: parallelism))]
         case .datasetOffer(let descriptor):
+            try checkFitsModel(descriptor, session)
             let have = dataSets[descriptor.digest] != nil
             if have { session.active[descriptor.kind] = descriptor.digest }
             return [.datasetStatus(DatasetStatus(kind: descriptor.kind, digest: descriptor.digest,
                                                  state: have ? .ready : .missing))]
         case .dataset(let transfer):
             let d = transfer.descriptor
+            try checkFitsModel(d, session)
             let data = try LabeledDataSet(rows: 1, columns: d.featureCount, pixels: transfer.images,
                                           labels: transfer.labels, classCount: d.classCount,
                                           source: "\(d.kind) data set from the coordinator")
@@ -142,7 +179,10 @@ final class WorkerState {
             session.step = update.step
             return []
         case .task(let task):
-            return [try prepare(task, session: session)()]
+            guard let network = session.network, !isAhead(task, session: session) else {
+                throw WireError.unexpectedMessage(.task, "a task for step \(task.step) arrived, but the latest parameters are for step \(session.step)")
+            }
+            return [try prepare(task, session: session)(network)]
         case .ping(let n):
             return [.pong(n)]
         case .goodbye, .error, .helloAck, .datasetStatus, .gradient, .evaluation, .pong:
@@ -150,12 +190,42 @@ final class WorkerState {
         }
     }
 
-    /// Checks a task against the session and returns the work that answers it.
-    func prepare(_ task: ShardTask, session: Session, timing: SessionTiming? = nil) throws -> @Sendable () -> WireMessage {
-        guard let network = session.network else {
+    /// Refuses a data set the session's model cannot read: samples of another size than its
+    /// inputs, or more classes than its outputs (a task on it would stop the worker).
+    private func checkFitsModel(_ descriptor: DatasetDescriptor, _ session: Session) throws {
+        guard let sizes = session.signature?.layerSizes, let inputs = sizes.first, let outputs = sizes.last else {
+            throw WireError.unexpectedMessage(.datasetOffer, "a data set arrived before the hello")
+        }
+        guard descriptor.featureCount == inputs else {
+            throw WireError.shapeMismatch("\(descriptor.kind) data set", expected: "\(inputs) values per sample (the model's inputs)",
+                                          actual: "\(descriptor.featureCount) values per sample")
+        }
+        guard descriptor.classCount <= outputs else {
+            throw WireError.shapeMismatch("\(descriptor.kind) data set", expected: "at most \(outputs) classes (the model's outputs)",
+                                          actual: "\(descriptor.classCount) classes")
+        }
+    }
+
+    /// The work that answers a task, given the network of the task's step.
+    typealias Job = @Sendable (Network<Float>) -> WireMessage
+
+    /// Whether `task` is a training task for the step after the session's latest parameters:
+    /// the coordinator sends a worker its next tasks as soon as it has answered all it held, and
+    /// the worker gathers their samples while the step's parameters are being made (it computes
+    /// them when those arrive).
+    func isAhead(_ task: ShardTask, session: Session) -> Bool {
+        task.kind == .train && session.network != nil && task.step == session.step &+ 1
+    }
+
+    /// Checks a task against the session and returns the work that answers it. A task for the
+    /// next step (`isAhead`) has its samples gathered by the first free computation slot
+    /// (`gatherings`), or else by its own computation.
+    func prepare(_ task: ShardTask, session: Session, gatherings: GatheringQueue? = nil) throws -> Job {
+        guard session.network != nil else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
         }
-        guard task.step == session.step else {
+        let ahead = isAhead(task, session: session)
+        guard task.step == session.step || ahead else {
             throw WireError.unexpectedMessage(.task, "a task for step \(task.step) arrived, but the latest parameters are for step \(session.step)")
         }
         guard let digest = session.active[task.dataset], let data = dataSets[digest] else {
@@ -171,20 +241,82 @@ final class WorkerState {
         }
         switch task.kind {
         case .train:
-            return {
+            @Sendable func answer(_ result: ShardResult<Float>) -> WireMessage {
+                .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
+                                         lossSum: result.lossSum, correctCount: result.correct,
+                                         gradientSum: result.gradient.flattened()))
+            }
+            let timing = gatherings?.timing
+            if ahead, let gatherings {
+                let samples = SampleGathering { ShardResult<Float>.Input(data, indices: indices) }
+                gatherings.add(samples)
+                return { network in
+                    let started = ContinuousClock.now
+                    let result = ShardResult.compute(network, on: samples.input())
+                    timing?.computed(since: started)
+                    return answer(result)
+                }
+            }
+            return { network in
                 let started = ContinuousClock.now
                 let result = ShardResult.compute(network, on: data, indices: indices)
                 timing?.computed(since: started)
-                return .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
-                                                lossSum: result.lossSum, correctCount: result.correct,
-                                                gradientSum: result.gradient.flattened()))
+                return answer(result)
             }
         case .evaluate:
-            return {
+            return { network in
                 let e = Evaluation.evaluate(network, on: data, indices: indices)
                 return .evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
                                                     lossSum: e.lossSum, correctCount: e.correct))
             }
+        }
+    }
+}
+
+/// A held task's samples, gathered once: by a computation slot that is free before the task's
+/// parameters arrive (`GatheringQueue`), or else by the task's own computation.
+final class SampleGathering: Sendable {
+    private let gather: @Sendable () -> ShardResult<Float>.Input
+    private let gathered = Mutex<ShardResult<Float>.Input?>(nil)
+
+    init(_ gather: @escaping @Sendable () -> ShardResult<Float>.Input) {
+        self.gather = gather
+    }
+
+    /// The samples, gathered now if no one has yet.
+    func input() -> ShardResult<Float>.Input {
+        gathered.withLock { stored in
+            if let stored { return stored }
+            let input = gather()
+            stored = input
+            return input
+        }
+    }
+
+    /// Whether the samples have been gathered.
+    var isGathered: Bool { gathered.withLock { $0 != nil } }
+}
+
+/// The samples of held tasks not gathered yet, for the next free computation slot.
+final class GatheringQueue: Sendable {
+    let timing: SessionTiming?
+    private let waiting = Mutex<[SampleGathering]>([])
+
+    init(timing: SessionTiming?) {
+        self.timing = timing
+    }
+
+    func add(_ samples: SampleGathering) {
+        waiting.withLock { $0.append(samples) }
+    }
+
+    /// Gathers every waiting task's samples, in the order they came; timed as gradient work.
+    func gatherAll() {
+        while let samples = waiting.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+            guard !samples.isGathered else { continue }
+            let started = ContinuousClock.now
+            _ = samples.input()
+            timing?.gathered(since: started)
         }
     }
 }
@@ -217,6 +349,18 @@ final class SessionTiming: Sendable {
     /// Records the start of a gradient computation.
     func started() {
         state.withLock { $0.running += 1 }
+    }
+
+    /// Records the gathering of a shard's samples ahead of its parameters (part of computing
+    /// its gradient), which started at `start` and ends now.
+    func gathered(since start: ContinuousClock.Instant) {
+        let end = ContinuousClock.now
+        state.withLock {
+            $0.compute += end - start
+            if $0.first == nil { $0.first = start }
+            // Not waiting for parameters meanwhile.
+            if let idle = $0.idleSince, $0.running == 0 { $0.idleSince = idle + (end - start) }
+        }
     }
 
     /// Records one gradient computation that started at `start` and ends now.

@@ -29,8 +29,29 @@ public struct ShardResult<Scalar: TensorScalar>: Sendable {
     @_specialize(exported: true, where Scalar == Double)
     public static func compute(_ network: Network<Scalar>, on data: LabeledDataSet,
                                indices: [Int]) -> ShardResult {
-        let x = data.batchInput(indices, as: Scalar.self)
-        let labels = data.batchLabels(indices)
+        compute(network, on: Input(data, indices: indices))
+    }
+
+    /// A shard's samples as the network reads them, gathered before its parameters are known
+    /// (a worker prepares the next step's shards while it waits for them).
+    public struct Input: Sendable {
+        let x: BatchInput<Scalar>
+        let labels: [Int]
+
+        /// The samples at `indices` of `data`.
+        @_specialize(exported: true, where Scalar == Float)
+        @_specialize(exported: true, where Scalar == Double)
+        public init(_ data: LabeledDataSet, indices: [Int]) {
+            x = data.batchInput(indices, as: Scalar.self)
+            labels = data.batchLabels(indices)
+        }
+    }
+
+    /// `compute(_:on:indices:)` on samples gathered beforehand: the same result, bit for bit.
+    @_specialize(exported: true, where Scalar == Float)
+    @_specialize(exported: true, where Scalar == Double)
+    public static func compute(_ network: Network<Scalar>, on input: Input) -> ShardResult {
+        let x = input.x, labels = input.labels
         var scores: Matrix<Scalar>?
         let (loss, gradient) = backprop({ (net: BVar<Network<Scalar>>) -> BVar<Scalar> in
             let z = logits(net, batch: x)
