@@ -75,8 +75,11 @@ struct WorkerCommand: AsyncParsableCommand {
         if exitWithParent { ParentWatch.exitWhenParentEnds() }
         let parallelism = threads ?? ProcessInfo.processInfo.activeProcessorCount
         let blas = BLASRuntime.prepareProcess(threads: 1)
-        var logger = Logger(label: "worker")
-        logger.logLevel = logLevel
+        let logger = {
+            var logger = Logger(label: "worker")
+            logger.logLevel = logLevel
+            return logger
+        }()
         let address = ListenAddress(listen)!
         let secret: SharedSecret?
         do {

@@ -51,6 +51,14 @@ struct HostileSessionTests {
          { try frame(.dataset(DatasetTransfer(kind: .train, featureCount: 784, classCount: 12,
                                               images: [UInt8](repeating: 1, count: 784), labels: [11]))) },
          "at most 10 classes"),
+        ("a task two steps past the parameters (only the next step's tasks may come ahead)",
+         { try frame(.parameters(ParameterUpdate(step: 1, values: [Float](repeating: 0, count: signature.parameterCount))))
+             + frame(.task(ShardTask(step: 3, shardID: 0, kind: .train, dataset: .train, samples: .range(start: 0, count: 3)))) },
+         "parameters are for step 1"),
+        ("an evaluation task ahead of its parameters",
+         { try frame(.parameters(ParameterUpdate(step: 1, values: [Float](repeating: 0, count: signature.parameterCount))))
+             + frame(.task(ShardTask(step: 2, shardID: 0, kind: .evaluate, dataset: .test, samples: .range(start: 0, count: 3)))) },
+         "parameters are for step 1"),
         ("a worker's message sent to a worker",
          { try frame(.gradient(GradientResult(step: 1, shardID: 0, sampleCount: 1, lossSum: 0, correctCount: 0, gradientSum: []))) },
          "gradient"),

@@ -54,7 +54,7 @@ public struct FrameCipher {
         }
         let associated = Self.associatedData(frame, sealedLength: sealedLength)
         var payload = allocator.buffer(capacity: sealedLength)
-        try nonce.withUnsafeBytes { nonce in
+        _ = try nonce.withUnsafeBytes { nonce in
             try payload.writeWithUnsafeMutableBytes(minimumWritableBytes: sealedLength) { output in
                 try frame.payload.withUnsafeReadableBytes { plaintext in
                     try context.seal(plaintext, nonce: nonce, associated: associated,
