@@ -50,17 +50,10 @@ public struct GradientReducer: Sendable {
         precondition(sum.gradient.count == gradientSum.count,
                      "shard gradient has \(sum.gradient.count) entries, the model \(gradientSum.count)")
         waiting[index] = sum
-        // Once every shard is in, the workers wait for the step: the additions left may use
-        // every core. Before, they would take cores from the workers still computing.
-        let parallel = nextShard + waiting.count == shardCount
         while let next = waiting.removeValue(forKey: nextShard) {
             gradientSum.withUnsafeMutableBufferPointer { total in
                 next.gradient.withUnsafeBufferPointer { g in
-                    let buffers = UncheckedBuffers((total, g))
-                    CoordinatorLoop.forEachChunk(total.count, parallel: parallel) { r in
-                        let (total, g) = buffers.value
-                        for i in r { total[i] += g[i] }
-                    }
+                    for i in 0..<total.count { total[i] += g[i] }
                 }
             }
             lossSum += next.lossSum

@@ -85,14 +85,8 @@ public struct Optimizer: Sendable, Equatable, Codable {
                 second.withUnsafeMutableBufferPointer { v in
                     parameters.withUnsafeMutableBufferPointer { p in
                         gradientSum.withUnsafeBufferPointer { s in
-                            let buffers = UncheckedBuffers((m, v, p, s))
-                            // Element-wise: the chunks' results do not depend on how the vector is cut.
-                            CoordinatorLoop.forEachChunk(p.count) { r in
-                                let (m, v, p, s) = buffers.value
-                                Self.adam(m: .init(rebasing: m[r]), v: .init(rebasing: v[r]), p: .init(rebasing: p[r]),
-                                          sum: .init(rebasing: s[r]), scale: scale, b1: b1, b2: b2, eps: eps,
-                                          stepSize: stepSize, root2: root2)
-                            }
+                            Self.adam(m: m, v: v, p: p, sum: s, scale: scale, b1: b1, b2: b2, eps: eps,
+                                      stepSize: stepSize, root2: root2)
                         }
                     }
                 }
@@ -151,36 +145,4 @@ public enum LearningRateSchedule: String, Sendable, CaseIterable, Codable {
             return Float(Double(base) * (1 + cos(Double.pi * progress)) / 2)
         }
     }
-}
-
-/// Splits an element-wise pass over the coordinator's parameter-sized vectors (the sum of the
-/// shards' gradients, the optimizer step) between the machine's cores: the workers wait for
-/// this step's parameters meanwhile, so the cores are free, and the pass is on every step's
-/// critical path.
-public enum CoordinatorLoop {
-    /// Calls `body` on disjoint ranges that cover `0..<count`, each a multiple of 64 elements
-    /// long but the last, on up to `ProcessInfo.activeProcessorCount` threads (one range, on
-    /// this thread, under 65,536 elements or when not `parallel`).
-    public static func forEachChunk(_ count: Int, parallel: Bool = true, _ body: (Range<Int>) -> Void) {
-        let threads = parallel ? min(ProcessInfo.processInfo.activeProcessorCount, 4, count >> 16) : 1
-        if threads <= 1 {
-            body(0..<count)
-            return
-        }
-        let chunk = ((count + threads - 1) / threads + 63) / 64 * 64
-        withoutActuallyEscaping(body) { body in
-            let shared = UncheckedBuffers(body)
-            DispatchQueue.concurrentPerform(iterations: threads) { t in
-                let start = min(t * chunk, count)
-                shared.value(start..<min(start + chunk, count))
-            }
-        }
-    }
-}
-
-/// Buffers or closures handed to the threads of `CoordinatorLoop`, each of which touches only
-/// its own range.
-struct UncheckedBuffers<Value>: @unchecked Sendable {
-    let value: Value
-    init(_ value: Value) { self.value = value }
 }
