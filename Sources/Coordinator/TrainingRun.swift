@@ -341,7 +341,16 @@ final class TrainingRun {
               + "batch \(c.batchSize), shards of \(c.shardSize), \(c.optimizer.kind) lr \(c.optimizer.learningRate), "
               + "\(alive.count) worker(s)")
 
-        var plan: (epoch: Int, batches: [[Int]], next: SeededGenerator)?
+        typealias Plan = (epoch: Int, batches: [[Int]], next: SeededGenerator)
+        /// Epoch `epoch`'s batches, shuffled by `generator` (the state after the previous epoch's).
+        func epochPlan(_ epoch: Int, _ generator: SeededGenerator) -> Plan {
+            var generator = generator
+            let batches = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator).batches
+            return (epoch, batches, generator)
+        }
+        var plan: Plan?
+        /// The next epoch's plan, made early for the last step's tasks ahead.
+        var nextPlan: Plan?
         // A step's report (its line, metrics and checkpoint) is written once the next step's
         // parameters and tasks are out, so that the workers do not wait for it; a step that
         // validates reports at once. Whatever ends the loop writes the last report first.
@@ -355,9 +364,8 @@ final class TrainingRun {
             defer { try? flushReport() }
             while state.step < totalSteps, state.epoch <= c.epochs {
                 if plan?.epoch != state.epoch {
-                    var generator = state.epochGenerator
-                    let batches = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator).batches
-                    plan = (state.epoch, batches, generator)
+                    plan = nextPlan?.epoch == state.epoch ? nextPlan : epochPlan(state.epoch, state.epochGenerator)
+                    nextPlan = nil
                     if state.batchesDone == 0 { console.line("[Epoch \(state.epoch)]") }
                 }
                 let batch = plan!.batches[state.batchesDone]
@@ -370,8 +378,8 @@ final class TrainingRun {
                     if state.batchesDone + 1 < plan!.batches.count {
                         nextBatch = plan!.batches[state.batchesDone + 1]
                     } else if state.epoch < c.epochs {
-                        var generator = plan!.next
-                        nextBatch = EpochPlan(sampleCount: train.count, batchSize: c.batchSize, generator: &generator).batches.first
+                        nextPlan = nextPlan ?? epochPlan(state.epoch + 1, plan!.next)
+                        nextBatch = nextPlan!.batches.first
                     }
                 }
                 let nextShards = nextBatch.map { ShardPlan(batch: $0, shardSize: c.shardSize).shards }

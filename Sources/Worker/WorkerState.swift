@@ -76,16 +76,19 @@ final class WorkerState {
                                 gatherings.gatherAll()
                             }
                         }
+                        /// Runs `body`; a WireError from it is sent to the coordinator, then
+                        /// ends the session.
+                        func reportingErrors<T>(_ body: () throws -> T) async throws -> T {
+                            do {
+                                return try body()
+                            } catch let error as WireError {
+                                try? await outbound.write(.error(ErrorReport(error)))
+                                throw error
+                            }
+                        }
                         for try await message in inbound {
                             if case .task(let task) = message {
-                                let job: Job
-                                do {
-                                    job = try self.prepare(task, session: session, gatherings: gatherings)
-                                } catch let error as WireError {
-                                    // Tell the coordinator why, then end the session.
-                                    try? await outbound.write(.error(ErrorReport(error)))
-                                    throw error
-                                }
+                                let job = try await reportingErrors { try self.prepare(task, session: session, gatherings: gatherings) }
                                 if self.isAhead(task, session: session) {
                                     ahead.append((task.step, job))
                                     if running == 0 {
@@ -105,14 +108,7 @@ final class WorkerState {
                                 logger.error("session from \(peer) refused by the coordinator: \(report)")
                                 break
                             }
-                            let replies: [WireMessage]
-                            do {
-                                replies = try handle(message, session: &session)
-                            } catch let error as WireError {
-                                // Tell the coordinator why, then end the session.
-                                try? await outbound.write(.error(ErrorReport(error)))
-                                throw error
-                            }
+                            let replies = try await reportingErrors { try handle(message, session: &session) }
                             for reply in replies { try await outbound.write(reply) }
                             if case .parameters = message {
                                 timing.networkRebuilt()

@@ -41,11 +41,8 @@ private final class Recorder: ChannelInboundHandler {
 
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzPipeline(_ start: UnsafeRawPointer?, _ count: Int) -> CInt {
-    let input = UnsafeRawBufferPointer(start: start, count: count)
-    guard input.count >= 2 else { return -1 }
-    let role: SessionRole = input[0] & 1 == 0 ? .worker : .coordinator
-    let piece = input[1] == 0 ? max(1, input.count - 2) : Int(input[1])
-    let bytes = UnsafeRawBufferPointer(rebasing: input[2...])
+    guard let input = PipelineInput(UnsafeRawBufferPointer(start: start, count: count)) else { return -1 }
+    let (role, piece, bytes) = (input.role, input.pieceSize, input.bytes)
 
     let channel = EmbeddedChannel()
     let recorder = Recorder()

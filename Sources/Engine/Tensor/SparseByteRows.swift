@@ -81,30 +81,18 @@ extension SparseMatrix {
         precondition(total <= Int(Int32.max), "too many nonzeros for a SparseMatrix: \(total)")
         if n * columns > 0 && Double(total) > maximumDensity * Double(n * columns) { return nil }
         let offsets = indices.map { Int64($0) }
-        let blockRows = SparseKernels.blockRows
-        let startCount = (n + blockRows - 1) / blockRows * (columns + 1)
-        // The kernel writes every entry of the three arrays.
-        var rowIndices: [Int32] = [], values: [Scalar] = []
-        let colStarts = [Int32](unsafeUninitializedCapacity: startCount) { cs, count in
-            count = startCount
-            rowIndices = [Int32](unsafeUninitializedCapacity: total) { ri, count in
-                count = total
-                values = [Scalar](unsafeUninitializedCapacity: total) { bv, count in
-                    count = total
-                    index.starts.withUnsafeBufferPointer { s in
-                        index.columns.withUnsafeBufferPointer { ic in
-                            index.values.withUnsafeBufferPointer { iv in
-                                SparseKernels.columnBlocksIndexed(s.baseAddress!, ic.baseAddress, iv.baseAddress, offsets,
-                                                                  Int32(n), Int32(columns), scale, Int32(blockRows),
-                                                                  cs.baseAddress, ri.baseAddress, bv.baseAddress)
-                            }
-                        }
+        let blocks = ColumnBlocks<Scalar>(rows: n, columns: columns, entries: total) { cs, ri, bv in
+            index.starts.withUnsafeBufferPointer { s in
+                index.columns.withUnsafeBufferPointer { ic in
+                    index.values.withUnsafeBufferPointer { iv in
+                        SparseKernels.columnBlocksIndexed(s.baseAddress!, ic.baseAddress, iv.baseAddress, offsets,
+                                                          Int32(n), Int32(columns), scale, Int32(SparseKernels.blockRows),
+                                                          cs, ri, bv)
                     }
                 }
             }
         }
-        self.init(rows: n, columns: columns,
-                  columnBlocks: ColumnBlocks(colStarts: colStarts, rowIndices: rowIndices, values: values))
+        self.init(rows: n, columns: columns, columnBlocks: blocks)
     }
 }
 

@@ -252,41 +252,41 @@ final class ColumnBlocks<Scalar: TensorScalar>: Sendable {
     /// The value of each entry.
     let values: [Scalar]
 
-    init(colStarts: [Int32], rowIndices: [Int32], values: [Scalar]) {
-        self.colStarts = colStarts
+    /// The blocks of a `rows` x `columns` matrix with `entries` nonzeros, written by `fill` into
+    /// the three arrays, allocated and not initialised: `fill` (a `sk_column_blocks*` kernel)
+    /// must write every entry (each block's column starts, each nonzero once). Not called for
+    /// no rows.
+    init(rows: Int, columns: Int, entries: Int,
+         fill: (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Scalar>?) -> Void) {
+        let blockRows = SparseKernels.blockRows
+        let startCount = (rows + blockRows - 1) / blockRows * (columns + 1)
+        var rowIndices: [Int32] = [], values: [Scalar] = []
+        colStarts = [Int32](unsafeUninitializedCapacity: startCount) { cs, count in
+            count = startCount
+            rowIndices = [Int32](unsafeUninitializedCapacity: entries) { ri, count in
+                count = entries
+                values = [Scalar](unsafeUninitializedCapacity: entries) { bv, count in
+                    count = entries
+                    if startCount > 0 { fill(cs.baseAddress!, ri.baseAddress, bv.baseAddress) }
+                }
+            }
+        }
         self.rowIndices = rowIndices
         self.values = values
     }
 
-    init(_ rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
-        let blockRows = SparseKernels.blockRows
-        let blocks = (rows + blockRows - 1) / blockRows
-        // The kernel writes every entry of the three arrays (each block's column starts, and
-        // each nonzero once): no need to fill them first.
-        let total = values.count, startCount = blocks * (columns + 1)
-        var rowIndices: [Int32] = [], blockValues: [Scalar] = []
-        let colStarts = [Int32](unsafeUninitializedCapacity: startCount) { cs, count in
-            count = startCount
-            rowIndices = [Int32](unsafeUninitializedCapacity: total) { ri, count in
-                count = total
-                blockValues = [Scalar](unsafeUninitializedCapacity: total) { bv, count in
-                    count = total
-                    guard blocks > 0 else { return }
-                    rowStarts.withUnsafeBufferPointer { rs in
-                        columnIndices.withUnsafeBufferPointer { ci in
-                            values.withUnsafeBufferPointer { vs in
-                                SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!,
-                                                           ci.baseAddress, vs.baseAddress, Int32(blockRows),
-                                                           cs.baseAddress!, ri.baseAddress, bv.baseAddress)
-                            }
-                        }
+    /// The blocks of the matrix given by its compressed sparse rows.
+    convenience init(_ rows: Int, _ columns: Int, _ rowStarts: [Int32], _ columnIndices: [Int32], _ values: [Scalar]) {
+        self.init(rows: rows, columns: columns, entries: values.count) { cs, ri, bv in
+            rowStarts.withUnsafeBufferPointer { rs in
+                columnIndices.withUnsafeBufferPointer { ci in
+                    values.withUnsafeBufferPointer { vs in
+                        SparseKernels.columnBlocks(Int32(rows), Int32(columns), rs.baseAddress!, ci.baseAddress,
+                                                   vs.baseAddress, Int32(SparseKernels.blockRows), cs, ri, bv)
                     }
                 }
             }
         }
-        self.colStarts = colStarts
-        self.rowIndices = rowIndices
-        self.values = blockValues
     }
 }
 
