@@ -205,7 +205,10 @@ struct TamperedFrameTests {
                     return
                 }
                 try await outbound.write(.ping(1))
-                try await outbound.write(.ping(2))
+                // A replayed ping 1 is refused before ping 2 is written, and the worker may have
+                // closed the connection by then (on a busy machine it often has): what it said
+                // is read all the same.
+                try? await outbound.write(.ping(2))
                 while let message = try await messages.next() { received.append(message) }
             }
         } catch {

@@ -31,8 +31,14 @@ public struct BVar<Value: Backprop> {
     /// The field at `keyPath`, as a variable whose gradient goes into that field.
     @inlinable
     public subscript<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
-        BVar<Part>(value: value[keyPath: keyPath], tape: tape,
-                   sink: sink.map { FieldSink(parent: $0, keyPath: keyPath) })
+        let offset = MemoryLayout<Value>.offset(of: keyPath)
+        let part: Part
+        if let offset {
+            part = withUnsafeBytes(of: value) { $0.load(fromByteOffset: offset, as: Part.self) }
+        } else {
+            part = value[keyPath: keyPath]
+        }
+        return BVar<Part>(value: part, tape: tape, sink: sink?.part(keyPath, offset: offset))
     }
 
     /// The field at `keyPath` (dynamic member lookup: `layer.weights`).
@@ -63,8 +69,7 @@ extension BVar {
     @inlinable
     public subscript<Element: Backprop>(index: Int) -> BVar<Element> where Value == [Element] {
         precondition(value.indices.contains(index), "index \(index) out of range for an array of \(value.count)")
-        return BVar<Element>(value: value[index], tape: tape,
-                             sink: sink.map { ElementSink(parent: $0, index: index) })
+        return BVar<Element>(value: value[index], tape: tape, sink: sink?.element(index))
     }
 }
 

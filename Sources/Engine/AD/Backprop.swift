@@ -51,13 +51,13 @@ extension Double: Backprop {
 }
 
 extension Vector: Backprop {
-    public func zero() -> Vector { .zeros(count) }
+    public func zero() -> Vector { Vector(storage: storage.zeros) }
     public func one() -> Vector { Vector(repeating: 1, count: count) }
     public mutating func add(_ other: Vector) { add(other, scaledBy: 1) }
 }
 
 extension Matrix: Backprop {
-    public func zero() -> Matrix { .zeros(rows: rows, columns: columns) }
+    public func zero() -> Matrix { Matrix(storage: storage.zeros, rows: rows, columns: columns) }
     public func one() -> Matrix { Matrix(rows: rows, columns: columns, repeating: 1) }
     public mutating func add(_ other: Matrix) { add(other, scaledBy: 1) }
 }

@@ -14,7 +14,7 @@ public struct Op1<A: Backprop, B: Backprop> {
         tape.record {
             if let g = slot.take() { sink.accumulate(pullback(g)) }
         }
-        return BVar(value: value, tape: tape, sink: slot)
+        return BVar(value: value, tape: tape, sink: .slot(slot))
     }
 }
 
@@ -41,7 +41,7 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
             if let s = sinkA { s.accumulate(pullA(g)) }
             if let s = sinkB { s.accumulate(pullB(g)) }
         }
-        return BVar(value: value, tape: tape, sink: slot)
+        return BVar(value: value, tape: tape, sink: .slot(slot))
     }
 }
 
@@ -68,7 +68,7 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
             if let s = sinkB { s.accumulate(pullB(g)) }
             if let s = sinkC { s.accumulate(pullC(g)) }
         }
-        return BVar(value: value, tape: tape, sink: slot)
+        return BVar(value: value, tape: tape, sink: .slot(slot))
     }
 }
 

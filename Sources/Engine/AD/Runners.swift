@@ -5,13 +5,13 @@ func runBackward<A: Backprop, B: Backprop>(
 ) -> (value: B, gradient: A) {
     let tape = Tape()
     let root = GradientSlot(value: x)
-    let result = f(BVar(value: x, tape: tape, sink: root))
+    let result = f(BVar(value: x, tape: tape, sink: .slot(root)))
     if let sink = result.sink {
         precondition(result.tape === tape, "the function returned a BVar of another backprop call")
         sink.accumulate(result.value.one())
         tape.runBackward()
     }
-    return (result.value, root.gradient ?? x.zero())
+    return (result.value, root.current ?? x.zero())
 }
 
 /// Runs `f` at `x` like a normal function: nothing is recorded.

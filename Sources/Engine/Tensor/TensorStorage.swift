@@ -13,10 +13,10 @@ import Synchronization
 @usableFromInline
 final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
     /// The buffer (not yet allocated while a pending product has not been written out).
-    @usableFromInline private(set) var raw: UnsafeMutableRawPointer?
+    @exclusivity(unchecked) @usableFromInline private(set) var raw: UnsafeMutableRawPointer?
     @usableFromInline let count: Int
     /// Whether this is one of the shared, never-mutated all-zero buffers (see `sharedZeros`).
-    @usableFromInline private(set) var isSharedZero = false
+    @exclusivity(unchecked) @usableFromInline private(set) var isSharedZero = false
     /// 0 once the entries are in `base`; 1 while they are the pending product; 2 while a
     /// thread writes them out (a tiny spin lock: writing out happens once per storage).
     @usableFromInline let state = Atomic<Int>(0)
@@ -24,6 +24,24 @@ final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
     /// `Scalar` would make every deallocation look up generic metadata at run time). Never
     /// changes; kept after writing out.
     private let product: AnyObject?
+    /// The shared zero buffer of this size once found (`zeros`): the address of a retained
+    /// storage, or 0 (an atomic integer: it is read on every gradient computation, and the
+    /// generic atomic reference types are not inlined into this module).
+    private let zeroTwin = Atomic<UInt>(0)
+
+    /// The shared, read-only zero buffer of this storage's size. A parameter's zero gradient
+    /// is asked for at every gradient computation; after the first, this is one atomic load.
+    @usableFromInline var zeros: TensorStorage {
+        if isSharedZero { return self }
+        let found = zeroTwin.load(ordering: .acquiring)
+        if found != 0 { return Unmanaged<TensorStorage>.fromOpaque(UnsafeRawPointer(bitPattern: found)!).takeUnretainedValue() }
+        let zeros = TensorStorage.sharedZeros(count: count, evenIfSmall: true)
+        let address = UInt(bitPattern: Unmanaged.passRetained(zeros).toOpaque())
+        let (stored, current) = zeroTwin.compareExchange(expected: 0, desired: address, ordering: .acquiringAndReleasing)
+        if stored { return zeros }
+        Unmanaged<TensorStorage>.fromOpaque(UnsafeRawPointer(bitPattern: address)!).release()   // another thread was first
+        return Unmanaged<TensorStorage>.fromOpaque(UnsafeRawPointer(bitPattern: current)!).takeUnretainedValue()
+    }
 
     /// The entries (written out first if they are a pending outer product).
     @inlinable var pointer: UnsafeMutablePointer<Scalar> {
@@ -107,8 +125,11 @@ final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
     /// gradient costs no memory and no time, and adding a gradient to it just takes that
     /// gradient's storage. Tensors never write to it (copy on write sees it shared).
     @usableFromInline
-    static func sharedZeros(count: Int) -> TensorStorage {
-        if count < 4096 { return TensorStorage(repeating: 0, count: count) }
+    /// (Below 4096 entries a fresh buffer is cheaper than the shared cache's lock, unless
+    /// `evenIfSmall`: a zero that will be added to is better shared, since adding to it then
+    /// just takes the other storage.)
+    static func sharedZeros(count: Int, evenIfSmall: Bool = false) -> TensorStorage {
+        if count < 4096 && !evenIfSmall { return TensorStorage(repeating: 0, count: count) }
         let key = SharedZeroKey(scalar: ObjectIdentifier(Scalar.self), count: count)
         return sharedZeroCache.withLock { cache in
             if let found = cache[key] { return unsafeDowncast(found, to: TensorStorage.self) }
@@ -120,7 +141,11 @@ final class TensorStorage<Scalar: TensorScalar>: @unchecked Sendable {
         }
     }
 
-    deinit { raw?.deallocate() }
+    deinit {
+        raw?.deallocate()
+        let twin = zeroTwin.load(ordering: .acquiring)
+        if twin != 0 { Unmanaged<TensorStorage>.fromOpaque(UnsafeRawPointer(bitPattern: twin)!).release() }
+    }
 }
 
 struct SharedZeroKey: Hashable {
