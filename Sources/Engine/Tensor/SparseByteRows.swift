@@ -42,16 +42,10 @@ public final class SparseByteRows: Sendable {
         }
         var starts = [Int64](repeating: 0, count: rows + 1)
         for i in 0..<rows { starts[i + 1] = starts[i] + Int64(counts[i]) }
-        // Every entry is written by the kernel: no need to fill the arrays first.
-        var values: [UInt8] = []
-        let columns = [UInt16](unsafeUninitializedCapacity: total) { c, n in
-            n = total
-            values = [UInt8](unsafeUninitializedCapacity: total) { v, m in
-                m = total
-                starts.withUnsafeBufferPointer { s in
-                    sk_index_bytes(bytes.baseAddress, Int64(rows), Int32(rowLength), s.baseAddress,
-                                   c.baseAddress, v.baseAddress)
-                }
+        let (columns, values) = uninitializedArrays(total, total) { (c: UnsafeMutableBufferPointer<UInt16>, v: UnsafeMutableBufferPointer<UInt8>) in
+            starts.withUnsafeBufferPointer { s in
+                sk_index_bytes(bytes.baseAddress, Int64(rows), Int32(rowLength), s.baseAddress,
+                               c.baseAddress, v.baseAddress)
             }
         }
         self.values = values

@@ -119,19 +119,13 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
         precondition(total <= Int(Int32.max), "too many nonzeros for a SparseMatrix: \(total)")
         var starts = [Int32](repeating: 0, count: n + 1)
         for i in 0..<n { starts[i + 1] = starts[i] + counts[i] }
-        // Every entry is written by the kernel: no need to fill the arrays first.
-        var vals: [Scalar] = []
-        let cols = [Int32](unsafeUninitializedCapacity: total) { cp, count in
-            count = total
-            vals = [Scalar](unsafeUninitializedCapacity: total) { vp, count in
-                count = total
-                starts.withUnsafeBufferPointer { sp in
-                    let shared = UncheckedSendable((sp.baseAddress!, cp.baseAddress, vp.baseAddress))
-                    ParallelLoop.forEachChunk(n, minimumPerThread: 256) { rows in
-                        let (s, c, v) = shared.value
-                        SparseKernels.gather(bytes.baseAddress, offsets, Int32(rows.lowerBound),
-                                             Int32(rows.upperBound), Int32(rowLength), scale, s, c, v)
-                    }
+        let (cols, vals) = uninitializedArrays(total, total) { (cp: UnsafeMutableBufferPointer<Int32>, vp: UnsafeMutableBufferPointer<Scalar>) in
+            starts.withUnsafeBufferPointer { sp in
+                let shared = UncheckedSendable((sp.baseAddress!, cp.baseAddress, vp.baseAddress))
+                ParallelLoop.forEachChunk(n, minimumPerThread: 256) { rows in
+                    let (s, c, v) = shared.value
+                    SparseKernels.gather(bytes.baseAddress, offsets, Int32(rows.lowerBound),
+                                         Int32(rows.upperBound), Int32(rowLength), scale, s, c, v)
                 }
             }
         }
@@ -260,19 +254,10 @@ final class ColumnBlocks<Scalar: TensorScalar>: Sendable {
          fill: (UnsafeMutablePointer<Int32>, UnsafeMutablePointer<Int32>?, UnsafeMutablePointer<Scalar>?) -> Void) {
         let blockRows = SparseKernels.blockRows
         let startCount = (rows + blockRows - 1) / blockRows * (columns + 1)
-        var rowIndices: [Int32] = [], values: [Scalar] = []
-        colStarts = [Int32](unsafeUninitializedCapacity: startCount) { cs, count in
-            count = startCount
-            rowIndices = [Int32](unsafeUninitializedCapacity: entries) { ri, count in
-                count = entries
-                values = [Scalar](unsafeUninitializedCapacity: entries) { bv, count in
-                    count = entries
-                    if startCount > 0 { fill(cs.baseAddress!, ri.baseAddress, bv.baseAddress) }
-                }
-            }
+        (colStarts, rowIndices, values) = uninitializedArrays(startCount, entries, entries) {
+            (cs: UnsafeMutableBufferPointer<Int32>, ri: UnsafeMutableBufferPointer<Int32>, bv: UnsafeMutableBufferPointer<Scalar>) in
+            if startCount > 0 { fill(cs.baseAddress!, ri.baseAddress, bv.baseAddress) }
         }
-        self.rowIndices = rowIndices
-        self.values = values
     }
 
     /// The blocks of the matrix given by its compressed sparse rows.
@@ -305,26 +290,18 @@ final class RowForm<Scalar: TensorScalar>: Sendable {
         state.withLock { stored in
             if let stored { return stored.value }
             let total = blocks.values.count
-            var columnIndices: [Int32] = [], values: [Scalar] = []
-            let rowStarts = [Int32](unsafeUninitializedCapacity: rows + 1) { rs, count in
-                count = rows + 1
-                columnIndices = [Int32](unsafeUninitializedCapacity: total) { ci, count in
-                    count = total
-                    values = [Scalar](unsafeUninitializedCapacity: total) { vs, count in
-                        count = total
-                        blocks.colStarts.withUnsafeBufferPointer { cs in
-                            blocks.rowIndices.withUnsafeBufferPointer { ri in
-                                blocks.values.withUnsafeBufferPointer { bv in
-                                    SparseKernels.rowsFromColumnBlocks(Int32(rows), Int32(columns), Int32(SparseKernels.blockRows),
-                                                                       cs.baseAddress, ri.baseAddress, bv.baseAddress,
-                                                                       rs.baseAddress!, ci.baseAddress, vs.baseAddress)
-                                }
-                            }
+            let arrays: Arrays = uninitializedArrays(rows + 1, total, total) {
+                (rs: UnsafeMutableBufferPointer<Int32>, ci: UnsafeMutableBufferPointer<Int32>, vs: UnsafeMutableBufferPointer<Scalar>) in
+                blocks.colStarts.withUnsafeBufferPointer { cs in
+                    blocks.rowIndices.withUnsafeBufferPointer { ri in
+                        blocks.values.withUnsafeBufferPointer { bv in
+                            SparseKernels.rowsFromColumnBlocks(Int32(rows), Int32(columns), Int32(SparseKernels.blockRows),
+                                                               cs.baseAddress, ri.baseAddress, bv.baseAddress,
+                                                               rs.baseAddress!, ci.baseAddress, vs.baseAddress)
                         }
                     }
                 }
             }
-            let arrays = (rowStarts, columnIndices, values)
             stored = UncheckedSendable(arrays)
             return arrays
         }
