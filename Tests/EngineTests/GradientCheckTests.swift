@@ -282,6 +282,38 @@ func softMaxCrossEntropyVectorGradient(label: Int) {
                   stepScale: 1e-5 / 803)
 }
 
+@Test("softMaxCrossEntropy against a target distribution, soft and one-hot")
+func softMaxCrossEntropyTargetGradient() {
+    var rng = TestRandom(seed: 39)
+    let raw: Vector<Double> = rng.vector(5, in: 0.1...1)
+    var oneHot = Vector<Double>.zeros(5)
+    oneHot[3] = 1
+    // A target that does not sum to one too (the loss is linear in the target).
+    for (name, target) in [("soft", (1 / raw.sum) * raw), ("one-hot", oneHot), ("unnormalised", raw)] {
+        let z: Vector<Double> = rng.vector(5, in: -3...3)
+        checkGradient("softMaxCrossEntropy \(name) target",
+                      of: { softMaxCrossEntropy(logits: $0, target: target) }, at: z, rng: &rng)
+        // Same value and gradient as the composition it stands for.
+        let fused = backprop({ softMaxCrossEntropy(logits: $0, target: target) }, z)
+        let composed = backprop({ crossEntropy(target, softMax($0)) }, z)
+        #expect(abs(fused.value - composed.value) <= 1e-12 * max(1, abs(composed.value)),
+                "\(name): fused loss \(fused.value), composed \(composed.value)")
+        for i in 0..<5 {
+            #expect(abs(fused.gradient[i] - composed.gradient[i]) <= 1e-12,
+                    "\(name) entry \(i): fused \(fused.gradient[i]), composed \(composed.gradient[i])")
+        }
+        checkGradient("softMaxCrossEntropy \(name) target at logits + 800",
+                      of: { softMaxCrossEntropy(logits: $0, target: target) }, at: z + 800, rng: &rng,
+                      stepScale: 1e-5 / 803)
+    }
+    // With a one-hot target it is the label form, bit for bit.
+    let z: Vector<Double> = rng.vector(5, in: -3...3)
+    let byTarget = backprop({ softMaxCrossEntropy(logits: $0, target: oneHot) }, z)
+    let byLabel = backprop({ softMaxCrossEntropy(logits: $0, label: 3) }, z)
+    #expect(byTarget.value == byLabel.value, "target \(byTarget.value), label \(byLabel.value)")
+    #expect(byTarget.gradient == byLabel.gradient, "target \(byTarget.gradient), label \(byLabel.gradient)")
+}
+
 @Test("softMaxCrossEntropy of a batch, odd shapes")
 func softMaxCrossEntropyMatrixGradient() {
     var rng = TestRandom(seed: 34)

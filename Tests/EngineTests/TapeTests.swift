@@ -205,6 +205,18 @@ func nestedLensGradient() {
     }
 }
 
+@Test("stored fields of stored fields and elements of elements reach only their part")
+func deepLensPaths() {
+    // A field of a field: one offset into the root's gradient.
+    let nested = gradBP({ $0.first.second * 2 + $0.second }, Pair(Pair(1.0, 2.0), 3.0))
+    #expect(nested.first.first == 0 && nested.first.second == 2 && nested.second == 1)
+    // An element of an element, and a field of an element of a field.
+    let grid = gradBP({ $0[1][0] * 3 + $0[0][1] }, [[1.0, 2.0], [3.0, 4.0]])
+    #expect(grid == [[0, 1], [3, 0]])
+    let pairs = gradBP({ $0.second[1].first * 5 }, Pair(1.0, [Pair(1.0, 2.0), Pair(3.0, 4.0)]))
+    #expect(pairs.first == 0 && pairs.second.map(\.first) == [0, 5] && pairs.second.map(\.second) == [0, 0])
+}
+
 // MARK: - Lifetimes
 
 @Test("nothing a pullback captured outlives the gradient computation")
@@ -271,6 +283,21 @@ func concurrentGradientsMatchSequential() async {
     }
     // The inputs differ, so the gradients must too (the check above is not vacuous).
     #expect(sequential[0] != sequential[1])
+}
+
+@Test("a gradient computed inside another's function has its own tape")
+func nestedCallsHaveTheirOwnTapes() {
+    let outer = backprop({ (x: BVar<Double>) -> BVar<Double> in
+        // Inside: d/dy (y * y * x) at y = 3, with x's value a constant: 6x.
+        let inner = gradBP({ (y: BVar<Double>) in y * y * constVar(x.value) }, 3.0)
+        return x * x * constVar(inner)
+    }, 2.0)
+    #expect(outer.value == 48)       // x^2 * 6x at 2, the inner result taken as a constant
+    #expect(outer.gradient == 48)    // d/dx (x^2 * 12) = 24x
+    // Calls after a nested one still get clean tapes.
+    for x in [1.0, 2.0, 3.0] {
+        #expect(gradBP({ $0 * $0 }, x) == 2 * x)
+    }
 }
 
 // MARK: - Shape descriptions

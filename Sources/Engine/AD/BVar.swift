@@ -81,14 +81,16 @@ public func constVar<Value: Backprop>(_ value: Value) -> BVar<Value> {
 
 /// The tape shared by the variable arguments of one operation (all variables of one call share
 /// one tape; mixing variables of two calls is a programming error).
-func commonTape(_ tapes: Tape?...) -> Tape? {
-    var found: Tape?
-    for case let tape? in tapes {
-        if let f = found {
-            precondition(f === tape, "BVars from two different backprop calls were mixed in one operation")
-        } else {
-            found = tape
-        }
-    }
-    return found
+@inlinable
+func commonTape(_ a: Tape?, _ b: Tape?) -> Tape? {
+    guard let a else { return b }
+    guard let b else { return a }
+    precondition(a === b, "BVars from two different backprop calls were mixed in one operation")
+    return a
+}
+
+/// `commonTape` of three arguments.
+@inlinable
+func commonTape(_ a: Tape?, _ b: Tape?, _ c: Tape?) -> Tape? {
+    commonTape(commonTape(a, b), c)
 }

@@ -22,11 +22,24 @@ public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>, plus b: BVar<V
     op3 { (m: Matrix<S>, x: Vector<S>, b: Vector<S>) in
         precondition(b.count == m.rows,
                      "shape mismatch in matvec plus: \(m.shapeDescription) times Vector[\(x.count)] plus Vector[\(b.count)]")
-        let entries = SparseEntries(x)
-        var y = m.matvec(entries)
+        let saved = MatvecOperands(m, SparseEntries(x))
+        var y = m.matvec(saved.x)
         y.add(b)
-        return (y, { g in Matrix.outer(g, entries) }, { g in m.transposedMatvec(g) }, { g in g })
+        // Both pullbacks capture the one object (a closure whose only capture is one object
+        // uses it as its context: no allocation per pullback).
+        return (y, { g in Matrix.outer(g, saved.x) }, { g in saved.m.transposedMatvec(g) }, { g in g })
     }(m, x, b)
+}
+
+/// What the pullbacks of `matvec(_:_:plus:)` keep of its operands.
+final class MatvecOperands<S: TensorScalar> {
+    let m: Matrix<S>
+    let x: SparseEntries<S>
+
+    init(_ m: Matrix<S>, _ x: SparseEntries<S>) {
+        self.m = m
+        self.x = x
+    }
 }
 
 /// Matrix product `op(a) * op(b)`, where `op` transposes when asked (one GEMM forward, one per
@@ -124,14 +137,53 @@ public func crossEntropy<S>(_ target: Vector<S>, _ probabilities: BVar<Vector<S>
 public func softMaxCrossEntropy<S>(logits: BVar<Vector<S>>, label: Int) -> BVar<S> {
     op1 { (z: Vector<S>) in
         precondition(label >= 0 && label < z.count, "label \(label) out of range for \(z.count) classes")
+        let top = z.indexOfMaximum
         let p = z.softMax()
-        let m = z[z.indexOfMaximum]
-        let sumExp = z.withUnsafeBufferPointer { $0.reduce(0.0) { $0 + Foundation.exp(Double($1 - m)) } }
-        let loss = S(Foundation.log(sumExp) - Double(z[label] - m))
+        // log(sum_k e^(z_k - m)) is -log p_top (m = z_top): no second pass of exponentials,
+        // and p_top >= 1/n never underflows.
+        let loss = S(-Foundation.log(Double(p[top])) - Double(z[label] - z[top]))
         return (loss, { g in
             var d = p
             d[label] -= 1
             d.scale(by: g)
+            return d
+        })
+    }(logits)
+}
+
+/// `crossEntropy(target, softMax(logits))` in one stable primitive, for any target
+/// distribution: the loss is `sum(target) * logSumExp(logits) - logits · target`, its gradient
+/// `sum(target) * softMax(logits) - target` (`softMax(logits) - target` for a one-hot target).
+/// One recorded operation instead of two, and no logarithm of a probability that underflowed.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func softMaxCrossEntropy<S>(logits: BVar<Vector<S>>, target: Vector<S>) -> BVar<S> {
+    op1 { (z: Vector<S>) in
+        precondition(target.count == z.count,
+                     "shape mismatch in softMaxCrossEntropy: Vector[\(z.count)] logits, Vector[\(target.count)] target")
+        let top = z.indexOfMaximum
+        let p = z.softMax()
+        // loss = sum_j t_j * (log(sum_k e^(z_k - m)) - (z_j - m)) with m = z_top, where the
+        // logarithm is -log p_top (as in the label form), accumulated in Double.
+        let m = z[top]
+        var targetSum = 0.0, shiftedDot = 0.0
+        z.withUnsafeBufferPointer { zp in
+            target.withUnsafeBufferPointer { tp in
+                for j in 0..<zp.count where tp[j] != 0 {
+                    targetSum += Double(tp[j])
+                    shiftedDot += Double(tp[j]) * Double(zp[j] - m)
+                }
+            }
+        }
+        let loss = S(-targetSum * Foundation.log(Double(p[top])) - shiftedDot)
+        return (loss, { g in
+            var d = p
+            let scale = S(targetSum)
+            d.withUnsafeMutableBufferPointer { dp in
+                target.withUnsafeBufferPointer { tp in
+                    for j in 0..<dp.count { dp[j] = g * (scale * dp[j] - tp[j]) }
+                }
+            }
             return d
         })
     }(logits)

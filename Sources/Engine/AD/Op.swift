@@ -10,11 +10,9 @@ public struct Op1<A: Backprop, B: Backprop> {
     public func callAsFunction(_ a: BVar<A>) -> BVar<B> {
         let (value, pullback) = run(a.value)
         guard let tape = a.tape, let sink = a.sink else { return constVar(value) }
-        let slot = GradientSlot(value: value)
-        tape.record {
-            if let g = slot.take() { sink.accumulate(pullback(g)) }
-        }
-        return BVar(value: value, tape: tape, sink: .slot(slot))
+        let node = Op1Node(value: value, sink: sink, pullback: pullback) { $0.sendGradient() }
+        tape.record(node)
+        return BVar(value: value, tape: tape, sink: .slot(node))
     }
 }
 
@@ -34,14 +32,9 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
         guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil else {
             return constVar(value)
         }
-        let slot = GradientSlot(value: value)
-        let sinkA = a.sink, sinkB = b.sink
-        tape.record {
-            guard let g = slot.take() else { return }
-            if let s = sinkA { s.accumulate(pullA(g)) }
-            if let s = sinkB { s.accumulate(pullB(g)) }
-        }
-        return BVar(value: value, tape: tape, sink: .slot(slot))
+        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (pullA, pullB)) { $0.sendGradient() }
+        tape.record(node)
+        return BVar(value: value, tape: tape, sink: .slot(node))
     }
 }
 
@@ -60,15 +53,9 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
         let (value, pullA, pullB, pullC) = run(a.value, b.value, c.value)
         guard let tape = commonTape(a.tape, b.tape, c.tape),
               a.sink != nil || b.sink != nil || c.sink != nil else { return constVar(value) }
-        let slot = GradientSlot(value: value)
-        let sinkA = a.sink, sinkB = b.sink, sinkC = c.sink
-        tape.record {
-            guard let g = slot.take() else { return }
-            if let s = sinkA { s.accumulate(pullA(g)) }
-            if let s = sinkB { s.accumulate(pullB(g)) }
-            if let s = sinkC { s.accumulate(pullC(g)) }
-        }
-        return BVar(value: value, tape: tape, sink: .slot(slot))
+        let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink), pullbacks: (pullA, pullB, pullC)) { $0.sendGradient() }
+        tape.record(node)
+        return BVar(value: value, tape: tape, sink: .slot(node))
     }
 }
 
@@ -77,4 +64,77 @@ public func op3<A, B, C, D>(
     _ run: @escaping (A, B, C) -> (D, (D) -> A, (D) -> B, (D) -> C)
 ) -> Op3<A, B, C, D> {
     Op3(run: run)
+}
+
+// The nodes' backward steps run through a closure made where the operation is applied (where
+// its types are known), not through `backward()` alone: the methods of a generic class run
+// unspecialised, and every gradient addition there went through run-time type metadata. The
+// closure captures nothing, so it costs no allocation.
+
+/// A one-argument operation on the tape: its result's gradient slot, where that gradient goes
+/// next, and the pullback that takes it there.
+final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
+    let sink: GradientSink<A>
+    let pullback: (B) -> A
+    let step: (Op1Node) -> Void
+
+    init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node) -> Void) {
+        self.sink = sink
+        self.pullback = pullback
+        self.step = step
+        super.init(value: value)
+    }
+
+    override func backward() { step(self) }
+
+    @inline(__always) func sendGradient() {
+        if let g = take() { sink.accumulate(pullback(g)) }
+    }
+}
+
+/// A two-argument operation on the tape (a constant argument has no sink and gets nothing).
+final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
+    let sinks: (GradientSink<A>?, GradientSink<B>?)
+    let pullbacks: ((C) -> A, (C) -> B)
+    let step: (Op2Node) -> Void
+
+    init(value: C, sinks: (GradientSink<A>?, GradientSink<B>?), pullbacks: ((C) -> A, (C) -> B),
+         step: @escaping (Op2Node) -> Void) {
+        self.sinks = sinks
+        self.pullbacks = pullbacks
+        self.step = step
+        super.init(value: value)
+    }
+
+    override func backward() { step(self) }
+
+    @inline(__always) func sendGradient() {
+        guard let g = take() else { return }
+        if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
+        if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
+    }
+}
+
+/// A three-argument operation on the tape.
+final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: GradientSlot<D> {
+    let sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
+    let pullbacks: ((D) -> A, (D) -> B, (D) -> C)
+    let step: (Op3Node) -> Void
+
+    init(value: D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
+         pullbacks: ((D) -> A, (D) -> B, (D) -> C), step: @escaping (Op3Node) -> Void) {
+        self.sinks = sinks
+        self.pullbacks = pullbacks
+        self.step = step
+        super.init(value: value)
+    }
+
+    override func backward() { step(self) }
+
+    @inline(__always) func sendGradient() {
+        guard let g = take() else { return }
+        if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
+        if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
+        if let s = sinks.2 { s.accumulate(pullbacks.2(g)) }
+    }
 }

@@ -3,15 +3,20 @@
 func runBackward<A: Backprop, B: Backprop>(
     _ f: (BVar<A>) -> BVar<B>, at x: A
 ) -> (value: B, gradient: A) {
-    let tape = Tape()
+    var tape = Tape.begin()
     let root = GradientSlot(value: x)
-    let result = f(BVar(value: x, tape: tape, sink: .slot(root)))
-    if let sink = result.sink {
-        precondition(result.tape === tape, "the function returned a BVar of another backprop call")
-        sink.accumulate(result.value.one())
-        tape.runBackward()
+    let value: B
+    do {
+        let result = f(BVar(value: x, tape: tape, sink: .slot(root)))
+        value = result.value
+        if let sink = result.sink {
+            precondition(result.tape === tape, "the function returned a BVar of another backprop call")
+            sink.accumulate(result.value.one())
+            tape.runBackward()
+        }
     }
-    return (result.value, root.current ?? x.zero())
+    Tape.end(&tape)
+    return (value, root.current ?? x.zero())
 }
 
 /// Runs `f` at `x` like a normal function: nothing is recorded.

@@ -191,8 +191,15 @@ extension Vector {
     public func softMax() -> Vector {
         precondition(count > 0, "softMax of an empty vector")
         let m = self[indexOfMaximum]
-        var e = (self + (-m)).exp()
-        e.scale(by: 1 / e.sum)
-        return e
+        // In one buffer: shift, exponentiate in place, normalise.
+        return Vector(count: count) { out in
+            let x = storage.pointer, y = out.baseAddress!, n = count
+            for i in 0..<n { y[i] = x[i] + (-m) }
+            Scalar.exp(y, into: y, count: n)
+            var sum: Scalar = 0
+            for i in 0..<n { sum += y[i] }
+            let scale = 1 / sum
+            for i in 0..<n { y[i] *= scale }
+        }
     }
 }
