@@ -205,6 +205,38 @@ func nestedLensGradient() {
     }
 }
 
+/// A struct with a computed field, for lenses without a stored offset.
+struct Aliased: Backprop, Equatable {
+    var raw: Vector<Double>
+    /// `raw` under another name (computed, so its key path has no offset).
+    var alias: Vector<Double> {
+        get { raw }
+        set { raw = newValue }
+    }
+    func zero() -> Aliased { Aliased(raw: raw.zero()) }
+    func one() -> Aliased { Aliased(raw: raw.one()) }
+    mutating func add(_ other: Aliased) { raw.add(other.raw) }
+}
+
+@Test("a StoredField reads the same field as its key path, stored or computed")
+func storedFieldLenses() {
+    var rng = TestRandom(seed: 57)
+    let affine = Affine.random(inputs: 3, outputs: 2, name: "field", &rng)
+    let biases = StoredField(\Affine.biases)
+    #expect(biases.offset != nil)
+    let probe: Vector<Double> = rng.vector(2)
+    let viaField = gradBP({ $0[biases].dot(constVar(probe)) }, affine)
+    let viaKeyPath = gradBP({ $0[\.biases].dot(constVar(probe)) }, affine)
+    #expect(viaField == viaKeyPath && viaField.biases == probe)
+
+    let alias = StoredField(\Aliased.alias)
+    #expect(alias.offset == nil)
+    let x = Aliased(raw: Vector([1, 2]))
+    #expect(evalBP({ $0[alias] }, x) == Vector([1, 2]))
+    let g = gradBP({ ($0[alias] * $0[alias]).sum() }, x)   // fan-out through a computed lens
+    #expect(g.raw == Vector([2, 4]))
+}
+
 @Test("stored fields of stored fields and elements of elements reach only their part")
 func deepLensPaths() {
     // A field of a field: one offset into the root's gradient.

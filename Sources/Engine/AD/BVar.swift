@@ -41,6 +41,18 @@ public struct BVar<Value: Backprop> {
         return BVar<Part>(value: part, tape: tape, sink: sink?.part(keyPath, offset: offset))
     }
 
+    /// The stored field `field` (its offset found once, when the `StoredField` was made).
+    @inlinable
+    public subscript<Part: Backprop>(_ field: StoredField<Value, Part>) -> BVar<Part> {
+        let part: Part
+        if let offset = field.offset {
+            part = withUnsafeBytes(of: value) { $0.load(fromByteOffset: offset, as: Part.self) }
+        } else {
+            part = value[keyPath: field.keyPath]
+        }
+        return BVar<Part>(value: part, tape: tape, sink: sink?.part(field.keyPath, offset: field.offset))
+    }
+
     /// The field at `keyPath` (dynamic member lookup: `layer.weights`).
     @inlinable
     public subscript<Part: Backprop>(dynamicMember keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
@@ -63,6 +75,22 @@ public struct BVar<Value: Backprop> {
 
 @available(*, unavailable)
 extension BVar: Sendable {}
+
+/// A field of `Whole` as a lens, with its place in `Whole` looked up once: for a model's
+/// fields read on every call (`layer[weights]` with `let weights = StoredField(\Layer.weights)`
+/// made once), where reading `layer[\.weights]` would look the key path's offset up each time.
+public struct StoredField<Whole, Part>: @unchecked Sendable {
+    /// The field's key path.
+    public let keyPath: WritableKeyPath<Whole, Part>
+    /// The field's byte offset in `Whole` when it is a stored property (else nil: read through
+    /// the key path).
+    public let offset: Int?
+
+    public init(_ keyPath: WritableKeyPath<Whole, Part>) {
+        self.keyPath = keyPath
+        offset = MemoryLayout<Whole>.offset(of: keyPath)
+    }
+}
 
 extension BVar {
     /// Element `index` of an array variable, whose gradient goes into that element.

@@ -11,12 +11,21 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     public var layers: [Layer<Scalar>]
 
     public init(layers: [Layer<Scalar>]) {
+        Self.checkShapes(layers)
+        self.layers = layers
+    }
+
+    /// Layers known to fit together (the shapes of another network's layers).
+    private init(checkedLayers layers: [Layer<Scalar>]) {
+        self.layers = layers
+    }
+
+    private static func checkShapes(_ layers: [Layer<Scalar>]) {
         precondition(!layers.isEmpty, "a Network needs at least one layer")
         for (a, b) in zip(layers, layers.dropFirst()) {
             precondition(a.outputs == b.inputs,
                          "Network: a layer with \(a.outputs) outputs cannot feed one with \(b.inputs) inputs")
         }
-        self.layers = layers
     }
 
     /// A network with layer sizes `sizes` (inputs first, classes last), every parameter drawn
@@ -38,8 +47,8 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 
     @_specialize(where Scalar == Float)
     @_specialize(where Scalar == Double)
-    public func zero() -> Network { Network(layers: layers.map { $0.zero() }) }
-    public func one() -> Network { Network(layers: layers.map { $0.one() }) }
+    public func zero() -> Network { Network(checkedLayers: layers.map { $0.zero() }) }
+    public func one() -> Network { Network(checkedLayers: layers.map { $0.one() }) }
     @_specialize(where Scalar == Float)
     @_specialize(where Scalar == Double)
     public mutating func add(_ other: Network) { add(other, scaledBy: 1) }
