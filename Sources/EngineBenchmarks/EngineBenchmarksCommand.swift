@@ -27,8 +27,19 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "wall, or thread-cpu: the measuring thread's CPU time (for single-threaded figures on a busy machine).")
     var clock = "wall"
 
+    @Option(help: "Layer sizes of the measured network, comma-separated, 784 inputs and 10 classes (a tiny network such as 784,8,8,10 shows the tape's own overhead, its arithmetic being negligible).")
+    var sizes = "784,300,100,10"
+
+    /// `sizes` as numbers (checked in `validate`).
+    var layerSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0) } }
+
     func validate() throws {
         guard ["wall", "thread-cpu"].contains(clock) else { throw ValidationError("--clock must be wall or thread-cpu, got '\(clock)'") }
+        let parsed = layerSizes
+        guard parsed.count == sizes.split(separator: ",", omittingEmptySubsequences: false).count, parsed.count >= 2,
+              parsed.allSatisfy({ $0 > 0 }), parsed.first == 784, parsed.last == 10 else {
+            throw ValidationError("--sizes must be positive layer sizes from 784 inputs to 10 classes, e.g. 784,300,100,10; got '\(sizes)'")
+        }
     }
 
     func run() throws {
@@ -41,7 +52,8 @@ struct EngineBenchmarksCommand: ParsableCommand {
         if only == "aead" { return }
         let (train, _) = try MNIST.load(directory: data)
         var rng = SeededGenerator(seed: 1)
-        let net = Network<Float>(sizes: [784, 300, 100, 10], using: &rng)
+        let net = Network<Float>(sizes: layerSizes, using: &rng)
+        print("network \(layerSizes.map(String.init).joined(separator: "-"))")
         let batch = Array(rng.permutation(train.count).prefix(5000))
         let x = train.batchInput(batch, as: Float.self)
         let labels = train.batchLabels(batch)
