@@ -258,6 +258,21 @@ func crossEntropyGradient() {
     }
 }
 
+/// Expects a fused softmax-cross-entropy `fused` to have, at `z`, the value and gradient of the
+/// composition it stands for, `crossEntropy(target, softMax(z))`, within 1e-12.
+func expectFusedMatchesComposition(_ name: String, _ fused: (BVar<Vector<Double>>) -> BVar<Double>,
+                                   target: Vector<Double>, at z: Vector<Double>) {
+    let f = backprop(fused, z)
+    let composed = backprop({ crossEntropy(target, softMax($0)) }, z)
+    #expect(abs(f.value - composed.value) <= 1e-12 * max(1, abs(composed.value)),
+            "\(name): fused loss \(f.value), composed \(composed.value)")
+    #expect(f.gradient.count == z.count)
+    for i in 0..<z.count {
+        #expect(abs(f.gradient[i] - composed.gradient[i]) <= 1e-12,
+                "\(name) entry \(i): fused \(f.gradient[i]), composed \(composed.gradient[i])")
+    }
+}
+
 @Test("softMaxCrossEntropy of one sample, every label", arguments: 0..<5)
 func softMaxCrossEntropyVectorGradient(label: Int) {
     var rng = TestRandom(seed: 33 + UInt64(label))
@@ -267,14 +282,8 @@ func softMaxCrossEntropyVectorGradient(label: Int) {
     // Same value and gradient as the composition it stands for.
     var oneHot = Vector<Double>.zeros(5)
     oneHot[label] = 1
-    let fused = backprop({ softMaxCrossEntropy(logits: $0, label: label) }, z)
-    let composed = backprop({ crossEntropy(oneHot, softMax($0)) }, z)
-    #expect(abs(fused.value - composed.value) <= 1e-12 * max(1, abs(composed.value)),
-            "fused loss \(fused.value), composed \(composed.value)")
-    for i in 0..<5 {
-        #expect(abs(fused.gradient[i] - composed.gradient[i]) <= 1e-12,
-                "entry \(i): fused \(fused.gradient[i]), composed \(composed.gradient[i])")
-    }
+    expectFusedMatchesComposition("label \(label)", { softMaxCrossEntropy(logits: $0, label: label) },
+                                  target: oneHot, at: z)
     // Stable for large logits, where the composition would overflow: check at z + 800 with an
     // absolute step (a relative one would be far too large there).
     checkGradient("softMaxCrossEntropy label \(label) at logits + 800",
@@ -294,14 +303,8 @@ func softMaxCrossEntropyTargetGradient() {
         checkGradient("softMaxCrossEntropy \(name) target",
                       of: { softMaxCrossEntropy(logits: $0, target: target) }, at: z, rng: &rng)
         // Same value and gradient as the composition it stands for.
-        let fused = backprop({ softMaxCrossEntropy(logits: $0, target: target) }, z)
-        let composed = backprop({ crossEntropy(target, softMax($0)) }, z)
-        #expect(abs(fused.value - composed.value) <= 1e-12 * max(1, abs(composed.value)),
-                "\(name): fused loss \(fused.value), composed \(composed.value)")
-        for i in 0..<5 {
-            #expect(abs(fused.gradient[i] - composed.gradient[i]) <= 1e-12,
-                    "\(name) entry \(i): fused \(fused.gradient[i]), composed \(composed.gradient[i])")
-        }
+        expectFusedMatchesComposition("\(name) target", { softMaxCrossEntropy(logits: $0, target: target) },
+                                      target: target, at: z)
         checkGradient("softMaxCrossEntropy \(name) target at logits + 800",
                       of: { softMaxCrossEntropy(logits: $0, target: target) }, at: z + 800, rng: &rng,
                       stepScale: 1e-5 / 803)

@@ -31,17 +31,12 @@ public struct BVar<Value: Backprop> {
     /// The field at `keyPath`, as a variable whose gradient goes into that field.
     @inlinable
     public subscript<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>) -> BVar<Part> {
-        let offset = MemoryLayout<Value>.offset(of: keyPath)
-        let part: Part
-        if let offset {
-            part = withUnsafeBytes(of: value) { $0.load(fromByteOffset: offset, as: Part.self) }
-        } else {
-            part = value[keyPath: keyPath]
-        }
-        return BVar<Part>(value: part, tape: tape, sink: sink?.part(keyPath, offset: offset))
+        self[StoredField(keyPath)]
     }
 
-    /// The stored field `field` (its offset found once, when the `StoredField` was made).
+    /// The field `field` (its offset found once, when the `StoredField` was made). A stored
+    /// property is read and its gradient written through its offset, much cheaper than
+    /// applying the key path; a computed one goes through the key path.
     @inlinable
     public subscript<Part: Backprop>(_ field: StoredField<Value, Part>) -> BVar<Part> {
         let part: Part
@@ -86,6 +81,7 @@ public struct StoredField<Whole, Part>: @unchecked Sendable {
     /// the key path).
     public let offset: Int?
 
+    @inlinable
     public init(_ keyPath: WritableKeyPath<Whole, Part>) {
         self.keyPath = keyPath
         offset = MemoryLayout<Whole>.offset(of: keyPath)

@@ -1,4 +1,4 @@
-/// Runs `f` on a fresh tape at `x` and sends the seed gradient back to `x`.
+/// Runs `f` at `x` on a tape of its own and sends the seed gradient back to `x`.
 @inlinable
 func runBackward<A: Backprop, B: Backprop>(
     _ f: (BVar<A>) -> BVar<B>, at x: A
@@ -6,7 +6,7 @@ func runBackward<A: Backprop, B: Backprop>(
     var tape = Tape.begin()
     let root = GradientSlot(value: x)
     let value: B
-    do {
+    do {   // the result's BVar (which holds the tape) ends here, so that `end` can keep the tape
         let result = f(BVar(value: x, tape: tape, sink: .slot(root)))
         value = result.value
         if let sink = result.sink {
