@@ -77,16 +77,18 @@ let package = Package(
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
 
+        // What the test targets share: temporary directories removed when the tests end.
+        .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Engine"]),
+        .testTarget(name: "TrainingTests", dependencies: ["Training", "Engine", "TestSupport"]),
         .testTarget(name: "WireTests", dependencies: [
-            "Wire",
+            "Wire", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "DistributedTests", dependencies: [
-            "Training", "Engine", "Wire",
+            "Training", "Engine", "Wire", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
         ]),
         // Unit tests of the coordinator's own code (the learning-curve plot).

@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// The trained model is the same bits whatever the number of workers: shards are fixed by the

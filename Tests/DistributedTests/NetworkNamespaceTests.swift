@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 
 /// Training across real network interfaces: workers and coordinator in separate network

@@ -201,10 +201,3 @@ struct WorkerStartFailure: Error, CustomStringConvertible {
     var description: String { "the worker did not print its address; its first line: \(line)" }
 }
 
-/// A fresh temporary directory for a test's files.
-func temporaryDirectory(_ name: String) throws -> URL {
-    let url = FileManager.default.temporaryDirectory
-        .appendingPathComponent("DistributedTests-\(name)-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-    try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-    return url
-}

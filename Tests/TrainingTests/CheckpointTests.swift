@@ -1,4 +1,5 @@
 import Foundation
+import TestSupport
 import Testing
 @testable import Training
 
@@ -22,8 +23,7 @@ struct CheckpointTests {
     }
 
     static func directory() throws -> CheckpointDirectory {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("ckpt-\(UUID().uuidString)").path
-        return try CheckpointDirectory(path: path)
+        try CheckpointDirectory(path: temporaryDirectory("checkpoints").appendingPathComponent("run").path)
     }
 
     @Test("a checkpoint reads back bit for bit: parameters, Adam moments and step, generator, position")

@@ -4,6 +4,7 @@ import Glibc
 import Foundation
 import NIOCore
 import NIOEmbedded
+import TestSupport
 import Testing
 import Wire
 
@@ -324,8 +325,7 @@ struct FrameDeadlineTests {
 @Suite("Shared secret files")
 struct SharedSecretTests {
     private func file(_ contents: [UInt8], mode: mode_t = 0o600) throws -> String {
-        let path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("secret-\(getpid())-\(UInt32.random(in: 0...UInt32.max))").path
+        let path = try temporaryDirectory("secret").appendingPathComponent("secret").path
         try Data(contents).write(to: URL(fileURLWithPath: path))
         chmod(path, mode)
         return path
@@ -370,8 +370,7 @@ struct SharedSecretTests {
     func resolutionOrder() throws {
         let a = try file(Array(repeating: 65, count: 20))
         let b = try file(Array(repeating: 66, count: 20))
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("creds-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let directory = try temporaryDirectory("credentials")
         let credential = directory.appendingPathComponent("backprop-secret").path
         try Data(Array(repeating: 67, count: 20)).write(to: URL(fileURLWithPath: credential))
         chmod(credential, 0o400)
