@@ -10,6 +10,8 @@ typedef float vf8 __attribute__((vector_size(32)));
 typedef float vf8u __attribute__((vector_size(32), aligned(4), may_alias));
 typedef double vd4 __attribute__((vector_size(32)));
 typedef double vd4u __attribute__((vector_size(32), aligned(8), may_alias));
+typedef int32_t vi8 __attribute__((vector_size(32)));
+typedef uint32_t vu8 __attribute__((vector_size(32)));
 
 #if defined(__x86_64__) || defined(__i386__)
 #define SK_X86 1
@@ -18,6 +20,7 @@ typedef double vd4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define SK_X86 0
 #endif
 
+#include <math.h>
 #include <stdlib.h>
 
 // ---- float ----
@@ -28,12 +31,14 @@ typedef double vd4u __attribute__((vector_size(32), aligned(8), may_alias));
 #define SUFFIX f_generic
 #define ATTR
 #include "kernel_template.h"
+#include "elementwise_template.h"
 #undef SUFFIX
 #undef ATTR
 #if SK_X86
 #define SUFFIX f_avx2
 #define ATTR AVX2_ATTR
 #include "kernel_template.h"
+#include "elementwise_template.h"
 #undef SUFFIX
 #undef ATTR
 #endif
@@ -324,3 +329,11 @@ BLOCK_KERNELS(float, f, 8)
 BLOCK_KERNELS(double, d, 4)
 BLOCK_COUNT(float, f, 8)
 BLOCK_COUNT(double, d, 4)
+
+// ---- element-wise Float kernels ----
+
+void sk_exp_f(const float *x, float *y, int64_t n) { DISPATCH(exp_, f, x, y, n); }
+void sk_logistic_f(const float *x, float *y, int64_t n) { DISPATCH(logistic_, f, x, y, n); }
+void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t n) {
+    DISPATCH(logistic_pullback_, f, g, y, out, n);
+}

@@ -301,6 +301,30 @@ func floatLogisticKernelAccuracy() {
     print("Float logistic kernel: \(values.count) values, max relative error \(worst) (\(worst / Double(Float.ulpOfOne)) ulp)")
 }
 
+@Test("the Float exp, logistic and logistic-pullback kernels give the same bits on AVX2 and portably; the pullback is g * y * (1 - y)")
+func floatElementwiseKernelsSameBitsEverywhere() {
+    let values = kernelTestValues() + [.nan, -.infinity, .infinity, 89, -88, 1e-30, 0.5]
+    let x = Vector(values)
+    let y = x.logistic()
+    let g = Vector(values.indices.map { Float($0 % 17) / 8 - 1 })
+    func bits(_ v: Vector<Float>) -> [UInt32] { v.scalars.map(\.bitPattern) }
+    func run() -> [[UInt32]] { [bits(x.exp()), bits(x.logistic()), bits(g.logisticPullback(result: y))] }
+    let avx2 = SparseKernels.usesAVX2
+    let chosen = run()
+    SparseKernels.usesAVX2 = false
+    let portable = run()
+    SparseKernels.usesAVX2 = avx2
+    for (k, name) in ["exp", "logistic", "logistic pullback"].enumerated() {
+        let differing = chosen[k].indices.filter { chosen[k][$0] != portable[k][$0] }
+        #expect(differing.isEmpty, "\(name): \(differing.count) entries differ between the AVX2 and the portable kernel, first at \(differing.first.map { values[$0] } ?? 0)")
+    }
+    let formula = values.indices.map { (g[$0] * y[$0] * (1 - y[$0])).bitPattern }
+    #expect(chosen[2] == formula, "the logistic pullback kernel is not g * y * (1 - y) bit for bit")
+    let matrix = Matrix<Float>(rows: 1, columns: values.count) { p in for i in p.indices { p[i] = g[i] } }
+        .logisticPullback(result: Matrix<Float>(rows: 1, columns: values.count) { p in for i in p.indices { p[i] = y[i] } })
+    #expect((0..<values.count).map { matrix[0, $0].bitPattern } == formula, "Matrix.logisticPullback differs from the formula")
+}
+
 @Test("Float log, and every Double kernel, are Foundation's functions entry by entry")
 func scalarLoopKernelsAreFoundation() {
     var rng = TestRandom(seed: 90)
@@ -457,14 +481,15 @@ func floatExpRoundingUnchanged() {
     }
     var rng = TestRandom(seed: 89)
     for _ in 0..<20_000 { values.append(rng.uniform(-87.3...88.3)) }
-    // exp8's callers pass only lanes in [-87.3, 88.3] (outsidePolynomialRange).
+    // Only lanes in [-87.3, 88.3] take the polynomial (others take libm's expf).
     values = values.filter { $0 >= -87.3 && $0 <= 88.3 }
     while values.count % 8 != 0 { values.append(1) }
+    let kernel = Vector(values).exp()   // every lane in range: all through the polynomial
     for i in stride(from: 0, to: values.count, by: 8) {
         let v = V(values[i..<(i + 8)])
-        let a = FloatKernels.exp8(v), b = former(v)
-        for l in 0..<8 where a[l].bitPattern != b[l].bitPattern {
-            Issue.record("exp8(\(v[l])): \(a[l]) now, \(b[l]) before")
+        let b = former(v)
+        for l in 0..<8 where kernel[i + l].bitPattern != b[l].bitPattern {
+            Issue.record("exp(\(v[l])): \(kernel[i + l]) now, \(b[l]) before")
         }
     }
 }

@@ -133,6 +133,17 @@ void sk_block_ger_d(int32_t rows, double *w, int64_t ldw, double alpha, const do
                     const int32_t *blocks, const double *bvals, int32_t nt, const int32_t *tidx,
                     const double *tvals);
 
+/// y[i] = e^x[i] for i < n (accurate to a couple of ulp; libm's expf for NaN, overflow and
+/// results below the smallest normal float).
+void sk_exp_f(const float *x, float *y, int64_t n);
+
+/// y[i] = 1 / (1 + e^-x[i]) for i < n, on the same e^x.
+void sk_logistic_f(const float *x, float *y, int64_t n);
+
+/// out[i] = g[i] * y[i] * (1 - y[i]) for i < n: the logistic function's pullback of g, given
+/// its result y.
+void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t n);
+
 /// Whether the AVX2 kernels are in use (1) or the portable ones (0).
 int sk_uses_avx2(void);
 

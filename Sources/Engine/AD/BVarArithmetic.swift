@@ -165,7 +165,7 @@ public func log<V: ElementwiseArithmetic>(_ a: BVar<V>) -> BVar<V> {
 public func logistic<V: ElementwiseArithmetic>(_ a: BVar<V>) -> BVar<V> {
     op1 { (x: V) in
         let y = x.logistic()
-        return (y, { g in g.zipMap(y, "logistic") { g, y in g * y * (1 - y) } })
+        return (y, { g in g.logisticPullback(result: y) })
     }(a)
 }
 

@@ -23,6 +23,9 @@ public protocol ElementwiseArithmetic: Backprop {
     func log() -> Self
     /// Element-wise `1 / (1 + e^-x)`.
     func logistic() -> Self
+    /// Element-wise `self * y * (1 - y)`: the gradient `self` of `logistic()`'s result `y`,
+    /// carried back to its input (`zipMap` by default; the tensors run one kernel).
+    func logisticPullback(result y: Self) -> Self
     /// Sum of the entries.
     var sum: Scalar { get }
     /// A value shaped like `self` with every entry `value`.
@@ -30,6 +33,10 @@ public protocol ElementwiseArithmetic: Backprop {
 }
 
 extension ElementwiseArithmetic {
+    public func logisticPullback(result y: Self) -> Self {
+        zipMap(y, "logistic") { g, y in g * y * (1 - y) }
+    }
+
     /// Sum of the products of the entries.
     public func dot(_ other: Self) -> Scalar { (self * other).sum }
 }

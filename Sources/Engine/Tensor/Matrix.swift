@@ -206,6 +206,14 @@ extension Matrix {
             Scalar.logistic(storage.pointer, into: $0.baseAddress!, count: count)
         }
     }
+    /// `self * y * (1 - y)` entry by entry (the logistic function's pullback, given its result).
+    @inlinable
+    public func logisticPullback(result y: Matrix) -> Matrix {
+        checkSameShape(y, "logistic")
+        return Matrix(rows: rows, columns: columns) {
+            Scalar.logisticPullback(storage.pointer, y.storage.pointer, into: $0.baseAddress!, count: count)
+        }
+    }
     /// Sum of all entries.
     @inlinable
     public var sum: Scalar {

@@ -1,4 +1,5 @@
 import COpenBLAS
+import CSparseKernels
 import Foundation
 
 /// The element types tensors can hold: `Float` for training, `Double` for gradient checks.
@@ -33,6 +34,10 @@ public protocol TensorScalar: BinaryFloatingPoint, ElementwiseArithmetic, Sendab
     static func log(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
     /// Element-wise `1 / (1 + e^-x)`.
     static func logistic(_ x: UnsafePointer<Self>, into y: UnsafeMutablePointer<Self>, count: Int)
+    /// Element-wise `g * y * (1 - y)`: the gradient `g` of the logistic function's result `y`,
+    /// carried back to its input.
+    static func logisticPullback(_ g: UnsafePointer<Self>, _ y: UnsafePointer<Self>,
+                                 into out: UnsafeMutablePointer<Self>, count: Int)
 }
 
 extension Float: TensorScalar {
@@ -85,6 +90,12 @@ extension Float: TensorScalar {
     public static func logistic(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>,
                                 count: Int) {
         ParallelLoop.forEachChunk(count) { r in FloatKernels.logistic(x + r.lowerBound, y + r.lowerBound, r.count) }
+    }
+    public static func logisticPullback(_ g: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                        into out: UnsafeMutablePointer<Float>, count: Int) {
+        ParallelLoop.forEachChunk(count) { r in
+            FloatKernels.logisticPullback(g + r.lowerBound, y + r.lowerBound, out + r.lowerBound, r.count)
+        }
     }
 }
 
@@ -139,45 +150,18 @@ extension Double: TensorScalar {
                                 count: Int) {
         for i in 0..<count { y[i] = 1 / (1 + Foundation.exp(-x[i])) }
     }
+    public static func logisticPullback(_ g: UnsafePointer<Double>, _ y: UnsafePointer<Double>,
+                                        into out: UnsafeMutablePointer<Double>, count: Int) {
+        for i in 0..<count { out[i] = g[i] * y[i] * (1 - y[i]) }
+    }
 }
 
-/// SIMD kernels for `Float`: an `exp` accurate to a couple of ulp over the whole range,
-/// eight lanes at a time, and the logistic function built on it.
+/// Element-wise kernels for `Float`: scaling in Swift; `exp` (accurate to a couple of ulp
+/// over the whole range, eight lanes at a time), the logistic function and its pullback in
+/// CSparseKernels, which runs them on AVX2 where the CPU has it, with the same bits as its
+/// portable version.
 enum FloatKernels {
     typealias V = SIMD8<Float>
-
-    /// Lanes the polynomial does not serve exactly: NaN, overflow, and results below the
-    /// smallest normal Float; those vectors take the scalar path.
-    @inline(__always)
-    static func outsidePolynomialRange(_ x: V) -> SIMDMask<SIMD8<Int32>> {
-        (x .> 88.3) .| (x .< -87.3) .| (x .!= x)
-    }
-
-    /// e^x on lanes inside the polynomial's range (callers check `outsidePolynomialRange`
-    /// first, so no lane is NaN or outside [-87.3, 88.3]).
-    @inline(__always)
-    static func exp8(_ x: V) -> V {
-        // e^x = 2^k * e^r with k = round(x / ln 2), r = x - k ln 2 (ln 2 split in two parts
-        // for exactness), e^r by a degree-6 Taylor/minimax polynomial on |r| <= ln2/2.
-        // Rounding to the nearest integer (ties to even) by adding and subtracting 1.5 * 2^23,
-        // exact for |x / ln 2| < 2^22: the same k as `rounded(.toNearestOrEven)` (up to the
-        // sign of a zero k, which changes no result below) without a libm call per lane when
-        // the target lacks SSE4.1's roundps (the default x86-64 one does).
-        let t = x * 1.442_695_04
-        let k = (t + 12_582_912) - 12_582_912
-        let r = (x - k * 0.693_145_752) - k * 1.428_606_765e-6
-        var p = V(repeating: 1.987_569_15e-4)
-        p = p * r + 1.398_199_950e-3
-        p = p * r + 8.333_451_907e-3
-        p = p * r + 4.166_579_589e-2
-        p = p * r + 1.666_666_546e-1
-        p = p * r + 5.000_000_120e-1
-        p = p * (r * r) + r + 1
-        // k is integral and |k| < 2^22: adding 1.5 * 2^23 puts it in the low mantissa bits.
-        let shifted = unsafeBitCast(k + 12_582_912, to: SIMD8<Int32>.self) &- 0x4B40_0000
-        let bits = (shifted &+ 127) &<< 23
-        return p * unsafeBitCast(bits, to: V.self)
-    }
 
     static func scale(_ x: UnsafePointer<Float>, _ alpha: Float, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
         var i = 0
@@ -191,33 +175,16 @@ enum FloatKernels {
     }
 
     static func exp(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
-        while i + 8 <= n {
-            let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-            if any(outsidePolynomialRange(v)) {
-                for j in i..<(i + 8) { y[j] = Foundation.exp(x[j]) }
-            } else {
-                ry.storeBytes(of: exp8(v), toByteOffset: i * 4, as: V.self)
-            }
-            i += 8
-        }
-        while i < n { y[i] = Foundation.exp(x[i]); i += 1 }
+        sk_exp_f(x, y, Int64(n))
     }
 
     static func logistic(_ x: UnsafePointer<Float>, _ y: UnsafeMutablePointer<Float>, _ n: Int) {
-        var i = 0
-        let rx = UnsafeRawPointer(x), ry = UnsafeMutableRawPointer(y)
-        let one = V(repeating: 1)
-        while i + 8 <= n {
-            let v = rx.loadUnaligned(fromByteOffset: i * 4, as: V.self)
-            if any(outsidePolynomialRange(-v)) {
-                for j in i..<(i + 8) { y[j] = 1 / (1 + Foundation.exp(-x[j])) }
-            } else {
-                ry.storeBytes(of: one / (one + exp8(-v)), toByteOffset: i * 4, as: V.self)
-            }
-            i += 8
-        }
-        while i < n { y[i] = 1 / (1 + Foundation.exp(-x[i])); i += 1 }
+        sk_logistic_f(x, y, Int64(n))
+    }
+
+    /// `g * y * (1 - y)` entry by entry, into `out`.
+    static func logisticPullback(_ g: UnsafePointer<Float>, _ y: UnsafePointer<Float>,
+                                 _ out: UnsafeMutablePointer<Float>, _ n: Int) {
+        sk_logistic_pullback_f(g, y, out, Int64(n))
     }
 }

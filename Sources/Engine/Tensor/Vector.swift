@@ -186,6 +186,14 @@ extension Vector {
     public func logistic() -> Vector {
         Vector(count: count) { Scalar.logistic(storage.pointer, into: $0.baseAddress!, count: count) }
     }
+    /// `self * y * (1 - y)` entry by entry (the logistic function's pullback, given its result).
+    @inlinable
+    public func logisticPullback(result y: Vector) -> Vector {
+        checkSameShape(y, "logistic")
+        return Vector(count: count) {
+            Scalar.logisticPullback(storage.pointer, y.storage.pointer, into: $0.baseAddress!, count: count)
+        }
+    }
     /// `e^x / sum(e^x)`, computed stably (the maximum is subtracted first).
     @inlinable
     public func softMax() -> Vector {
