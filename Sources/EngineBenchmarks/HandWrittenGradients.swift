@@ -36,7 +36,7 @@ enum HandWrittenGradients {
             gradient.layers[i] = Layer(weights: weights, biases: delta.columnSums())
             if i > 0 {
                 let h = activations[i]
-                delta = Matrix.matmul(delta, net.layers[i].weights).zipMap(h, "σ'") { g, y in g * y * (1 - y) }
+                delta = Matrix.matmul(delta, net.layers[i].weights).logisticPullback(result: h)
             }
         }
         return gradient
@@ -60,7 +60,7 @@ enum HandWrittenGradients {
             gradient.layers[i] = Layer(weights: Matrix.outer(delta, inputs[i]), biases: delta)
             if i > 0 {
                 let h = activations[i]
-                delta = net.layers[i].weights.transposedMatvec(delta).zipMap(h, "σ'") { g, y in g * y * (1 - y) }
+                delta = net.layers[i].weights.transposedMatvec(delta).logisticPullback(result: h)
             }
         }
         return gradient
