@@ -71,6 +71,61 @@ ATTR static void FN(logistic_pullback_)(const float *g, const float *y, float *o
     for (; i < n; i++) out[i] = g[i] * y[i] * (1.0f - y[i]);
 }
 
+
+// dst (cols x ldd) = srcᵀ (src: rows x cols), then zeros in columns rows ..< ldd: 8 x 8 tiles
+// through registers (unpack, shuffle, swap halves), 32 x 32 blocks of tiles so that a block's
+// source and destination stay in L1; the edges one entry at a time.
+ATTR static void FN(transpose_)(const float *src, int32_t rows, int32_t cols, float *dst, int32_t ldd) {
+    for (int32_t c0 = 0; c0 < cols; c0 += 32) {
+        const int32_t c1 = c0 + 32 < cols ? c0 + 32 : cols;
+        for (int32_t r0 = 0; r0 < rows; r0 += 32) {
+            const int32_t r1 = r0 + 32 < rows ? r0 + 32 : rows;
+            int32_t r = r0;
+            for (; r + 8 <= r1; r += 8) {
+                int32_t c = c0;
+                for (; c + 8 <= c1; c += 8) {
+                    const float *p = src + (int64_t)r * cols + c;
+                    const vf8 a0 = *(const vf8u *)p, a1 = *(const vf8u *)(p + cols),
+                              a2 = *(const vf8u *)(p + 2 * (int64_t)cols), a3 = *(const vf8u *)(p + 3 * (int64_t)cols),
+                              a4 = *(const vf8u *)(p + 4 * (int64_t)cols), a5 = *(const vf8u *)(p + 5 * (int64_t)cols),
+                              a6 = *(const vf8u *)(p + 6 * (int64_t)cols), a7 = *(const vf8u *)(p + 7 * (int64_t)cols);
+                    const vf8 t0 = __builtin_shufflevector(a0, a1, 0, 8, 1, 9, 4, 12, 5, 13);
+                    const vf8 t1 = __builtin_shufflevector(a0, a1, 2, 10, 3, 11, 6, 14, 7, 15);
+                    const vf8 t2 = __builtin_shufflevector(a2, a3, 0, 8, 1, 9, 4, 12, 5, 13);
+                    const vf8 t3 = __builtin_shufflevector(a2, a3, 2, 10, 3, 11, 6, 14, 7, 15);
+                    const vf8 t4 = __builtin_shufflevector(a4, a5, 0, 8, 1, 9, 4, 12, 5, 13);
+                    const vf8 t5 = __builtin_shufflevector(a4, a5, 2, 10, 3, 11, 6, 14, 7, 15);
+                    const vf8 t6 = __builtin_shufflevector(a6, a7, 0, 8, 1, 9, 4, 12, 5, 13);
+                    const vf8 t7 = __builtin_shufflevector(a6, a7, 2, 10, 3, 11, 6, 14, 7, 15);
+                    const vf8 u0 = __builtin_shufflevector(t0, t2, 0, 1, 8, 9, 4, 5, 12, 13);
+                    const vf8 u1 = __builtin_shufflevector(t0, t2, 2, 3, 10, 11, 6, 7, 14, 15);
+                    const vf8 u2 = __builtin_shufflevector(t1, t3, 0, 1, 8, 9, 4, 5, 12, 13);
+                    const vf8 u3 = __builtin_shufflevector(t1, t3, 2, 3, 10, 11, 6, 7, 14, 15);
+                    const vf8 u4 = __builtin_shufflevector(t4, t6, 0, 1, 8, 9, 4, 5, 12, 13);
+                    const vf8 u5 = __builtin_shufflevector(t4, t6, 2, 3, 10, 11, 6, 7, 14, 15);
+                    const vf8 u6 = __builtin_shufflevector(t5, t7, 0, 1, 8, 9, 4, 5, 12, 13);
+                    const vf8 u7 = __builtin_shufflevector(t5, t7, 2, 3, 10, 11, 6, 7, 14, 15);
+                    float *q = dst + (int64_t)c * ldd + r;
+                    *(vf8u *)q = __builtin_shufflevector(u0, u4, 0, 1, 2, 3, 8, 9, 10, 11);
+                    *(vf8u *)(q + ldd) = __builtin_shufflevector(u1, u5, 0, 1, 2, 3, 8, 9, 10, 11);
+                    *(vf8u *)(q + 2 * (int64_t)ldd) = __builtin_shufflevector(u2, u6, 0, 1, 2, 3, 8, 9, 10, 11);
+                    *(vf8u *)(q + 3 * (int64_t)ldd) = __builtin_shufflevector(u3, u7, 0, 1, 2, 3, 8, 9, 10, 11);
+                    *(vf8u *)(q + 4 * (int64_t)ldd) = __builtin_shufflevector(u0, u4, 4, 5, 6, 7, 12, 13, 14, 15);
+                    *(vf8u *)(q + 5 * (int64_t)ldd) = __builtin_shufflevector(u1, u5, 4, 5, 6, 7, 12, 13, 14, 15);
+                    *(vf8u *)(q + 6 * (int64_t)ldd) = __builtin_shufflevector(u2, u6, 4, 5, 6, 7, 12, 13, 14, 15);
+                    *(vf8u *)(q + 7 * (int64_t)ldd) = __builtin_shufflevector(u3, u7, 4, 5, 6, 7, 12, 13, 14, 15);
+                }
+                for (; c < c1; c++)
+                    for (int32_t i = r; i < r + 8; i++) dst[(int64_t)c * ldd + i] = src[(int64_t)i * cols + c];
+            }
+            for (; r < r1; r++)
+                for (int32_t c = c0; c < c1; c++) dst[(int64_t)c * ldd + r] = src[(int64_t)r * cols + c];
+        }
+    }
+    for (int32_t c = 0; c < cols; c++)
+        for (int32_t r = rows; r < ldd; r++) dst[(int64_t)c * ldd + r] = 0;
+}
+
 #undef CAT_
 #undef CAT
 #undef FN

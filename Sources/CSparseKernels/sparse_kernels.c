@@ -160,7 +160,6 @@ COLUMN_BLOCKS(double, sk_column_blocks_d)
         for (int32_t c = 0; c < cols; c++)                                                         \
             for (int32_t r = rows; r < ldd; r++) dst[(int64_t)c * ldd + r] = 0;                    \
     }
-TRANSPOSE(float, sk_transpose_f)
 TRANSPOSE(double, sk_transpose_d)
 
 int64_t sk_count_nonzero_bytes(const uint8_t *src, const int64_t *indices, int32_t count,
@@ -350,4 +349,7 @@ void sk_exp_f(const float *x, float *y, int64_t n) { DISPATCH(exp_, f, x, y, n);
 void sk_logistic_f(const float *x, float *y, int64_t n) { DISPATCH(logistic_, f, x, y, n); }
 void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t n) {
     DISPATCH(logistic_pullback_, f, g, y, out, n);
+}
+void sk_transpose_f(const float *src, int32_t rows, int32_t cols, float *dst, int32_t ldd) {
+    DISPATCH(transpose_, f, src, rows, cols, dst, ldd);
 }

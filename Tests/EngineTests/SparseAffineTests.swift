@@ -198,3 +198,27 @@ func sparseAffineSummationOrder() {
     check(Float.self)
     check(Double.self)
 }
+
+@Test("the transposition under the sparse layer: every entry in place and the padding zero, AVX2 and portable, tiles and edges",
+      arguments: [(1, 1), (8, 8), (9, 17), (37, 29), (64, 40), (300, 784), (100, 300)])
+func paddedTranspose(rows: Int, columns: Int) {
+    var rng = TestRandom(seed: UInt64(rows * 1000 + columns))
+    let source = (0..<(rows * columns)).map { _ in rng.uniform(Float(-1)...1) }
+    let ldd = (rows + 7) / 8 * 8
+    let avx2 = SparseKernels.usesAVX2
+    defer { SparseKernels.usesAVX2 = avx2 }
+    for useAVX2 in [avx2, false] {
+        SparseKernels.usesAVX2 = useAVX2
+        var destination = [Float](repeating: .nan, count: columns * ldd)
+        source.withUnsafeBufferPointer { s in
+            destination.withUnsafeMutableBufferPointer { d in
+                SparseKernels.transpose(s.baseAddress!, Int32(rows), Int32(columns), d.baseAddress!, Int32(ldd))
+            }
+        }
+        var wrong = 0
+        for c in 0..<columns {
+            for r in 0..<ldd where destination[c * ldd + r] != (r < rows ? source[r * columns + c] : 0) { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(rows)x\(columns), AVX2 \(useAVX2): \(wrong) of \(columns * ldd) entries wrong")
+    }
+}
