@@ -92,7 +92,8 @@ final class TrainingRun {
     func run() async throws {
         let hello = Hello(sessionID: UInt64.random(in: 1...UInt64.max),
                           signature: ModelSignature(layerSizes: configuration.sizes),
-                          coordinatorName: ProcessInfo.processInfo.hostName)
+                          coordinatorName: ProcessInfo.processInfo.hostName,
+                          extensions: [.shardSize(configuration.shardSize)])
         let dataSets = [
             DatasetTransfer(kind: .train, featureCount: train.featureCount, classCount: train.classCount,
                             images: train.pixels, labels: train.labels),

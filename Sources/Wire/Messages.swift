@@ -69,6 +69,19 @@ public struct WireExtension: Hashable, Sendable {
     }
 }
 
+extension WireExtension {
+    /// Tag of the hello's training shard size: the samples of each training task of the
+    /// session, `u32` big-endian. A worker uses it to warm up on shards of that size before the
+    /// first step.
+    public static let shardSizeTag: UInt16 = 1
+
+    /// The extension announcing the session's training shard size.
+    public static func shardSize(_ samples: Int) -> WireExtension {
+        let n = UInt32(clamping: samples)
+        return WireExtension(tag: shardSizeTag, value: [24, 16, 8, 0].map { UInt8(truncatingIfNeeded: n >> $0) })
+    }
+}
+
 /// The coordinator's opening message.
 public struct Hello: Hashable, Sendable {
     /// Must equal the frame header's version and the worker's ``WireProtocol/version``.
@@ -80,6 +93,16 @@ public struct Hello: Hashable, Sendable {
     /// For the worker's logs (host name and process of the coordinator).
     public var coordinatorName: String
     public var extensions: [WireExtension]
+
+    /// The training shard size the coordinator announced (``WireExtension/shardSize(_:)``), if
+    /// any: the first well-formed one, at least 1.
+    public var shardSize: Int? {
+        for e in extensions where e.tag == WireExtension.shardSizeTag && e.value.count == 4 {
+            let n = e.value.reduce(0) { $0 << 8 | Int($1) }
+            if n >= 1 { return n }
+        }
+        return nil
+    }
 
     public init(
         protocolVersion: UInt8 = WireProtocol.version, sessionID: UInt64, signature: ModelSignature,

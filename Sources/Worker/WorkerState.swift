@@ -15,6 +15,10 @@ final class WorkerState {
     static let handshakeTimeout = TimeAmount.seconds(10)
     /// Data sets received in earlier sessions, by SHA-256.
     private var dataSets: [DatasetDigest: LabeledDataSet] = [:]
+    /// Shapes (layer sizes, then the shard size) this process has warmed up on.
+    private var warmedUp: Set<[Int]> = []
+    /// Throwaway shard gradients computed by a warm-up.
+    static let warmUpShards = 3
 
     init(blas: BLASRuntime.Report, parallelism: Int, logger: Logger) {
         self.blas = blas
@@ -140,19 +144,26 @@ final class WorkerState {
         var active: [DatasetKind: DatasetDigest] = [:]
         var network: Network<Float>?
         var step: UInt64 = 0
+        /// Samples per training task, as the hello announced it (for the warm-up).
+        var shardSize: Int?
     }
 
     func handle(_ message: WireMessage, session: inout Session) throws -> [WireMessage] {
         switch message {
         case .hello(let hello):
             session.signature = hello.signature
+            session.shardSize = hello.shardSize
             let name = ProcessInfo.processInfo.hostName + ":\(getpid())"
             return [.helloAck(HelloAck(answering: hello, workerName: name, blasKernel: blas.coreName,
                                        threadCount: parallelism))]
         case .datasetOffer(let descriptor):
             try checkFitsModel(descriptor, session)
-            let have = dataSets[descriptor.digest] != nil
-            if have { session.active[descriptor.kind] = descriptor.digest }
+            let held = dataSets[descriptor.digest]
+            let have = held != nil
+            if let held {
+                session.active[descriptor.kind] = descriptor.digest
+                if descriptor.kind == .train { warmUp(on: held, session: session) }
+            }
             return [.datasetStatus(DatasetStatus(kind: descriptor.kind, digest: descriptor.digest,
                                                  state: have ? .ready : .missing))]
         case .dataset(let transfer):
@@ -166,6 +177,7 @@ final class WorkerState {
             dataSets[d.digest] = data
             session.active[d.kind] = d.digest
             logger.info("received \(d.kind) data set: \(d.sampleCount) samples, \(d.digest)")
+            if d.kind == .train { warmUp(on: data, session: session) }
             return [.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready))]
         case .parameters(let update):
             guard let signature = session.signature else { return [] }
@@ -184,6 +196,26 @@ final class WorkerState {
         case .goodbye, .error, .helloAck, .datasetStatus, .gradient, .evaluation, .pong:
             return []
         }
+    }
+
+    /// Computes a few throwaway shard gradients of the session's shape (random parameters, the
+    /// data set's first samples), once per process and shape, before the worker reports its
+    /// training set ready. A fresh process otherwise pays in its first shards for mapping some
+    /// tens of megabytes of heap and for cold code and caches: the first step took ~25 ms
+    /// longer than the others. Benchmarks of other systems skip their first iterations for the
+    /// same reason; here the cost moves to the session's start.
+    private func warmUp(on data: LabeledDataSet, session: Session) {
+        guard let sizes = session.signature?.layerSizes, sizes.first == data.featureCount,
+              let shardSize = session.shardSize.map({ min($0, data.count) }), shardSize > 0,
+              warmedUp.insert(sizes + [shardSize]).inserted else { return }
+        let started = ContinuousClock.now
+        var generator = SeededGenerator(seed: 1)
+        let network = Network<Float>(sizes: sizes, using: &generator)
+        for k in 0..<Self.warmUpShards {
+            let indices = (0..<shardSize).map { (k * shardSize + $0) % data.count }
+            _ = ShardResult.compute(network, on: data, indices: indices).gradient.flattened()
+        }
+        logger.info("warmed up: \(Self.warmUpShards) shard gradients of \(shardSize) samples in \(ContinuousClock.now - started)")
     }
 
     /// Refuses a data set the session's model cannot read: samples of another size than its

@@ -13,6 +13,25 @@ struct MessageTests {
         #expect(decoded == message)
     }
 
+    @Test("the hello's shard size: its bytes, a round trip, and nil when absent, malformed or zero (unknown tags ignored)")
+    func helloShardSize() throws {
+        #expect(WireExtension.shardSize(1250) == WireExtension(tag: 1, value: [0, 0, 0x04, 0xE2]))
+        let hello = Hello(sessionID: 5, signature: Samples.signature, coordinatorName: "c",
+                          extensions: [WireExtension(tag: 7, value: [9]), .shardSize(1250)])
+        var payload = ByteBuffer()
+        try WireMessage.hello(hello).encode(into: &payload, codec: PayloadCodec(), signature: Samples.signature)
+        let decoded = try WireMessage.decode(type: .hello, payload: payload, codec: PayloadCodec(), signature: Samples.signature)
+        guard case .hello(let back) = decoded else { Issue.record("decoded \(decoded)"); return }
+        #expect(back.shardSize == 1250)
+        func size(_ extensions: [WireExtension]) -> Int? {
+            Hello(sessionID: 5, signature: Samples.signature, coordinatorName: "c", extensions: extensions).shardSize
+        }
+        #expect(size([]) == nil)
+        #expect(size([WireExtension(tag: 1, value: [4, 0xE2])]) == nil, "a 2-byte value is malformed")
+        #expect(size([.shardSize(0)]) == nil)
+        #expect(size([WireExtension(tag: 1, value: [1, 2, 3, 4, 5]), .shardSize(7)]) == 7, "the first well-formed one counts")
+    }
+
     @Test("every float encoding round-trips parameters and gradients", arguments: FloatEncoding.allCases)
     func roundTripEncodings(encoding: FloatEncoding) throws {
         let codec = PayloadCodec(.init(floatEncoding: encoding))
