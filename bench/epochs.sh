@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# One epoch of MNIST (60,000 points, batch 5000, 12 steps) with `coordinator --local 2` and
+# `--local 1`, one BLAS thread per worker: the training time (`train_seconds` of the metrics),
+# the first step and the median of the others, points/s of 2 workers over 1, and the model's
+# SHA-256. With --base DIR, a second build (its coordinator and worker) runs alternately with
+# this one, round after round, and the table adds the pairwise ratios: on a shared machine
+# whose speed drifts, only runs alternated in one sitting compare.
+#
+#   bash bench/epochs.sh [--rounds N] [--base DIR] [--bin DIR] [extra coordinator options]
+#
+# Defaults: 8 rounds, --bin the release build (swift build -c release --show-bin-path).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=8 base="" bin=""
+while (($#)); do
+    case "$1" in
+        --rounds) rounds=${2:?}; shift 2 ;;
+        --base) base=${2:?}; shift 2 ;;
+        --bin) bin=${2:?}; shift 2 ;;
+        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) break ;;
+    esac
+done
+options=("$@")
+[ -n "$bin" ] || bin=$(swift build -c release --show-bin-path)
+builds=(new); dirs=("$bin")
+if [ -n "$base" ]; then builds=(base new); dirs=("$base" "$bin"); fi
+for d in "${dirs[@]}"; do
+    for exe in coordinator worker; do
+        [ -x "$d/$exe" ] || { echo "epochs.sh: no $d/$exe (build with: swift build -c release)" >&2; exit 2; }
+    done
+done
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $rounds round(s)"
+for ((r = 1; r <= rounds; r++)); do
+    for n in 2 1; do
+        for i in "${!builds[@]}"; do
+            "${dirs[$i]}/coordinator" --local "$n" --threads-per-worker 1 --epochs 1 --eval-every 0 \
+                --metrics "$work/${builds[$i]}-$n-$r.jsonl" "${options[@]}" >/dev/null 2>"$work/err" \
+                || { echo "epochs.sh: ${dirs[$i]}/coordinator --local $n failed:" >&2; tail -5 "$work/err" >&2; exit 1; }
+        done
+    done
+done
+python3 - "$work" "$rounds" "${builds[@]}" <<'PY'
+import json, statistics as st, sys
+work, rounds, builds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+def run(build, n, r):
+    lines = [json.loads(l) for l in open(f"{work}/{build}-{n}-{r}.jsonl")]
+    steps = [l["seconds"] * 1000 for l in lines if "step" in l]
+    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12]
+runs = {(b, n): [run(b, n, r) for r in range(1, rounds + 1)] for b in builds for n in (2, 1)}
+print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14}  model")
+for b in builds:
+    for n in (2, 1):
+        t = [x[0] for x in runs[(b, n)]]
+        print(f"{b:6} {n:>7} {st.median(t):>17.3f} {min(t):>6.3f}-{max(t):.3f} {st.median(x[1] for x in runs[(b, n)]):>9.1f}"
+              f" {st.median(x[2] for x in runs[(b, n)]):>14.1f}  {','.join(sorted({x[3] for x in runs[(b, n)]}))}")
+for b in builds:
+    one, two = [x[0] for x in runs[(b, 1)]], [x[0] for x in runs[(b, 2)]]
+    print(f"{b}: 2 workers over 1, points/s: {st.median(one) / st.median(two):.3f} (ratio of medians), "
+          f"{st.median(a / c for a, c in zip(one, two)):.3f} (median of the rounds' ratios)")
+if len(builds) == 2:
+    for n in (2, 1):
+        ratios = [x[0] / y[0] for x, y in zip(runs[("new", n)], runs[("base", n)])]
+        print(f"--local {n}: new / base, median of the rounds' ratios {st.median(ratios):.3f} "
+              f"({', '.join(f'{r:.2f}' for r in ratios)})")
+PY
