@@ -5,11 +5,8 @@
 // even) adds and subtracts 1.5 * 2^23, exact for |x / ln 2| < 2^22. Lanes outside the
 // polynomial's range (NaN, overflow, results below the smallest normal float) make their
 // vector take libm's expf, one entry at a time. Every operation is a separate IEEE operation
-// (contraction is off), so both instantiations give the same bits.
-
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUFFIX)
+// (contraction is off), so both instantiations give the same bits. FN(name) is name##SUFFIX
+// (sparse_kernels.c).
 
 static inline __attribute__((always_inline)) ATTR int FN(outside_polynomial_)(vf8 x) {
     const vi8 m = (x > 88.3f) | (x < -87.3f) | (x != x);
@@ -126,6 +123,3 @@ ATTR static void FN(transpose_)(const float *src, int32_t rows, int32_t cols, fl
         for (int32_t r = rows; r < ldd; r++) dst[(int64_t)c * ldd + r] = 0;
 }
 
-#undef CAT_
-#undef CAT
-#undef FN

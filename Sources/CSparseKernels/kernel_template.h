@@ -4,12 +4,10 @@
 //   L       lanes of VEC
 //   SUFFIX  name suffix (f_avx2, f_generic, ...)
 //   ATTR    function attributes (the target)
+// and FN(name), name##SUFFIX (sparse_kernels.c).
 // Multiplication and addition are separate operations (no FMA, contraction off), so every
 // instantiation computes the same bits.
 
-#define CAT_(a, b) a##b
-#define CAT(a, b) CAT_(a, b)
-#define FN(name) CAT(name, SUFFIX)
 #define CHUNK_VECTORS 8
 
 #define LOADV(p) (*(const VECU *)(p))
@@ -215,9 +213,6 @@ ATTR static void FN(block_ger_)(int32_t rows, T *w, int64_t ldw, T alpha, const 
 
 #undef LANE_SUM
 #undef SPLAT
-#undef CAT_
-#undef CAT
-#undef FN
 #undef CHUNK_VECTORS
 #undef LOADV
 #undef STOREV

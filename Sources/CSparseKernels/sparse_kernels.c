@@ -23,6 +23,12 @@ typedef uint32_t vu8 __attribute__((vector_size(32)));
 #include <math.h>
 #include <stdlib.h>
 
+// FN(name) is name##SUFFIX: each template below is included once per instruction set, with
+// its own SUFFIX and ATTR.
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define FN(name) CAT(name, SUFFIX)
+
 // ---- float ----
 #define T float
 #define VEC vf8
