@@ -233,16 +233,26 @@ final class TrainingRun {
             if !lost.isEmpty { console.line("  its \(lost.count) unfinished task(s) go to the other workers") }
         }
         func fill() {
-            for w in alive.sorted() {
-                var messages: [WireMessage] = needsParameters.remove(w) != nil ? [.parameters(parameters)] : []
-                while outstanding[w, default: []].count < capacity[w, default: 2],
-                      let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) {
-                    let t = queue.remove(at: i)
-                    outstanding[w, default: []].insert(t)
-                    messages.append(.task(tasks[t]))
+            var messages: [Int: [WireMessage]] = [:]
+            for w in alive.sorted() where needsParameters.remove(w) != nil { messages[w] = [.parameters(parameters)] }
+            // Every worker's computing slots first, then the queues: one slot at a time per worker,
+            // in turn, so that a batch of few shards is spread over the workers.
+            for queued in [false, true] {
+                var progress = true
+                while progress {
+                    progress = false
+                    for w in alive.sorted() {
+                        let limit = capacity[w, default: 2] - (queued ? 0 : configuration.queuedTasksPerWorker)
+                        guard outstanding[w, default: []].count < limit,
+                              let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) else { continue }
+                        let t = queue.remove(at: i)
+                        outstanding[w, default: []].insert(t)
+                        messages[w, default: []].append(.task(tasks[t]))
+                        progress = true
+                    }
                 }
-                if !messages.isEmpty { links[w].send(messages, connection: connection[w]!) }
             }
+            for (w, list) in messages.sorted(by: { $0.key < $1.key }) { links[w].send(list, connection: connection[w]!) }
             if alive.isEmpty, noneSince == nil {
                 noneSince = .now
                 console.line("no worker left; waiting up to \(configuration.workerTimeout) s for one of them to come back (\(links.map(\.address).joined(separator: ", ")))")
