@@ -153,6 +153,8 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             try acceptOutbound(message)
             var payload = context.channel.allocator.buffer(capacity: Self.estimatedPayloadSize(message))
             try message.encode(into: &payload, codec: codec, signature: agreedSignature)
+            // Whatever closes the connection after an error frame lets the peer read it first.
+            if case .error = message { context.triggerUserOutboundEvent(LingerOnClose(), promise: nil) }
             context.write(wrapOutboundOut(WireFrame(type: message.type, payload: payload)), promise: promise)
         } catch {
             promise?.fail(error)
@@ -214,6 +216,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         // Encoding an error report cannot fail (the text is cut to its limit).
         try? WireMessage.error(ErrorReport(error)).encode(into: &payload, codec: codec)
         let frame = WireFrame(type: .error, payload: payload)
+        context.triggerUserOutboundEvent(LingerOnClose(), promise: nil)
         if context.channel.isActive {
             context.writeAndFlush(wrapOutboundOut(frame)).assumeIsolated().whenComplete { _ in
                 context.close(promise: nil)
@@ -228,7 +231,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
 extension WireMessageHandler: Sendable {}
 
 extension ChannelPipeline.SynchronousOperations {
-    /// Adds the protocol's handlers to a connection's pipeline: ``FrameDeadlineHandler``,
+    /// Adds the protocol's handlers to a connection's pipeline: ``LingeringCloseHandler``, ``FrameDeadlineHandler``,
     /// ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
     /// ``FrameSecurityHandler`` and ``WireMessageHandler``. Afterwards the channel reads and
     /// writes ``WireMessage``s; wrap it in `NIOAsyncChannel<WireMessage, WireMessage>` for the
@@ -237,6 +240,7 @@ extension ChannelPipeline.SynchronousOperations {
         role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init(),
         security: WireSecurity = .none, deadlines: WireDeadlines = .default
     ) throws {
+        try addHandler(LingeringCloseHandler())
         try addHandler(FrameDeadlineHandler(deadline: deadlines.frame))
         try addHandler(FrameEncoder(limits: limits))
         try addHandler(ByteToMessageHandler(

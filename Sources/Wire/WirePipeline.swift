@@ -5,7 +5,8 @@ import NIOCore
 /// After this the channel reads and writes ``WireMessage``s; wrap it in an
 /// `NIOAsyncChannel<WireMessage, WireMessage>` and write the session as async code.
 ///
-/// The pipeline, from the socket inwards: ``FrameDeadlineHandler`` (a started frame must be
+/// The pipeline, from the socket inwards: ``LingeringCloseHandler`` (after an error frame, the
+/// close waits for the peer to read it), ``FrameDeadlineHandler`` (a started frame must be
 /// complete within ``WireDeadlines/frame``), ``FrameEncoder`` / ``FrameDecoder`` (framing),
 /// ``FrameSecurityHandler`` (with a secret: mutual authentication, then every frame sealed;
 /// without: plain frames, authenticating peers refused), ``WireMessageHandler`` (messages,

@@ -50,6 +50,28 @@ extension HostileClientTests {
     }
 }
 
+extension HostileClientTests {
+    /// A refused peer that was still writing used to get a reset (the worker closed its socket
+    /// with the peer's bytes unread), and an NIO peer then closed on its failed write without
+    /// reading the refusal: the coordinator said "connection reset" instead of why.
+    @Test("a client that keeps writing after its error still reads the refusal, and the connection ends with a FIN, not a reset")
+    func refusalReachesAWritingClient() async throws {
+        let (_, workerPath) = try Products.require()
+        let worker = try BackgroundWorker(executable: workerPath)
+        defer { worker.stop() }
+        let garbage = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: garbage, thenWriting: 16 << 20, timeout: 10)
+        let reply = String(decoding: result.received.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+        print("[DistributedTests] writing client: \(result.detail) after \(String(format: "%.2f", result.seconds)) s; answer: \(reply)")
+        #expect(result.closed, "the worker did not close the connection (\(result.detail))")
+        #expect(reply.localizedCaseInsensitiveContains("magic"), "the refusal did not arrive: \(reply)")
+        #expect(result.detail == RawConnection.orderlyClose, "the connection ended with \(result.detail), not an orderly close after all the junk was read")
+        #expect(worker.process.isRunning, "the worker exited:\n\(worker.stderr)")
+        let outcome = try await TinyRun.coordinator(["--workers", "127.0.0.1:\(worker.port)", "--max-steps", "1"])
+        #expect(outcome.status == 0 && !outcome.timedOut, "\(outcome)\n--- worker stderr ---\n\(worker.stderr)")
+    }
+}
+
 /// A plain POSIX TCP client, for bytes no well-behaved peer would send.
 enum RawConnection {
     struct Result {
@@ -59,10 +81,16 @@ enum RawConnection {
         var detail: String
     }
 
+    /// How `Result.detail` names an orderly close (the peer's FIN).
+    static let orderlyClose = "recv returned 0 (orderly close)"
+
     /// Connects to 127.0.0.1:`port`, sends `bytes`, and reads until the peer closes (recv
     /// returns 0 or fails with a reset) or `timeout` seconds pass. `afterReply`, if any, is
-    /// sent once the peer's first answer (a frame header at least) has arrived.
-    static func sendAndAwaitClose(port: Int, bytes: [UInt8], afterReply: [UInt8] = [], timeout: Double) throws -> Result {
+    /// sent once the peer's first answer (a frame header at least) has arrived. `thenWriting`
+    /// bytes of junk follow `bytes` before anything is read; a send that fails is named in
+    /// `Result.detail`.
+    static func sendAndAwaitClose(port: Int, bytes: [UInt8], afterReply: [UInt8] = [], thenWriting junk: Int = 0,
+                                  timeout: Double) throws -> Result {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         try #require(fd >= 0, "socket() failed: errno \(errno)")
         defer { close(fd) }
@@ -82,6 +110,18 @@ enum RawConnection {
 
         var received: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: 4096)
+        // The junk, all of it, before reading anything: a peer that resets the connection
+        // instead of reading makes a send fail.
+        var junkLeft = junk
+        var junkFailure: String?
+        let chunk = [UInt8](repeating: UInt8(ascii: "x"), count: 64 << 10)
+        while junkLeft > 0 {
+            let n = chunk.withUnsafeBytes { send(fd, $0.baseAddress, min($0.count, junkLeft), Int32(MSG_NOSIGNAL)) }
+            if n > 0 { junkLeft -= n; continue }
+            if n < 0 && errno == EINTR { continue }
+            junkFailure = "sending the junk failed with \(junk - junkLeft) of \(junk) bytes sent: errno \(errno)"
+            break
+        }
         let deadline = started.addingTimeInterval(timeout)
         while Date() < deadline {
             var poller = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
@@ -100,7 +140,9 @@ enum RawConnection {
                 }
                 continue
             }
-            let detail = n == 0 ? "recv returned 0 (orderly close)" : "recv failed: errno \(errno)"
+            if n < 0 && errno == EINTR { continue }
+            var detail = n == 0 ? orderlyClose : "recv failed: errno \(errno)"
+            if let junkFailure { detail += "; " + junkFailure }
             return Result(closed: true, received: received, seconds: Date().timeIntervalSince(started), detail: detail)
         }
         return Result(closed: false, received: received, seconds: timeout, detail: "no close after \(timeout)s")
