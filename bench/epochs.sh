@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # One epoch of MNIST (60,000 points, batch 5000, 12 steps) with `coordinator --local 2` and
 # `--local 1`, one BLAS thread per worker: the training time (`train_seconds` of the metrics),
-# the first step and the median of the others, points/s of 2 workers over 1, and the model's
-# SHA-256. With --base DIR, a second build (its coordinator and worker) runs alternately with
-# this one, round after round, and the table adds the pairwise ratios: on a shared machine
-# whose speed drifts, only runs alternated in one sitting compare.
+# the first step and the median of the others, the median `answer_spread_ms` of the later steps
+# (how long the worker done first waited for the other; nan for a build without it), points/s
+# of 2 workers over 1, and the model's SHA-256. With --base DIR, a second build (its
+# coordinator and worker) runs alternately with this one, round after round, and the table
+# adds the pairwise ratios: on a shared machine whose speed drifts, only runs alternated in
+# one sitting compare.
 #
 #   bash bench/epochs.sh [--rounds N] [--base DIR] [--bin DIR] [extra coordinator options]
 #
@@ -49,14 +51,17 @@ work, rounds, builds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def run(build, n, r):
     lines = [json.loads(l) for l in open(f"{work}/{build}-{n}-{r}.jsonl")]
     steps = [l["seconds"] * 1000 for l in lines if "step" in l]
-    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12]
+    spreads = [l.get("answer_spread_ms") for l in lines if "step" in l][1:]
+    spread = st.median(spreads) if spreads and None not in spreads else float("nan")
+    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12], spread
 runs = {(b, n): [run(b, n, r) for r in range(1, rounds + 1)] for b in builds for n in (2, 1)}
-print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14}  model")
+print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14} {'spread ms':>9}  model")
 for b in builds:
     for n in (2, 1):
         t = [x[0] for x in runs[(b, n)]]
         print(f"{b:6} {n:>7} {st.median(t):>17.3f} {min(t):>6.3f}-{max(t):.3f} {st.median(x[1] for x in runs[(b, n)]):>9.1f}"
-              f" {st.median(x[2] for x in runs[(b, n)]):>14.1f}  {','.join(sorted({x[3] for x in runs[(b, n)]}))}")
+              f" {st.median(x[2] for x in runs[(b, n)]):>14.1f} {st.median(x[4] for x in runs[(b, n)]):>9.1f}"
+              f"  {','.join(sorted({x[3] for x in runs[(b, n)]}))}")
 for b in builds:
     one, two = [x[0] for x in runs[(b, 1)]], [x[0] for x in runs[(b, 2)]]
     print(f"{b}: 2 workers over 1, points/s: {st.median(one) / st.median(two):.3f} (ratio of medians), "

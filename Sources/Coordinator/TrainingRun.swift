@@ -446,6 +446,7 @@ final class TrainingRun {
                         "last_answer_ms": .double(1000 * timings.lastAnswer),
                         "reduce_ms": .double(1000 * timings.reduce),
                         "optimizer_ms": .double(1000 * timings.optimizer),
+                        "answer_spread_ms": .double(1000 * timings.answerSpread),
                     ])
                     if let checkpoints, let saved {
                         let saving = ContinuousClock.now
@@ -534,7 +535,12 @@ final class TrainingRun {
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0
-        defer { (timings.tasksQueued, timings.firstAnswer, timings.lastAnswer, timings.reduce) = (queuedAt, firstAnswer, lastAnswer, reducing) }
+        /// Each worker's last accepted answer of the step.
+        var lastByWorker: [Int: Double] = [:]
+        defer {
+            (timings.tasksQueued, timings.firstAnswer, timings.lastAnswer, timings.reduce) = (queuedAt, firstAnswer, lastAnswer, reducing)
+            timings.answerSpread = (lastByWorker.values.max() ?? 0) - (lastByWorker.values.min() ?? 0)
+        }
         try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters), next: next,
                            queued: { queuedAt = (ContinuousClock.now - started).seconds; try queued() }) { t, w, message in
             let arrived = ContinuousClock.now
@@ -557,6 +563,7 @@ final class TrainingRun {
             }
             reducer.offer(shard: t, .init(gradient: g.gradientSum, lossSum: g.lossSum,
                                           correct: g.correctCount, count: g.sampleCount))
+            lastByWorker[w] = (arrived - started).seconds
             return true
         }
         return reducer
@@ -606,6 +613,9 @@ struct StepTimings {
     var reduce = 0.0
     /// Time spent in the optimizer step (after the last answer).
     var optimizer = 0.0
+    /// Between the first and the last worker's last answer of the step: how long the worker
+    /// that finished first waited for the others (0 with one worker).
+    var answerSpread = 0.0
 }
 
 /// A task's identity in answers: its step and shard.

@@ -34,6 +34,7 @@ struct MetricsFile {
         var seconds: Double
         var bytes_sent: Int
         var bytes_received: Int
+        var answer_spread_ms: Double
     }
 
     /// The last line.
@@ -50,7 +51,8 @@ struct MetricsFile {
     var steps: [Step]
     var done: Done
 
-    static let stepKeys: Set = ["step", "epoch", "loss", "train_error", "seconds", "bytes_sent", "bytes_received"]
+    static let stepKeys: Set = ["step", "epoch", "loss", "train_error", "seconds", "bytes_sent", "bytes_received",
+                                "answer_spread_ms"]
     static let doneKeys: Set = ["event", "test_error", "model_sha256", "steps", "train_seconds"]
 
     /// Parses the file: every line must be a JSON object, the last one the `done` line.

@@ -37,6 +37,8 @@ struct MetricsAndModelTests {
             // Every step sends parameters and tasks and receives gradients.
             #expect(line.bytes_sent > 0, "\(line)")
             #expect(line.bytes_received > 0, "\(line)")
+            // Two workers: the second one's last answer comes within the step.
+            #expect(line.answer_spread_ms >= 0 && line.answer_spread_ms <= 1000 * line.seconds, "\(line)")
         }
         print("[DistributedTests] bytes sent per step: \(metrics.steps.map(\.bytes_sent)), received: \(metrics.steps.map(\.bytes_received))")
 
