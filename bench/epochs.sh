@@ -20,7 +20,7 @@ while (($#)); do
         --rounds) rounds=${2:?}; shift 2 ;;
         --base) base=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
