@@ -231,8 +231,8 @@ public final class WireMessageHandler: ChannelDuplexHandler {
 extension WireMessageHandler: Sendable {}
 
 extension ChannelPipeline.SynchronousOperations {
-    /// Adds the protocol's handlers to a connection's pipeline: ``LingeringCloseHandler``, ``FrameDeadlineHandler``,
-    /// ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
+    /// Adds the protocol's handlers to a connection's pipeline: ``LingeringCloseHandler``,
+    /// ``FrameDeadlineHandler``, ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
     /// ``FrameSecurityHandler`` and ``WireMessageHandler``. Afterwards the channel reads and
     /// writes ``WireMessage``s; wrap it in `NIOAsyncChannel<WireMessage, WireMessage>` for the
     /// session.
