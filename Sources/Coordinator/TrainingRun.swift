@@ -233,15 +233,16 @@ final class TrainingRun {
             if !lost.isEmpty { console.line("  its \(lost.count) unfinished task(s) go to the other workers") }
         }
         func fill() {
+            let workers = alive.sorted()
             var messages: [Int: [WireMessage]] = [:]
-            for w in alive.sorted() where needsParameters.remove(w) != nil { messages[w] = [.parameters(parameters)] }
+            for w in workers where needsParameters.remove(w) != nil { messages[w] = [.parameters(parameters)] }
             // Every worker's computing slots first, then the queues: one slot at a time per worker,
             // in turn, so that a batch of few shards is spread over the workers.
             for queued in [false, true] {
                 var progress = true
                 while progress {
                     progress = false
-                    for w in alive.sorted() {
+                    for w in workers {
                         let limit = capacity[w, default: 2] - (queued ? 0 : configuration.queuedTasksPerWorker)
                         guard outstanding[w, default: []].count < limit,
                               let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) else { continue }

@@ -67,13 +67,17 @@ public final class LingeringCloseHandler: ChannelDuplexHandler {
 
     /// Closes the socket for good (the peer has closed its side, or the wait is over).
     private func finish(context: ChannelHandlerContext) {
+        let closed = context.eventLoop.makePromise(of: Void.self)
+        for promise in stopWaiting() { closed.futureResult.cascade(to: promise) }
+        context.close(mode: .all, promise: closed)
+    }
+
+    /// Cancels the timer and hands over the close promises still waiting.
+    private func stopWaiting() -> [EventLoopPromise<Void>] {
         timer?.cancel()
         timer = nil
-        let promises = pending
-        pending = []
-        let closed = context.eventLoop.makePromise(of: Void.self)
-        for promise in promises { closed.futureResult.cascade(to: promise) }
-        context.close(mode: .all, promise: closed)
+        defer { pending = [] }
+        return pending
     }
 
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -98,11 +102,7 @@ public final class LingeringCloseHandler: ChannelDuplexHandler {
     }
 
     public func channelInactive(context: ChannelHandlerContext) {
-        timer?.cancel()
-        timer = nil
-        let promises = pending
-        pending = []
-        for promise in promises { promise.succeed(()) }
+        for promise in stopWaiting() { promise.succeed(()) }
         context.fireChannelInactive()
     }
 

@@ -159,13 +159,12 @@ final class WorkerState {
         case .datasetOffer(let descriptor):
             try checkFitsModel(descriptor, session)
             let held = dataSets[descriptor.digest]
-            let have = held != nil
             if let held {
                 session.active[descriptor.kind] = descriptor.digest
                 if descriptor.kind == .train { warmUp(on: held, session: session) }
             }
             return [.datasetStatus(DatasetStatus(kind: descriptor.kind, digest: descriptor.digest,
-                                                 state: have ? .ready : .missing))]
+                                                 state: held != nil ? .ready : .missing))]
         case .dataset(let transfer):
             let d = transfer.descriptor
             try checkFitsModel(d, session)

@@ -99,8 +99,8 @@ struct WorkerFailureTests {
         let metrics = try temporaryDirectory("local-restart").appendingPathComponent("run.jsonl").path
         // A restarted local process has the data sent again and warms up before it is used:
         // in a debug build that can outlast 40 steps, so this run is longer.
-        let longer = Self.run + ["--max-steps", "120"]
-        let run = try Self.coordinator(["--max-steps", "120", "--local", "2", "--metrics", metrics])
+        let steps = ["--max-steps", "120"]
+        let run = try Self.coordinator(steps + ["--local", "2", "--metrics", metrics])
         try #require(try await run.waitForOutput("(Batch 1)"), "the run did not get to batch 1:\n\(run.stdout)")
         let pids = ResumeTests.localWorkerPIDs(run.stdout)
         let pid = try #require(pids.first, "no worker pid in the output:\n\(run.stdout)")
@@ -113,7 +113,7 @@ struct WorkerFailureTests {
         print("[DistributedTests] local worker restarted after \(restarted.map { String(format: "%.2f s", $0) } ?? "never"), used again after \(back.map { String(format: "%.2f s", $0) } ?? "never")")
         #expect(back != nil, "the restarted local worker was not used again:\n\(run.stdout)")
         let outcome = try await run.finish()
-        try await Self.expectSameModel(outcome, metrics: metrics, run: longer)
+        try await Self.expectSameModel(outcome, metrics: metrics, run: Self.run + steps)
     }
 
     @Test("with every worker gone the coordinator waits --worker-timeout, saves a checkpoint, says how to resume; resuming gives the undisturbed model")
