@@ -37,14 +37,14 @@ typedef uint32_t vu8 __attribute__((vector_size(32)));
 #define SUFFIX f_generic
 #define ATTR
 #include "kernel_template.h"
-#include "elementwise_template.h"
+#include "float_template.h"
 #undef SUFFIX
 #undef ATTR
 #if SK_X86
 #define SUFFIX f_avx2
 #define ATTR AVX2_ATTR
 #include "kernel_template.h"
-#include "elementwise_template.h"
+#include "float_template.h"
 #undef SUFFIX
 #undef ATTR
 #endif
@@ -349,7 +349,7 @@ BLOCK_KERNELS(double, d, 4)
 BLOCK_COUNT(float, f, 8)
 BLOCK_COUNT(double, d, 4)
 
-// ---- element-wise Float kernels ----
+// ---- Float-only kernels (float_template.h) ----
 
 void sk_exp_f(const float *x, float *y, int64_t n) { DISPATCH(exp_, f, x, y, n); }
 void sk_logistic_f(const float *x, float *y, int64_t n) { DISPATCH(logistic_, f, x, y, n); }
