@@ -150,7 +150,6 @@ final class WorkerLink: Sendable {
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
                 .channelOption(.socketOption(.tcp_nodelay), value: 1)
-                .channelOption(.recvAllocator, value: WirePipeline.receiveAllocator)
                 .connectTimeout(.seconds(5))
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {

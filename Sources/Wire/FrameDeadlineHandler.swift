@@ -5,20 +5,16 @@ import NIOCore
 /// else a ``WireError/timeout(_:)`` is fired (``WireMessageHandler`` sends the peer an `error`
 /// and closes). Between frames there is no deadline (an idle session is the session's business).
 ///
-/// It sits first in the pipeline and only watches the bytes: it follows frame boundaries from
-/// the length field (bytes 8-11 of each header) without checking anything else, which is the
-/// ``FrameDecoder``'s job. ``WirePipeline`` installs it.
+/// It sits near the socket and only watches the bytes: it follows frame boundaries from the
+/// length field (bytes 8-11 of each header, `FrameBoundaries`) without checking anything else,
+/// which is the ``FrameDecoder``'s job. ``WirePipeline`` installs it.
 public final class FrameDeadlineHandler: ChannelInboundHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
 
     /// How long a frame may take.
     public let deadline: TimeAmount
-    /// Bytes of the current header seen (0: between frames).
-    private var headerBytes = 0
-    private var length: UInt32 = 0
-    private var payloadRemaining = 0
-    private var frameReceived = 0
+    private var boundaries = FrameBoundaries()
     private var timer: Scheduled<Void>?
     private var expired = false
 
@@ -32,33 +28,8 @@ public final class FrameDeadlineHandler: ChannelInboundHandler {
     }
 
     private func track(_ buffer: ByteBuffer, context: ChannelHandlerContext) {
-        let view = buffer.readableBytesView
-        var index = view.startIndex
-        var startedHere = false
-        while index < view.endIndex {
-            if headerBytes < FrameHeader.byteCount {
-                if headerBytes == 0 {
-                    startedHere = true
-                    frameReceived = 0
-                    length = 0
-                }
-                if headerBytes >= 8 { length = length << 8 | UInt32(view[index]) }
-                headerBytes += 1
-                frameReceived += 1
-                index += 1
-                if headerBytes == FrameHeader.byteCount {
-                    payloadRemaining = Int(length)
-                    if payloadRemaining == 0 { headerBytes = 0 }
-                }
-            } else {
-                let take = min(payloadRemaining, view.endIndex - index)
-                index += take
-                frameReceived += take
-                payloadRemaining -= take
-                if payloadRemaining == 0 { headerBytes = 0 }
-            }
-        }
-        if headerBytes == 0 {
+        let startedHere = boundaries.consume(buffer.readableBytesView)
+        if boundaries.betweenFrames {
             timer?.cancel()
             timer = nil
         } else if startedHere || timer == nil {
@@ -67,11 +38,12 @@ public final class FrameDeadlineHandler: ChannelInboundHandler {
             timer = context.eventLoop.assumeIsolated().scheduleTask(in: deadline) { [self] in
                 timer = nil
                 expired = true
-                let expected = headerBytes < FrameHeader.byteCount
+                let b = boundaries
+                let expected = b.headerBytes < FrameHeader.byteCount
                     ? "of a \(FrameHeader.byteCount)-byte header"
-                    : "of \(FrameHeader.byteCount + Int(length))"
+                    : "of \(FrameHeader.byteCount + Int(b.length))"
                 context.fireErrorCaught(WireError.timeout(
-                    "a frame started \(FrameSecurityHandler.seconds(deadline)) s ago is still incomplete (\(frameReceived) bytes \(expected) received); the deadline for a whole frame is \(FrameSecurityHandler.seconds(deadline)) s"))
+                    "a frame started \(FrameSecurityHandler.seconds(deadline)) s ago is still incomplete (\(b.frameReceived) bytes \(expected) received); the deadline for a whole frame is \(FrameSecurityHandler.seconds(deadline)) s"))
             }
         }
     }

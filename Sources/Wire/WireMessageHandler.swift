@@ -232,7 +232,7 @@ extension WireMessageHandler: Sendable {}
 
 extension ChannelPipeline.SynchronousOperations {
     /// Adds the protocol's handlers to a connection's pipeline: ``LingeringCloseHandler``,
-    /// ``FrameDeadlineHandler``, ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
+    /// ``FrameReadSizer``, ``FrameDeadlineHandler``, ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
     /// ``FrameSecurityHandler`` and ``WireMessageHandler``. Afterwards the channel reads and
     /// writes ``WireMessage``s; wrap it in `NIOAsyncChannel<WireMessage, WireMessage>` for the
     /// session.
@@ -241,6 +241,7 @@ extension ChannelPipeline.SynchronousOperations {
         security: WireSecurity = .none, deadlines: WireDeadlines = .default
     ) throws {
         try addHandler(LingeringCloseHandler())
+        try addHandler(FrameReadSizer())
         try addHandler(FrameDeadlineHandler(deadline: deadlines.frame))
         try addHandler(FrameEncoder(limits: limits))
         try addHandler(ByteToMessageHandler(

@@ -6,7 +6,8 @@ import NIOCore
 /// `NIOAsyncChannel<WireMessage, WireMessage>` and write the session as async code.
 ///
 /// The pipeline, from the socket inwards: ``LingeringCloseHandler`` (after an error frame, the
-/// close waits for the peer to read it), ``FrameDeadlineHandler`` (a started frame must be
+/// close waits for the peer to read it), ``FrameReadSizer`` (a frame is read as its header,
+/// then its whole payload in one buffer), ``FrameDeadlineHandler`` (a started frame must be
 /// complete within ``WireDeadlines/frame``), ``FrameEncoder`` / ``FrameDecoder`` (framing),
 /// ``FrameSecurityHandler`` (with a secret: mutual authentication, then every frame sealed;
 /// without: plain frames, authenticating peers refused), ``WireMessageHandler`` (messages,
@@ -23,11 +24,4 @@ public enum WirePipeline {
         try channel.pipeline.syncOperations.addWireHandlers(
             role: role, limits: limits, compression: compression, security: security, deadlines: deadlines)
     }
-
-    /// The receive-buffer allocator for wire channels (set it with `.recvAllocator` on the
-    /// bootstrap). NIO's default grows its reads to at most 64 KB, so a 1 MB gradient or
-    /// parameter frame took 16 or more reads, each copied into the decoder's growing
-    /// cumulation buffer; reads of up to 2 MB take such a frame in one or two reads. Small
-    /// frames shrink the reads again (the allocator adapts to what the last reads returned).
-    public static let receiveAllocator = AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 1 << 21)
 }
