@@ -5,6 +5,43 @@ import NIOCore
 // arrays are float payloads (PayloadCodec).
 
 extension WireMessage {
+    /// This message's payload (not the frame header), in a buffer from `allocator`; as
+    /// ``encode(into:codec:signature:)``. A `parameters` message's payload is encoded once per
+    /// ``ParameterUpdate`` and returned shared, not copied, to every connection it is written to.
+    public func payload(codec: PayloadCodec, signature: ModelSignature? = nil,
+                        allocator: ByteBufferAllocator = ByteBufferAllocator()) throws -> ByteBuffer {
+        if case .parameters(let update) = self {
+            return try Self.parametersPayload(update, codec: codec, signature: signature)
+        }
+        var buffer = allocator.buffer(capacity: estimatedPayloadSize)
+        try encode(into: &buffer, codec: codec, signature: signature)
+        return buffer
+    }
+
+    /// A first capacity for the payload's buffer: enough for most messages without growing.
+    private var estimatedPayloadSize: Int {
+        switch self {
+        case .gradient(let result): return 4 * result.gradientSum.count + 64
+        case .task(let task): return 4 * task.samples.count + 64
+        case .dataset(let transfer): return transfer.images.count / 4 + transfer.labels.count + 64
+        default: return 256
+        }
+    }
+
+    /// A parameters message's payload (the step, then the float payload), from the update's
+    /// cache after the first time.
+    private static func parametersPayload(_ update: ParameterUpdate, codec: PayloadCodec,
+                                          signature: ModelSignature?) throws -> ByteBuffer {
+        if let signature { try checkCount(update.values.count, signature, "parameters of step \(update.step)") }
+        return try update.encoded.bytes(for: codec.configuration) {
+            var bytes = ByteBuffer()
+            bytes.reserveCapacity(8 + 4 * update.values.count + 64)
+            bytes.writeInteger(update.step, endianness: .big)
+            try codec.encodeFloats(update.values, into: &bytes)
+            return bytes
+        }
+    }
+
     /// Appends this message's payload (not the frame header) to `buffer`, compressing float
     /// arrays and data sets with `codec`. When `signature` is given, parameters and gradients
     /// must have its parameter count. Throws ``WireError`` when a value does not fit its field.
@@ -32,14 +69,8 @@ extension WireMessage {
         case .dataset(let transfer):
             try writeDataset(transfer, into: &buffer, codec: codec)
         case .parameters(let update):
-            if let signature { try checkCount(update.values.count, signature, "parameters of step \(update.step)") }
-            buffer.writeInteger(update.step, endianness: .big)
-            let payload = try update.encoded.bytes(for: codec.configuration) {
-                var bytes = ByteBuffer()
-                try codec.encodeFloats(update.values, into: &bytes)
-                return bytes
-            }
-            buffer.writeImmutableBuffer(payload)
+            var payload = try Self.parametersPayload(update, codec: codec, signature: signature)
+            buffer.writeBuffer(&payload)
         case .task(let task):
             buffer.writeInteger(task.step, endianness: .big)
             buffer.writeInteger(task.shardID, endianness: .big)

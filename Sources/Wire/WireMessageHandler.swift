@@ -151,8 +151,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         let message = unwrapOutboundIn(data)
         do {
             try acceptOutbound(message)
-            var payload = context.channel.allocator.buffer(capacity: Self.estimatedPayloadSize(message))
-            try message.encode(into: &payload, codec: codec, signature: agreedSignature)
+            let payload = try message.payload(codec: codec, signature: agreedSignature, allocator: context.channel.allocator)
             // Whatever closes the connection after an error frame lets the peer read it first.
             if case .error = message { context.triggerUserOutboundEvent(LingerOnClose(), promise: nil) }
             context.write(wrapOutboundOut(WireFrame(type: message.type, payload: payload)), promise: promise)
@@ -182,16 +181,6 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             return
         case (_, .idle, _), (_, .handshaking, _):
             throw WireError.unexpectedMessage(type, "the handshake is not complete")
-        }
-    }
-
-    private static func estimatedPayloadSize(_ message: WireMessage) -> Int {
-        switch message {
-        case .parameters(let update): return 4 * update.values.count + 64
-        case .gradient(let result): return 4 * result.gradientSum.count + 64
-        case .task(let task): return 4 * task.samples.count + 64
-        case .dataset(let transfer): return transfer.images.count / 4 + transfer.labels.count + 64
-        default: return 256
         }
     }
 
