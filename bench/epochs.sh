@@ -2,8 +2,9 @@
 # One epoch of MNIST (60,000 points, batch 5000, 12 steps) with `coordinator --local 2` and
 # `--local 1`, one BLAS thread per worker: the training time (`train_seconds` of the metrics),
 # the first step and the median of the others, the median `answer_spread_ms` of the later steps
-# (how long the worker done first waited for the other; nan for a build without it), points/s
-# of 2 workers over 1, and the model's SHA-256. With --base DIR, a second build (its
+# (how long the worker done first waited for the other) and of `coordinator_cpu_ms` (the
+# coordinator's CPU time per step; nan for a build without these), points/s of 2 workers
+# over 1, and the model's SHA-256. With --base DIR, a second build (its
 # coordinator and worker) runs alternately with this one, round after round, and the table
 # adds the pairwise ratios: on a shared machine whose speed drifts, only runs alternated in
 # one sitting compare.
@@ -20,7 +21,7 @@ while (($#)); do
         --rounds) rounds=${2:?}; shift 2 ;;
         --base) base=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
@@ -53,14 +54,17 @@ def run(build, n, r):
     steps = [l["seconds"] * 1000 for l in lines if "step" in l]
     spreads = [l.get("answer_spread_ms") for l in lines if "step" in l][1:]
     spread = st.median(spreads) if spreads and None not in spreads else float("nan")
-    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12], spread
+    cpus = [l.get("coordinator_cpu_ms") for l in lines if "step" in l][1:]
+    cpu = st.median(cpus) if cpus and None not in cpus else float("nan")
+    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12], spread, cpu
 runs = {(b, n): [run(b, n, r) for r in range(1, rounds + 1)] for b in builds for n in (2, 1)}
-print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14} {'spread ms':>9}  model")
+print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14} {'spread ms':>9} {'coord cpu ms':>12}  model")
 for b in builds:
     for n in (2, 1):
         t = [x[0] for x in runs[(b, n)]]
         print(f"{b:6} {n:>7} {st.median(t):>17.3f} {min(t):>6.3f}-{max(t):.3f} {st.median(x[1] for x in runs[(b, n)]):>9.1f}"
               f" {st.median(x[2] for x in runs[(b, n)]):>14.1f} {st.median(x[4] for x in runs[(b, n)]):>9.1f}"
+              f" {st.median(x[5] for x in runs[(b, n)]):>12.2f}"
               f"  {','.join(sorted({x[3] for x in runs[(b, n)]}))}")
 for b in builds:
     one, two = [x[0] for x in runs[(b, 1)]], [x[0] for x in runs[(b, 2)]]

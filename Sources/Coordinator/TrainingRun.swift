@@ -382,6 +382,7 @@ final class TrainingRun {
                 }
                 let batch = plan!.batches[state.batchesDone]
                 let started = ContinuousClock.now
+                let cpuAtStart = StepTimings.processCPUSeconds()
                 let step = state.step + 1
                 let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
                 // The next step's shards, which workers done early get ahead.
@@ -405,6 +406,7 @@ final class TrainingRun {
                 let scale = 1 / Float(reducer.sampleCount)
                 state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
                 timings.optimizer = (ContinuousClock.now - optimizing).seconds
+                timings.cpu = StepTimings.processCPUSeconds() - cpuAtStart
                 let seconds = (ContinuousClock.now - started).seconds
                 state.step = step
                 state.batchesDone += 1
@@ -448,6 +450,7 @@ final class TrainingRun {
                         "reduce_ms": .double(1000 * timings.reduce),
                         "optimizer_ms": .double(1000 * timings.optimizer),
                         "answer_spread_ms": .double(1000 * timings.answerSpread),
+                        "coordinator_cpu_ms": .double(1000 * timings.cpu),
                     ])
                     if let checkpoints, let saved {
                         let saving = ContinuousClock.now
@@ -617,6 +620,16 @@ struct StepTimings {
     /// Between the first and the last worker's last answer of the step: how long the worker
     /// that finished first waited for the others (0 with one worker).
     var answerSpread = 0.0
+    /// CPU time the coordinator process used during the step (all its threads, user and
+    /// system): on a host shared with workers, time taken from them.
+    var cpu = 0.0
+
+    /// CPU time this process has used so far, in seconds.
+    static func processCPUSeconds() -> Double {
+        var now = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now)
+        return Double(now.tv_sec) + Double(now.tv_nsec) * 1e-9
+    }
 }
 
 /// A task's identity in answers: its step and shard.

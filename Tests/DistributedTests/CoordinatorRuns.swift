@@ -35,6 +35,7 @@ struct MetricsFile {
         var bytes_sent: Int
         var bytes_received: Int
         var answer_spread_ms: Double
+        var coordinator_cpu_ms: Double
     }
 
     /// The last line.
@@ -52,7 +53,7 @@ struct MetricsFile {
     var done: Done
 
     static let stepKeys: Set = ["step", "epoch", "loss", "train_error", "seconds", "bytes_sent", "bytes_received",
-                                "answer_spread_ms"]
+                                "answer_spread_ms", "coordinator_cpu_ms"]
     static let doneKeys: Set = ["event", "test_error", "model_sha256", "steps", "train_seconds"]
 
     /// Parses the file: every line must be a JSON object, the last one the `done` line.

@@ -39,6 +39,10 @@ struct MetricsAndModelTests {
             #expect(line.bytes_received > 0, "\(line)")
             // Two workers: the second one's last answer comes within the step.
             #expect(line.answer_spread_ms >= 0 && line.answer_spread_ms <= 1000 * line.seconds, "\(line)")
+            // The coordinator works in every step (decoding, adding, the optimizer), on at most
+            // all the cores.
+            let cores = Double(ProcessInfo.processInfo.activeProcessorCount)
+            #expect(line.coordinator_cpu_ms > 0 && line.coordinator_cpu_ms <= 1000 * line.seconds * cores + 1, "\(line)")
         }
         print("[DistributedTests] bytes sent per step: \(metrics.steps.map(\.bytes_sent)), received: \(metrics.steps.map(\.bytes_received))")
 
