@@ -46,6 +46,22 @@ public struct FrameDecoder: NIOSingleStepByteToMessageDecoder {
         }
     }
 
+    /// Whether to move the buffered bytes of an incomplete frame to the front of their buffer
+    /// (NIO asks when the decoder needs more data). Not when the rest of the frame fits behind
+    /// them already: then the move would only copy them. That is how a payload arrives through
+    /// ``FrameReadSizer``: its first piece in a buffer with room for the rest, after a gap.
+    /// Otherwise NIO's own rule (at least 2 KB to gain, or more than half the buffer).
+    public func shouldReclaimBytes(buffer: ByteBuffer) -> Bool {
+        let missing: Int
+        switch state {
+        case .waitingForHeader: missing = FrameHeader.byteCount - buffer.readableBytes
+        case .waitingForPayload(let header): missing = Int(header.payloadLength) - buffer.readableBytes
+        }
+        if buffer.writableBytes >= missing { return false }
+        return buffer.readerIndex >= 2048
+            || (buffer.storageCapacity > 1024 && buffer.storageCapacity - buffer.readerIndex < buffer.readerIndex)
+    }
+
     public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> WireFrame? {
         if let frame = try decode(buffer: &buffer) { return frame }
         switch state {

@@ -1,32 +1,27 @@
 import NIOCore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
-/// Reads each frame from the socket in two reads, its header and then its whole payload, so
-/// that a payload reaches the ``FrameDecoder`` as one buffer of its own, which the decoder
-/// hands on without copying it.
+/// Sizes each socket read of a wire channel to the part of a frame that is arriving: the 12
+/// bytes of a header, then the rest of the payload (at most ``maximumRead`` at a time). A read
+/// never takes bytes of the next frame, so a payload starts a buffer of its own, with room for
+/// all of it: the decoder appends the payload's later pieces in place and hands the payload
+/// on without copying it again.
 ///
-/// Left to NIO, a 1 MB gradient or parameter frame came in however the kernel had it when the
-/// reader woke: a first read with the header and some of the payload, then more, each appended
-/// to the decoder's buffer, which was then copied into one (profiled in the coordinator: that
-/// merging copy was 8% of its CPU, on the cores the workers compute on). Here:
+/// Left to NIO's adaptive allocator, a 1 MB gradient or parameter frame came in reads that
+/// mixed the end of one frame with the start of the next, and the decoder copied them into a
+/// fresh, growing buffer (profiled in the coordinator: that copying was 8% of its CPU, on the
+/// cores the workers compute on). The channel reads one buffer per wake-up
+/// (`maxMessagesPerRead` 1): then NIO keeps no reference to the buffers it reads into, which
+/// would make the decoder's in-place append copy the buffer first.
 ///
-/// - the channel reads one buffer per wake-up (`maxMessagesPerRead` 1), and each buffer offers
-///   exactly as many bytes as complete the part now arriving: the 12 bytes of a header, then
-///   the payload (at most ``maximumRead`` at a time);
-/// - once a header announces a payload of ``wholePayloadBytes`` or more, the socket's receive
-///   low-water mark (`SO_RCVLOWAT`) is raised to the payload's length, so the reader is woken
-///   once, when all of it is there, not for every segment; it is lowered again after. The
-///   kernel still wakes the reader when the peer closes, and for a peer that stops half-way the
-///   frame's deadline (``FrameDeadlineHandler``) still runs.
+/// Tried and dropped: raising the socket's receive low-water mark (`SO_RCVLOWAT`) to a
+/// payload's length, so the reader would wake once, when all of it was there. It saved another
+/// 0.5 ms of the coordinator's CPU per step, but about one step in twenty stalled for 40-120 ms
+/// (the kernel waited for a window update), which cost more than it saved.
 ///
-/// After an error frame (``LingerOnClose``) reads go back to plain 64 KB buffers and the mark to
-/// 1 byte, for the drain. It sits next to the socket; ``WirePipeline`` installs it and its
-/// receive allocator. On a channel without a socket (`EmbeddedChannel`) it only follows the
-/// frames.
+/// After an error frame (``LingerOnClose``) reads go back to plain 64 KB buffers for the
+/// drain. It sits next to the socket; ``WirePipeline`` installs it, and it installs its
+/// receive allocator on the channel. On a channel without a socket (`EmbeddedChannel`) it only
+/// follows the frames.
 public final class FrameReadSizer: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
     public typealias InboundOut = ByteBuffer
@@ -35,16 +30,11 @@ public final class FrameReadSizer: ChannelDuplexHandler {
 
     /// The largest read; a longer payload takes several (and the decoder joins them).
     public static let maximumRead = 1 << 21
-    /// Payloads from this length on are read in one piece, once all there (smaller ones almost
-    /// always are, since the peer writes a frame at once).
-    public static let wholePayloadBytes = 1 << 16
     /// Read size once the frames are no longer followed (draining after an error frame).
     static let drainRead = 1 << 16
 
     private var boundaries = FrameBoundaries()
     private let nextRead = NextReadSize()
-    /// The receive low-water mark now set on the socket.
-    private var lowWater = 1
     private var draining = false
 
     public init() {}
@@ -61,10 +51,7 @@ public final class FrameReadSizer: ChannelDuplexHandler {
     public func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         if !draining {
             _ = boundaries.consume(unwrapInboundIn(data).readableBytesView)
-            let remaining = boundaries.bytesToNextBoundary
-            nextRead.bytes = min(remaining, Self.maximumRead)
-            let inPayload = !boundaries.betweenFrames && boundaries.headerBytes == FrameHeader.byteCount
-            setLowWater(inPayload && remaining >= Self.wholePayloadBytes ? nextRead.bytes : 1, context: context)
+            nextRead.bytes = min(boundaries.bytesToNextBoundary, Self.maximumRead)
         }
         context.fireChannelRead(data)
     }
@@ -73,16 +60,8 @@ public final class FrameReadSizer: ChannelDuplexHandler {
         if event is LingerOnClose {
             draining = true
             nextRead.bytes = Self.drainRead
-            setLowWater(1, context: context)
         }
         context.triggerUserOutboundEvent(event, promise: promise)
-    }
-
-    private func setLowWater(_ bytes: Int, context: ChannelHandlerContext) {
-        guard bytes != lowWater, let options = context.channel.syncOptions else { return }
-        lowWater = bytes
-        try? options.setOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_RCVLOWAT)),
-                               value: SocketOptionValue(bytes))
     }
 }
 
