@@ -15,12 +15,14 @@ import NIOCore
 ///
 /// Tried and dropped: raising the socket's receive low-water mark (`SO_RCVLOWAT`) to a
 /// payload's length, so the reader would wake once, when all of it was there. It saved another
-/// 0.5 ms of the coordinator's CPU per step, but about one step in twenty stalled for 40-120 ms
-/// (the kernel waited for a window update), which cost more than it saved.
+/// 0.5 ms of the coordinator's CPU per step, but about one step in twenty stalled by 40-120 ms
+/// (the kernel held the data back, apparently until a window update), which cost more than it
+/// saved (BENCHMARKS.md, tenth session).
 ///
 /// After an error frame (``LingerOnClose``) reads go back to plain 64 KB buffers for the
-/// drain. It sits next to the socket; ``WirePipeline`` installs it, and it installs its
-/// receive allocator on the channel. On a channel without a socket (`EmbeddedChannel`) it only
+/// drain. It sits next to the socket (``WirePipeline`` installs it) and, when added, installs
+/// its receive allocator on the channel. A peer's declared length cannot make it allocate more
+/// than ``maximumRead`` per read. On a channel without a socket (`EmbeddedChannel`) it only
 /// follows the frames.
 public final class FrameReadSizer: ChannelDuplexHandler {
     public typealias InboundIn = ByteBuffer
@@ -39,7 +41,8 @@ public final class FrameReadSizer: ChannelDuplexHandler {
 
     public init() {}
 
-    /// The allocator that sizes this channel's reads; `WirePipeline` sets it on the channel.
+    /// The allocator that sizes this channel's reads; installed on the channel when the handler
+    /// is added.
     var receiveAllocator: RecvByteBufferAllocator { FrameSizedReceiveAllocator(next: nextRead) }
 
     public func handlerAdded(context: ChannelHandlerContext) {

@@ -198,7 +198,12 @@ struct TamperedFrameTests {
         do {
             try await channel.executeThenClose { inbound, outbound in
                 let hello = Hello(sessionID: 7, signature: ModelSignature(layerSizes: [784, 20, 10]), coordinatorName: "tamperer")
-                try await outbound.write(.hello(hello))
+                do {
+                    try await outbound.write(.hello(hello))
+                } catch {
+                    print("[DistributedTests] \(mode): the hello could not be written (the connection closed during authentication?): \(error)")
+                    throw error
+                }
                 var messages = inbound.makeAsyncIterator()
                 let ack = try await messages.next()
                 guard case .helloAck? = ack else {
@@ -221,7 +226,7 @@ struct TamperedFrameTests {
                 while let message = try await messages.next() { received.append(message) }
             }
         } catch {
-            print("[DistributedTests] tampering client's session ended: \(error)")
+            print("[DistributedTests] tampering client's session ended after \(received.count) message(s): \(error)")
         }
         return received
     }
@@ -236,6 +241,11 @@ struct TamperedFrameTests {
         defer { worker.stop() }
         let answers = try await session(port: worker.port, secret: try SharedSecret.load(path: path), mode: mode)
         print("[DistributedTests] \(mode): the worker answered \(answers)")
+        if answers.isEmpty {
+            // Nothing came back at all (a CI run saw this once): what the worker said of it.
+            try await Task.sleep(for: .milliseconds(200))
+            print("[DistributedTests] \(mode): the worker's log:\n\(worker.stderr)")
+        }
         let refusal = answers.compactMap { message -> ErrorReport? in
             if case .error(let report) = message { return report }
             return nil
