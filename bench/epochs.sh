@@ -9,19 +9,24 @@
 # adds the pairwise ratios: on a shared machine whose speed drifts, only runs alternated in
 # one sitting compare.
 #
-#   bash bench/epochs.sh [--rounds N] [--base DIR] [--bin DIR] [extra coordinator options]
+# With --engine, each round also runs `engine-bench --only batched` of the --bin build: the
+# Engine's batched training step in one process, on 1 and 2 BLAS threads, as an epoch of 12
+# steps beside the distributed runs of the same sitting (adds ~8 s a round).
+#
+#   bash bench/epochs.sh [--rounds N] [--base DIR] [--bin DIR] [--engine] [extra coordinator options]
 #
 # Defaults: 8 rounds, --bin the release build (swift build -c release --show-bin-path).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=8 base="" bin=""
+rounds=8 base="" bin="" engine=0
 while (($#)); do
     case "$1" in
         --rounds) rounds=${2:?}; shift 2 ;;
         --base) base=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --engine) engine=1; shift ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
@@ -45,9 +50,13 @@ for ((r = 1; r <= rounds; r++)); do
                 || { echo "epochs.sh: ${dirs[$i]}/coordinator --local $n failed:" >&2; tail -5 "$work/err" >&2; exit 1; }
         done
     done
+    if ((engine)); then
+        "$bin/engine-bench" --only batched --repetitions 5 >"$work/engine-$r.txt" 2>"$work/err" \
+            || { echo "epochs.sh: $bin/engine-bench failed:" >&2; tail -5 "$work/err" >&2; exit 1; }
+    fi
 done
 python3 - "$work" "$rounds" "${builds[@]}" <<'PY'
-import json, statistics as st, sys
+import json, re, statistics as st, sys
 work, rounds, builds = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
 def run(build, n, r):
     lines = [json.loads(l) for l in open(f"{work}/{build}-{n}-{r}.jsonl")]
@@ -70,6 +79,20 @@ for b in builds:
     one, two = [x[0] for x in runs[(b, 1)]], [x[0] for x in runs[(b, 2)]]
     print(f"{b}: 2 workers over 1, points/s: {st.median(one) / st.median(two):.3f} (ratio of medians), "
           f"{st.median(a / c for a, c in zip(one, two)):.3f} (median of the rounds' ratios)")
+engine = {1: [], 2: []}
+for r in range(1, rounds + 1):
+    try:
+        for line in open(f"{work}/engine-{r}.txt"):
+            m = re.match(r"threads=(\d) batched step \(.*\): ([\d.]+) ms", line)
+            if m: engine[int(m.group(1))].append(12 * float(m.group(2)) / 1000)
+    except FileNotFoundError:
+        pass
+for threads in (1, 2):
+    if engine[threads]:
+        e = engine[threads]
+        two = st.median(x[0] for x in runs[("new", 2)])
+        print(f"Engine alone, one process, {threads} BLAS thread(s): 12 batched steps {st.median(e):.3f} s "
+              f"({min(e):.3f}-{max(e):.3f}); new --local 2 over it: {two / st.median(e):.3f}")
 if len(builds) == 2:
     for n in (2, 1):
         ratios = [x[0] / y[0] for x, y in zip(runs[("new", n)], runs[("base", n)])]
