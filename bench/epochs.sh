@@ -92,7 +92,7 @@ for threads in (1, 2):
         e = engine[threads]
         two = st.median(x[0] for x in runs[("new", 2)])
         print(f"Engine alone, one process, {threads} BLAS thread(s): 12 batched steps {st.median(e):.3f} s "
-              f"({min(e):.3f}-{max(e):.3f}); new --local 2 over it: {two / st.median(e):.3f}")
+              f"({min(e):.3f}-{max(e):.3f}); --local 2 takes {two / st.median(e):.3f} of that time")
 if len(builds) == 2:
     for n in (2, 1):
         ratios = [x[0] / y[0] for x, y in zip(runs[("new", n)], runs[("base", n)])]
