@@ -8,21 +8,27 @@ import Glibc
 /// A worker drops a peer that does not speak the protocol and keeps serving.
 @Suite("Worker against a hostile client", .oneProcessTestAtATime)
 struct HostileClientTests {
+    /// 100 bytes of garbage: not the "BPWR" magic from the first byte on.
+    static let garbage = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
+
+    /// `bytes` as text, each byte outside printable ASCII shown as a dot.
+    static func printable(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+    }
+
     @Test("a worker closes a connection that sends 100 bytes of garbage, then serves a real coordinator")
     func garbageThenRealSession() async throws {
         let (_, workerPath) = try Products.require()
         let worker = try BackgroundWorker(executable: workerPath)
         defer { worker.stop() }
 
-        // Garbage: not the "BPWR" magic from the first byte on.
-        let garbage = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
         print("[DistributedTests] sending 100 bytes of garbage to 127.0.0.1:\(worker.port)")
-        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: garbage, timeout: 5)
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: Self.garbage, timeout: 5)
         print("[DistributedTests] worker answered \(result.received.count) byte(s), then "
               + "\(result.closed ? "closed the connection" : "kept it open") after \(String(format: "%.2f", result.seconds))s")
         #expect(result.closed, "the worker did not close the connection within 5 s (\(result.detail))")
         // docs/PROTOCOL.md, "Violations": one `error` frame naming the problem, then the close.
-        let reply = String(decoding: result.received.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+        let reply = Self.printable(result.received)
         print("[DistributedTests] the worker's answer: \(reply)")
         #expect(result.received.starts(with: Array("BPWR".utf8)), "the answer is not a frame: \(reply)")
         #expect(reply.localizedCaseInsensitiveContains("magic"), "the answer does not name the wrong magic: \(reply)")
@@ -59,9 +65,8 @@ extension HostileClientTests {
         let (_, workerPath) = try Products.require()
         let worker = try BackgroundWorker(executable: workerPath)
         defer { worker.stop() }
-        let garbage = (0..<100).map { UInt8(truncatingIfNeeded: $0 &* 37 &+ 11) }
-        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: garbage, thenWriting: 16 << 20, timeout: 10)
-        let reply = String(decoding: result.received.map { (32...126).contains($0) ? $0 : UInt8(ascii: ".") }, as: UTF8.self)
+        let result = try RawConnection.sendAndAwaitClose(port: worker.port, bytes: Self.garbage, thenWriting: 16 << 20, timeout: 10)
+        let reply = Self.printable(result.received)
         print("[DistributedTests] writing client: \(result.detail) after \(String(format: "%.2f", result.seconds)) s; answer: \(reply)")
         #expect(result.closed, "the worker did not close the connection (\(result.detail))")
         #expect(reply.localizedCaseInsensitiveContains("magic"), "the refusal did not arrive: \(reply)")
