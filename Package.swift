@@ -80,7 +80,9 @@ let package = Package(
         // What the test targets share: temporary directories removed when the tests end.
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
-        .testTarget(name: "TrainingTests", dependencies: ["Training", "Engine", "TestSupport"]),
+        .testTarget(name: "TrainingTests", dependencies: [
+            "Training", "Engine", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+        ]),
         .testTarget(name: "WireTests", dependencies: [
             "Wire", "TestSupport",
             .product(name: "NIOCore", package: "swift-nio"),

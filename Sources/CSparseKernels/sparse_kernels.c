@@ -113,11 +113,12 @@ int sk_uses_avx2(void) {
     }                                                                                              \
     void sk_weight_gradient_##ty(int32_t rows, int32_t inputs, int32_t block_rows,                 \
                                  const int32_t *col_starts, const int32_t *rix, const T *vals,     \
-                                 const T *g, int32_t ldg, T *gw, int32_t o0, int32_t o1) {         \
+                                 const T *g, int32_t ldg, T *gw, int64_t ldgw, int32_t o0,         \
+                                 int32_t o1) {                                                     \
         T *scratch = aligned_alloc(64, 256 * (size_t)(inputs > 0 ? inputs : 1));                   \
         T *g_block = aligned_alloc(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1));           \
-        DISPATCH(gradient_, ty, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, o0,   \
-                 o1, scratch, g_block);                                                            \
+        DISPATCH(gradient_, ty, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, ldgw, \
+                 o0, o1, scratch, g_block);                                                        \
         free(g_block);                                                                             \
         free(scratch);                                                                             \
     }
@@ -152,21 +153,6 @@ SPARSE_LAYER_KERNELS(double, d)
     }
 COLUMN_BLOCKS(float, sk_column_blocks_f)
 COLUMN_BLOCKS(double, sk_column_blocks_d)
-
-#define TRANSPOSE(T, name)                                                                         \
-    void name(const T *src, int32_t rows, int32_t cols, T *dst, int32_t ldd) {                     \
-        for (int32_t c0 = 0; c0 < cols; c0 += 32) {                                                \
-            int32_t c1 = c0 + 32 < cols ? c0 + 32 : cols;                                          \
-            for (int32_t r0 = 0; r0 < rows; r0 += 32) {                                            \
-                int32_t r1 = r0 + 32 < rows ? r0 + 32 : rows;                                      \
-                for (int32_t c = c0; c < c1; c++)                                                  \
-                    for (int32_t r = r0; r < r1; r++) dst[(int64_t)c * ldd + r] = src[(int64_t)r * cols + c]; \
-            }                                                                                      \
-        }                                                                                          \
-        for (int32_t c = 0; c < cols; c++)                                                         \
-            for (int32_t r = rows; r < ldd; r++) dst[(int64_t)c * ldd + r] = 0;                    \
-    }
-TRANSPOSE(double, sk_transpose_d)
 
 int64_t sk_count_nonzero_bytes(const uint8_t *src, const int64_t *indices, int32_t count,
                                int32_t length, int32_t *counts) {
@@ -314,6 +300,54 @@ ROWS_FROM_COLUMN_BLOCKS(double, sk_rows_from_column_blocks_d)
                            const int32_t *tidx, const T *tvals) {                                  \
         DISPATCH(block_ger_, ty, rows, w, ldw, alpha, u, nb, blocks, bvals, nt, tidx, tvals);      \
     }                                                                                              \
+    void sk_block_vecmat_##ty(int32_t cols, const T *w, int64_t ldw, int32_t nb,                  \
+                              const int32_t *blocks, const T *bvals, int32_t nt,                   \
+                              const int32_t *tidx, const T *tvals, const T *bias, T *y) {          \
+        const int32_t room = nb * LANES + nt;                                                      \
+        const T *rows_small[256];                                                                  \
+        T xs_small[256];                                                                           \
+        const T **rows = room <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room);            \
+        T *xs = room <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room);                         \
+        DISPATCH(block_vecmat_, ty, cols, w, ldw, nb, blocks, bvals, nt, tidx, tvals, bias, y,     \
+                 rows, xs);                                                                        \
+        if (room > 256) { free(rows); free(xs); }                                                  \
+    }                                                                                              \
+    void sk_block_rows_ger_##ty(int32_t cols, T *w, int64_t ldw, T alpha, const T *u, int32_t nb,  \
+                                const int32_t *blocks, const T *bvals, int32_t nt,                 \
+                                const int32_t *tidx, const T *tvals) {                             \
+        const int32_t room = nb * LANES + nt;                                                      \
+        const T *rows_small[256];                                                                  \
+        T xs_small[256];                                                                           \
+        const T **rows = room <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room);            \
+        T *xs = room <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room);                         \
+        T a_small[512];                                                                            \
+        T *a = cols <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols);                           \
+        DISPATCH(block_rows_ger_, ty, cols, w, ldw, alpha, u, nb, blocks, bvals, nt, tidx, tvals,  \
+                 rows, xs, a);                                                                     \
+        if (room > 256) { free(rows); free(xs); }                                                  \
+        if (cols > 512) free(a);                                                                   \
+    }                                                                                              \
+    void sk_dense_vecmat_##ty(int32_t n, int32_t cols, const T *w, int64_t ldw, const T *x,      \
+                              const T *bias, T *y) {                                               \
+        const T *rows_small[256];                                                                  \
+        T xs_small[256];                                                                           \
+        const T **rows = n <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)n);                  \
+        T *xs = n <= 256 ? xs_small : malloc(sizeof(T) * (size_t)n);                               \
+        DISPATCH(dense_vecmat_, ty, n, cols, w, ldw, x, bias, y, rows, xs);                        \
+        if (n > 256) { free(rows); free(xs); }                                                     \
+    }                                                                                              \
+    void sk_dense_rows_ger_##ty(int32_t n, int32_t cols, T *w, int64_t ldw, T alpha, const T *u,   \
+                                const T *x) {                                                      \
+        const T *rows_small[256];                                                                  \
+        T xs_small[256];                                                                           \
+        const T **rows = n <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)n);                  \
+        T *xs = n <= 256 ? xs_small : malloc(sizeof(T) * (size_t)n);                               \
+        T a_small[512];                                                                            \
+        T *a = cols <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols);                           \
+        DISPATCH(dense_rows_ger_, ty, n, cols, w, ldw, alpha, u, x, rows, xs, a);                  \
+        if (n > 256) { free(rows); free(xs); }                                                     \
+        if (cols > 512) free(a);                                                                   \
+    }                                                                                              \
     void sk_block_compress_##ty(const T *x, int32_t n, int32_t *blocks, T *bvals, int32_t *nb,     \
                                 int32_t *tidx, T *tvals, int32_t *nt) {                            \
         int32_t b = 0, t = 0, j = 0;                                                               \
@@ -355,7 +389,4 @@ void sk_exp_f(const float *x, float *y, int64_t n) { DISPATCH(exp_, f, x, y, n);
 void sk_logistic_f(const float *x, float *y, int64_t n) { DISPATCH(logistic_, f, x, y, n); }
 void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t n) {
     DISPATCH(logistic_pullback_, f, g, y, out, n);
-}
-void sk_transpose_f(const float *src, int32_t rows, int32_t cols, float *dst, int32_t ldd) {
-    DISPATCH(transpose_, f, src, rows, cols, dst, ldd);
 }

@@ -17,7 +17,7 @@ enum HandWrittenGradients {
             let z = if i == 0, let x = sparse {
                 x.affine(layer.weights, layer.biases)
             } else {
-                Matrix.matmul(activations[i], layer.weights, transposeB: true).addingToEachRow(layer.biases)
+                Matrix.matmul(activations[i], layer.weights).addingToEachRow(layer.biases)
             }
             activations.append(i == net.layers.count - 1 ? z.softMaxRows() : z.logistic())
         }
@@ -31,36 +31,35 @@ enum HandWrittenGradients {
             let weights = if i == 0, let x = sparse {
                 x.weightGradient(delta)
             } else {
-                Matrix.matmul(delta, activations[i], transposeA: true)
+                Matrix.matmul(activations[i], delta, transposeA: true)
             }
             gradient.layers[i] = Layer(weights: weights, biases: delta.columnSums())
             if i > 0 {
                 let h = activations[i]
-                delta = Matrix.matmul(delta, net.layers[i].weights).logisticPullback(result: h)
+                delta = Matrix.matmul(delta, net.layers[i].weights, transposeB: true).logisticPullback(result: h)
             }
         }
         return gradient
     }
 
     /// One sample. Each layer's input is put in its `SparseEntries` form once, for the product
-    /// and for the weight gradient, as the Engine's `matvec` primitive does.
+    /// and for the weight gradient, as the Engine's `transposedMatvec` primitive does.
     static func sample(_ net: Network<Float>, _ x: Vector<Float>, _ label: Int) -> Network<Float> {
         var activations = [x]
         var inputs: [SparseEntries<Float>] = []
         for (i, layer) in net.layers.enumerated() {
             inputs.append(SparseEntries(activations[i]))
-            var z = layer.weights.matvec(inputs[i])
-            z.add(layer.biases)
+            let z = layer.weights.transposedMatvec(inputs[i], plus: layer.biases)
             activations.append(i == net.layers.count - 1 ? z.softMax() : z.logistic())
         }
         var delta = activations.last!
         delta[label] -= 1
         var gradient = net
         for i in stride(from: net.layers.count - 1, through: 0, by: -1) {
-            gradient.layers[i] = Layer(weights: Matrix.outer(delta, inputs[i]), biases: delta)
+            gradient.layers[i] = Layer(weights: Matrix.outer(inputs[i], delta), biases: delta)
             if i > 0 {
                 let h = activations[i]
-                delta = net.layers[i].weights.transposedMatvec(delta).logisticPullback(result: h)
+                delta = net.layers[i].weights.matvec(SparseEntries(dense: delta)).logisticPullback(result: h)
             }
         }
         return gradient

@@ -7,7 +7,7 @@ import Training
 enum SparseLayerBenchmark {
     static func run(train: LabeledDataSet, batch: [Int], repetitions: Int) {
         var rng = SeededGenerator(seed: 7)
-        let w = Matrix<Float>(rows: 300, columns: 784) { for i in 0..<$0.count { $0[i] = rng.uniform(-0.5...0.5) } }
+        let w = Matrix<Float>(rows: 784, columns: 300) { for i in 0..<$0.count { $0[i] = rng.uniform(-0.5...0.5) } }
         let b = Vector<Float>(count: 300) { for i in 0..<$0.count { $0[i] = rng.uniform(-0.5...0.5) } }
         let g = Matrix<Float>(rows: 5000, columns: 300) { for i in 0..<$0.count { $0[i] = rng.uniform(-0.01...0.01) } }
         let mnist = train.batchSparse(batch, as: Float.self)!
@@ -26,7 +26,7 @@ enum SparseLayerBenchmark {
                 for _ in 0..<max(repetitions / 3, 3) {
                     dense.append(median(1) {
                         sink(Matrix.affine(d, w, b))
-                        sink(Matrix.matmul(g, d, transposeA: true))
+                        sink(Matrix.matmul(d, g, transposeA: true))
                     })
                     forward.append(median(1) { sink(x.affine(w, b)) })
                     gradient.append(median(1) { sink(x.weightGradient(g)) })

@@ -5,8 +5,10 @@ public enum WireProtocol {
     /// The protocol version this build speaks, byte 4 of every frame header. Version 2 added
     /// the authentication frames and sealed (encrypted and authenticated) frames; version 3,
     /// tasks ahead (a worker may be sent the next step's training tasks before that step's
-    /// parameters, which a version-2 worker refuses).
-    public static let version: UInt8 = 3
+    /// parameters, which a version-2 worker refuses); version 4, each layer's weights by input
+    /// in the flat parameter and gradient arrays (by output before: a version-3 peer would
+    /// read them transposed).
+    public static let version: UInt8 = 4
     /// The first four bytes of every frame: ASCII "BPWR", read as a big-endian `UInt32`.
     public static let magic: UInt32 = 0x4250_5752
     /// The default TCP port a worker listens on.

@@ -201,12 +201,12 @@ func addingToEachRowGradient() {
     }
 }
 
-@Test("affine: samples times weights transposed plus biases on every row")
+@Test("affine: samples times weights (inputs x outputs) plus biases on every row")
 func affineGradient() {
     var rng = TestRandom(seed: 29)
     for (n, i, o) in [(3, 4, 2), (1, 1, 1), (5, 3, 6)] {
         let x: Matrix<Double> = rng.matrix(n, i)
-        let w: Matrix<Double> = rng.matrix(o, i)
+        let w: Matrix<Double> = rng.matrix(i, o)
         let b: Vector<Double> = rng.vector(o)
         // Weights and biases vary (samples constant), then samples and weights (biases constant):
         // between them every pullback of the primitive is checked.
@@ -214,8 +214,8 @@ func affineGradient() {
                        at: w, b, rng: &rng)
         checkGradient2("affine samples, weights \(n)x\(i)->\(o)", of: { affine($0, $1, constVar(b)) },
                        at: x, w, rng: &rng)
-        #expect(Matrix.affine(x, w, b) == Matrix.matmul(x, w, transposeB: true).addingToEachRow(b)
-                || zip(Matrix.affine(x, w, b).scalars, Matrix.matmul(x, w, transposeB: true).addingToEachRow(b).scalars)
+        #expect(Matrix.affine(x, w, b) == Matrix.matmul(x, w).addingToEachRow(b)
+                || zip(Matrix.affine(x, w, b).scalars, Matrix.matmul(x, w).addingToEachRow(b).scalars)
                     .allSatisfy { abs($0 - $1) <= 1e-12 * max(1, abs($1)) })
     }
 }

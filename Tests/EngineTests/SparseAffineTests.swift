@@ -37,7 +37,7 @@ func sparseAffineGradient() {
     var rng = TestRandom(seed: 71)
     for (n, i, o) in [(3, 4, 2), (1, 1, 1), (5, 7, 6), (9, 11, 13)] {
         let x = SparseMatrix<Double>(randomSparse(n, i, density: 0.4, emptyRows: [n - 1], &rng))
-        let w: Matrix<Double> = rng.matrix(o, i)
+        let w: Matrix<Double> = rng.matrix(i, o)
         let b: Vector<Double> = rng.vector(o)
         checkGradient2("sparseAffine \(n)x\(i)->\(o), \(x.nonzeroCount) nonzeros", of: { sparseAffine(x, $0, $1) },
                        at: w, b, rng: &rng)
@@ -52,16 +52,16 @@ func sparseMatchesDense() {
             let xd: Matrix<S> = randomSparse(n, i, density: density, emptyRows: empty, denseRows: dense, &rng)
             let x = SparseMatrix(xd)
             #expect(x.dense() == xd)
-            let w: Matrix<S> = rng.matrix(o, i)
+            let w: Matrix<S> = rng.matrix(i, o)
             let b: Vector<S> = rng.vector(o)
             let g: Matrix<S> = rng.matrix(n, o)
             let expected = Matrix.affine(xd, w, b)
-            let expectedGradient = Matrix.matmul(g, xd, transposeA: true)
+            let expectedGradient = Matrix.matmul(xd, g, transposeA: true)
             for threads in [1, 2] {
                 let z = x.affine(w, b, threads: threads)
                 let gw = x.weightGradient(g, threads: threads)
                 let label = "\(S.self) \(n)x\(i)->\(o) density \(density), \(threads) thread(s)"
-                #expect(z.rows == n && z.columns == o && gw.rows == o && gw.columns == i, "\(label): shapes")
+                #expect(z.rows == n && z.columns == o && gw.rows == i && gw.columns == o, "\(label): shapes")
                 let zError = zip(z.scalars, expected.scalars).map { abs($0 - $1) }.max() ?? 0
                 let gError = zip(gw.scalars, expectedGradient.scalars).map { abs($0 - $1) }.max() ?? 0
                 #expect(zError <= tolerance * S(i + 1), "\(label): affine off by \(zError)")
@@ -84,7 +84,7 @@ func sparseKernelsAreDeterministic() {
         var rng = TestRandom(seed: 79)
         for (n, i, o, density, empty, dense) in sparseShapes + [(300, 784, 300, 0.19, [], [])] {
             let x = SparseMatrix<S>(randomSparse(n, i, density: density, emptyRows: empty, denseRows: dense, &rng))
-            let w: Matrix<S> = rng.matrix(o, i)
+            let w: Matrix<S> = rng.matrix(i, o)
             let b: Vector<S> = rng.vector(o)
             let g: Matrix<S> = rng.matrix(n, o)
             let z1 = x.affine(w, b, threads: 1), g1 = x.weightGradient(g, threads: 1)
@@ -129,7 +129,7 @@ func sparseGatherFromBytes() {
     let empty = bytes.withUnsafeBufferPointer {
         SparseMatrix<Double>(gatheringRowsOf: $0, rowLength: rowLength, indices: [], scale: 1)
     }!
-    #expect(empty.rows == 0 && empty.nonzeroCount == 0 && empty.affine(.zeros(rows: 3, columns: rowLength), .zeros(3)).rows == 0)
+    #expect(empty.rows == 0 && empty.nonzeroCount == 0 && empty.affine(.zeros(rows: rowLength, columns: 3), .zeros(3)).rows == 0)
 }
 
 @Test("SparseMatrix gathered through a SparseByteRows index: the same rows, blocks and products as from the bytes")
@@ -157,7 +157,7 @@ func sparseGatherThroughIndex() {
         #expect(fromIndex.columnIndices == fromBytes.columnIndices)
         #expect(fromIndex.values == fromBytes.values)
         #expect(fromIndex.dense() == fromBytes.dense())
-        let w: Matrix<S> = rng.matrix(11, rowLength)
+        let w: Matrix<S> = rng.matrix(rowLength, 11)
         let b: Vector<S> = rng.vector(11)
         #expect(fromIndex.affine(w, b).scalars == fromBytes.affine(w, b).scalars)
         let g: Matrix<S> = rng.matrix(indices.count, 11)
@@ -178,7 +178,7 @@ func sparseAffineSummationOrder() {
         var rng = TestRandom(seed: 83)
         for (n, i, o, density, empty, dense) in sparseShapes + [(200, 784, 300, 0.19, [], [])] {
             let x = SparseMatrix<S>(randomSparse(n, i, density: density, emptyRows: empty, denseRows: dense, &rng))
-            let w: Matrix<S> = rng.matrix(o, i)
+            let w: Matrix<S> = rng.matrix(i, o)
             let b: Vector<S> = rng.vector(o)
             let z = x.affine(w, b, threads: 1)
             var expected = [S](repeating: 0, count: n * o)
@@ -186,7 +186,7 @@ func sparseAffineSummationOrder() {
                 for k in 0..<o {
                     var sum = b[k]
                     for e in Int(x.rowStarts[r])..<Int(x.rowStarts[r + 1]) {
-                        let product = x.values[e] * w[k, Int(x.columnIndices[e])]
+                        let product = x.values[e] * w[Int(x.columnIndices[e]), k]
                         sum = sum + product
                     }
                     expected[r * o + k] = sum
@@ -197,28 +197,4 @@ func sparseAffineSummationOrder() {
     }
     check(Float.self)
     check(Double.self)
-}
-
-@Test("the transposition under the sparse layer: every entry in place and the padding zero, AVX2 and portable, tiles and edges",
-      arguments: [(1, 1), (8, 8), (9, 17), (37, 29), (64, 40), (300, 784), (100, 300)])
-func paddedTranspose(rows: Int, columns: Int) {
-    var rng = TestRandom(seed: UInt64(rows * 1000 + columns))
-    let source = (0..<(rows * columns)).map { _ in rng.uniform(Float(-1)...1) }
-    let ldd = (rows + 7) / 8 * 8
-    let avx2 = SparseKernels.usesAVX2
-    defer { SparseKernels.usesAVX2 = avx2 }
-    for useAVX2 in [avx2, false] {
-        SparseKernels.usesAVX2 = useAVX2
-        var destination = [Float](repeating: .nan, count: columns * ldd)
-        source.withUnsafeBufferPointer { s in
-            destination.withUnsafeMutableBufferPointer { d in
-                SparseKernels.transpose(s.baseAddress!, Int32(rows), Int32(columns), d.baseAddress!, Int32(ldd))
-            }
-        }
-        var wrong = 0
-        for c in 0..<columns {
-            for r in 0..<ldd where destination[c * ldd + r] != (r < rows ? source[r * columns + c] : 0) { wrong += 1 }
-        }
-        #expect(wrong == 0, "\(rows)x\(columns), AVX2 \(useAVX2): \(wrong) of \(columns * ldd) entries wrong")
-    }
 }

@@ -147,3 +147,123 @@ func matvecPlusGradient() {
         #expect(fused.scalars == separate.scalars, "\(rows)x\(columns): the fused primitive gives the bits of matvec then +")
     }
 }
+
+// MARK: - Weights stored by input: `transposedMatvec` and outer products with a sparse row factor
+
+@Test("transposedMatvec plus a bias, sparse and dense vectors: the bias plus the nonzeros' products in column order, same bits portable")
+func sparseTransposedMatvecMatchesNaive() {
+    func check<S: TensorScalar>(_: S.Type) {
+        var rng = TestRandom(seed: 91)
+        // (inputs, outputs) pairs: outputs below, at and around the kernels' vector widths.
+        for (_, columns, density, nonzero) in sparseVectorShapes {
+            for outputs in [1, 3, 8, 13, 64, 67, 300] {
+                let w: Matrix<S> = rng.matrix(columns, outputs)
+                let x: Vector<S> = sparseVector(columns, density: density, nonzero: nonzero, &rng)
+                let b: Vector<S> = rng.vector(outputs)
+                let entries = SparseEntries(x)
+                let y = w.transposedMatvec(entries, plus: b)
+                let unbiased = w.transposedMatvec(entries, plus: nil)
+                var expected = [S](), expectedUnbiased = [S]()
+                for o in 0..<outputs {
+                    var sum = b[o], plain: S = 0
+                    for j in 0..<columns where x[j] != 0 {
+                        let product = x[j] * w[j, o]
+                        sum = sum + product
+                        plain = plain + product
+                    }
+                    expected.append(sum)
+                    expectedUnbiased.append(plain)
+                }
+                let label = "\(S.self) \(columns)->\(outputs) density \(density) (\(entries.isSparse ? "blocked" : "dense"))"
+                #expect(y.scalars == expected, "\(label): the kernel's order of summation")
+                #expect(unbiased.scalars == expectedUnbiased, "\(label): without a bias")
+                let avx2 = SparseKernels.usesAVX2
+                SparseKernels.usesAVX2 = false
+                let portable = w.transposedMatvec(entries, plus: b)
+                SparseKernels.usesAVX2 = avx2
+                #expect(portable.scalars == y.scalars, "\(label): portable kernels gave other bits")
+            }
+        }
+    }
+    check(Float.self)
+    check(Double.self)
+}
+
+@Test("a sample's transposedMatvec is the same bits as its row of the sparse batch layer")
+func sampleMatchesBatchRow() {
+    var rng = TestRandom(seed: 93)
+    // Image-like rows: nonzeros only in a band of columns (row 3 all zero), so that each row
+    // takes the blocked form, as MNIST images do.
+    let samples = Matrix<Float>(rows: 20, columns: 784) { out in
+        for r in 0..<20 {
+            for c in 0..<784 {
+                let v: Float = rng.signed(0.05...1)
+                out[r * 784 + c] = r != 3 && (200..<480).contains(c) && rng.uniform(0.0...1.0) < 0.5 ? v : 0
+            }
+        }
+    }
+    let w: Matrix<Float> = rng.matrix(784, 300)
+    let b: Vector<Float> = rng.vector(300)
+    let batch = SparseMatrix(samples).affine(w, b)
+    for r in 0..<samples.rows {
+        let entries = SparseEntries(samples.row(r))
+        #expect(entries.isSparse, "row \(r) takes the blocked form")
+        let y = w.transposedMatvec(entries, plus: b)
+        #expect(y.scalars == batch.row(r).scalars, "row \(r)")
+    }
+}
+
+@Test("outer products with a sparse row factor: written out exactly, added to only the nonzeros' rows")
+func pendingOuterSparseRows() {
+    func check<S: TensorScalar>(_: S.Type, tolerance: Double) {
+        var rng = TestRandom(seed: 95)
+        for (_, columns, density, nonzero) in sparseVectorShapes {
+            for outputs in [1, 7, 8, 67, 300] {
+                let x: Vector<S> = sparseVector(columns, density: density, nonzero: nonzero, &rng)
+                let g: Vector<S> = rng.vector(outputs)
+                let w: Matrix<S> = rng.matrix(columns, outputs)
+                let alpha: S = -0.37
+                let entries = SparseEntries(x)
+                var added = w
+                let outer = Matrix.outer(entries, g)
+                added.add(outer, scaledBy: alpha)
+                #expect(outer.storage.pendingOuter != nil, "adding the product wrote it out")
+                for j in 0..<columns {
+                    for o in 0..<outputs {
+                        #expect(outer[j, o] == x[j] * g[o], "\(S.self) \(columns)x\(outputs) entry (\(j), \(o))")
+                        if x[j] == 0 {
+                            #expect(added[j, o] == w[j, o], "a zero input's row is left as it was")
+                        } else {
+                            let expected = Double(w[j, o]) + Double(alpha) * Double(g[o]) * Double(x[j])
+                            #expect(abs(Double(added[j, o]) - expected) <= tolerance * (1 + abs(expected)),
+                                    "\(S.self) \(columns)x\(outputs) added entry (\(j), \(o))")
+                        }
+                    }
+                }
+                if entries.isSparse && SparseKernels.usesAVX2 {
+                    var portable = w
+                    SparseKernels.usesAVX2 = false
+                    portable.add(Matrix.outer(entries, g), scaledBy: alpha)
+                    SparseKernels.usesAVX2 = true
+                    #expect(portable.scalars == added.scalars, "\(S.self) \(columns)x\(outputs): portable kernels gave other bits")
+                }
+            }
+        }
+    }
+    check(Float.self, tolerance: 1e-6)
+    check(Double.self, tolerance: 1e-14)
+}
+
+@Test("transposedMatvec plus a bias (one primitive) by central differences, dense and sparse vectors")
+func transposedMatvecPlusGradient() {
+    var rng = TestRandom(seed: 97)
+    for (columns, outputs, density) in [(4, 3, 1.0), (70, 4, 0.1), (131, 9, 0.2), (9, 5, 0.5)] {
+        let m: Matrix<Double> = rng.matrix(columns, outputs)
+        let x: Vector<Double> = sparseVector(columns, density: density, nonzero: [0], &rng)
+        let b: Vector<Double> = rng.vector(outputs)
+        checkGradient2("transposedMatvec \(columns)x\(outputs) plus bias: matrix and bias",
+                       of: { transposedMatvec($0, constVar(x), plus: $1) }, at: m, b, rng: &rng)
+        checkGradient2("transposedMatvec \(columns)x\(outputs) plus bias: vector and bias",
+                       of: { transposedMatvec(constVar(m), $0, plus: $1) }, at: x, b, rng: &rng)
+    }
+}

@@ -15,7 +15,7 @@ func parameterName(_ index: Int, in net: Network<Double>) -> String {
     for (l, layer) in net.layers.enumerated() {
         if index < offset + layer.weights.count {
             let i = index - offset
-            return "layers[\(l)].weights[\(i / layer.inputs), \(i % layer.inputs)]"
+            return "layers[\(l)].weights[\(i / layer.outputs), \(i % layer.outputs)]"
         }
         offset += layer.weights.count
         if index < offset + layer.biases.count { return "layers[\(l)].biases[\(index - offset)]" }

@@ -16,7 +16,7 @@ import Testing
 /// a directory holding the uncompressed `train-images-idx3-ubyte` and `train-labels-idx1-ubyte`:
 /// the gradient sum of a 500-sample shard of the tutorial's network (logistic hidden layers,
 /// softmax, cross-entropy; uniform(-0.5, 0.5) initialisation; parameters flattened per layer as
-/// weights `outputs x inputs` row-major then biases), at initialisation and after 30 SGD steps.
+/// weights `inputs x outputs` row-major then biases), at initialisation and after 30 SGD steps.
 @Suite("Codec benchmark", .serialized, .enabled(if: getenv("WIRE_BENCH") != nil, "a benchmark, not a test: runs only with WIRE_BENCH=1 (engine-bench --only codec measures the codec for BENCHMARKS.md)"))
 struct CodecBenchmark {
     private static func now() -> Double {
@@ -124,7 +124,7 @@ private func readFile(_ path: String) -> [UInt8]? {
 }
 
 /// The tutorial's network written out by hand, only to produce realistic gradients for the
-/// benchmark (the real one is the Engine's). Weights are `outputs x inputs`, row-major.
+/// benchmark (the real one is the Engine's). Weights are `inputs x outputs`, row-major, as `Layer` stores them.
 private struct ShardGradientModel {
     var sizes: [Int]
     var weights: [[Float]]
@@ -154,7 +154,7 @@ private struct ShardGradientModel {
                 weights[layer].withUnsafeBufferPointer { w in
                     for o in 0..<outputs {
                         var sum: Float = 0
-                        for i in 0..<inputs { sum += w[o * inputs + i] * x[i] }
+                        for i in 0..<inputs { sum += w[i * outputs + o] * x[i] }
                         z[o] += sum
                     }
                 }
@@ -175,7 +175,7 @@ private struct ShardGradientModel {
                 let x = activations[layer]
                 gradW[layer].withUnsafeMutableBufferPointer { g in
                     for o in 0..<outputs where delta[o] != 0 {
-                        for i in 0..<inputs { g[o * inputs + i] += delta[o] * x[i] }
+                        for i in 0..<inputs { g[i * outputs + o] += delta[o] * x[i] }
                     }
                 }
                 for o in 0..<outputs { gradB[layer][o] += delta[o] }
@@ -183,7 +183,7 @@ private struct ShardGradientModel {
                     var previous = [Float](repeating: 0, count: inputs)
                     weights[layer].withUnsafeBufferPointer { w in
                         for o in 0..<outputs {
-                            for i in 0..<inputs { previous[i] += w[o * inputs + i] * delta[o] }
+                            for i in 0..<inputs { previous[i] += w[i * outputs + o] * delta[o] }
                         }
                     }
                     delta = (0..<inputs).map { previous[$0] * x[$0] * (1 - x[$0]) }

@@ -16,9 +16,9 @@ extern "C" {
 /// Forward, outputs [o0, o1) of every row: out[s * ldo + o] = bias[o] + sum over the nonzeros
 /// (j, x) of row s, in column order, of x * wt[j * ldw + o]. The nonzeros come as the column
 /// blocks of `sk_column_blocks_*` (blocks of `block_rows` rows; 64 keeps a block's sums for a
-/// slice of 64 outputs, 16 KB in float, in L1). `wt` is the weight matrix
-/// transposed (inputs x ldw), `bias` holds at least `ldw` entries; ldw is a multiple of 8; o0
-/// is a multiple of 8.
+/// slice of 64 outputs, 16 KB in float, in L1). `wt` is the weight matrix stored by input
+/// (inputs x ldw: row j holds input j's weights), `bias` holds at least `ldw` entries; ldw is
+/// a multiple of 8; o0 is a multiple of 8.
 void sk_affine_f(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts,
                  const int32_t *rix, const float *vals, const float *wt, int32_t ldw,
                  const float *bias, float *out, int32_t ldo, int32_t o0, int32_t o1);
@@ -38,23 +38,18 @@ void sk_column_blocks_d(int32_t rows, int32_t inputs, const int32_t *row_starts,
                         const int32_t *columns, const double *values, int32_t block_rows,
                         int32_t *col_starts, int32_t *out_rows, double *out_values);
 
-/// Weight gradient, outputs [o0, o1): gw[o * inputs + j] = sum over the rows s, in order, of
-/// x[s, j] * g[s * ldg + o] (the gradient of `x * wᵀ` with respect to w, outputs x inputs),
-/// from the column blocks of `sk_column_blocks_*` (`g` is rows x ldg; nothing past o1 - 1 of a
-/// row is read). o0 is a multiple of 8.
+/// Weight gradient, outputs [o0, o1): gw[j * ldgw + o] = sum over the rows s, in order, of
+/// x[s, j] * g[s * ldg + o] (the gradient of `x * w` with respect to w, inputs x outputs,
+/// stored by input like the weights), from the column blocks of `sk_column_blocks_*` (`g` is
+/// rows x ldg; nothing past o1 - 1 of a row is read). o0 is a multiple of 8.
 void sk_weight_gradient_f(int32_t rows, int32_t inputs, int32_t block_rows,
                           const int32_t *col_starts, const int32_t *block_row_index,
                           const float *block_values, const float *g, int32_t ldg,
-                          float *gw, int32_t o0, int32_t o1);
+                          float *gw, int64_t ldgw, int32_t o0, int32_t o1);
 void sk_weight_gradient_d(int32_t rows, int32_t inputs, int32_t block_rows,
                           const int32_t *col_starts, const int32_t *block_row_index,
                           const double *block_values, const double *g, int32_t ldg,
-                          double *gw, int32_t o0, int32_t o1);
-
-/// dst[c * ldd + r] = src[r * cols + c] for a rows x cols source (ldd >= rows); the padding,
-/// entries rows..<ldd of each row of dst, is set to zero.
-void sk_transpose_f(const float *src, int32_t rows, int32_t cols, float *dst, int32_t ldd);
-void sk_transpose_d(const double *src, int32_t rows, int32_t cols, double *dst, int32_t ldd);
+                          double *gw, int64_t ldgw, int32_t o0, int32_t o1);
 
 /// Counts the nonzero bytes of each of `count` rows of `length` bytes, rows taken at
 /// src + indices[i] * length; writes counts[i]; returns the total.
@@ -132,6 +127,40 @@ void sk_block_ger_f(int32_t rows, float *w, int64_t ldw, float alpha, const floa
 void sk_block_ger_d(int32_t rows, double *w, int64_t ldw, double alpha, const double *u, int32_t nb,
                     const int32_t *blocks, const double *bvals, int32_t nt, const int32_t *tidx,
                     const double *tvals);
+
+/// y[o] = bias[o] (0 when bias is NULL) + the sum over the nonzeros (j, x) of the blocked
+/// vector, in column order, of x * w[j * ldw + o], for o < cols: the blocked vector times a
+/// matrix stored by input (row j holds input j's weights), each output summed in the order of
+/// sk_affine_* (so a sample's outputs are the same bits as its row of a sparse batch's).
+void sk_block_vecmat_f(int32_t cols, const float *w, int64_t ldw, int32_t nb, const int32_t *blocks,
+                       const float *bvals, int32_t nt, const int32_t *tidx, const float *tvals,
+                       const float *bias, float *y);
+void sk_block_vecmat_d(int32_t cols, const double *w, int64_t ldw, int32_t nb, const int32_t *blocks,
+                       const double *bvals, int32_t nt, const int32_t *tidx, const double *tvals,
+                       const double *bias, double *y);
+
+/// w[j * ldw + o] += (alpha * u[o]) * x for every nonzero (j, x) of the blocked vector and
+/// every o < cols: adds alpha * x uᵀ to a matrix stored by input, touching only the rows of
+/// x's nonzeros, each a contiguous run of cols entries.
+void sk_block_rows_ger_f(int32_t cols, float *w, int64_t ldw, float alpha, const float *u, int32_t nb,
+                         const int32_t *blocks, const float *bvals, int32_t nt, const int32_t *tidx,
+                         const float *tvals);
+void sk_block_rows_ger_d(int32_t cols, double *w, int64_t ldw, double alpha, const double *u, int32_t nb,
+                         const int32_t *blocks, const double *bvals, int32_t nt, const int32_t *tidx,
+                         const double *tvals);
+
+/// sk_block_vecmat_* and sk_block_rows_ger_* for a dense x[0 ..< n] (its zeros skipped, so
+/// that a zero input leaves its row untouched): y[o] = bias[o] (0 when NULL) + the sum over j in
+/// order of x[j] * w[j * ldw + o]; and w[j * ldw + o] += (alpha * u[o]) * x[j]. For the small
+/// layers of a per-sample step, where a BLAS call costs more than its arithmetic.
+void sk_dense_vecmat_f(int32_t n, int32_t cols, const float *w, int64_t ldw, const float *x,
+                       const float *bias, float *y);
+void sk_dense_vecmat_d(int32_t n, int32_t cols, const double *w, int64_t ldw, const double *x,
+                       const double *bias, double *y);
+void sk_dense_rows_ger_f(int32_t n, int32_t cols, float *w, int64_t ldw, float alpha, const float *u,
+                         const float *x);
+void sk_dense_rows_ger_d(int32_t n, int32_t cols, double *w, int64_t ldw, double alpha, const double *u,
+                         const double *x);
 
 /// y[i] = e^x[i] for i < n (accurate to a couple of ulp; libm's expf for NaN, overflow and
 /// results below the smallest normal float).

@@ -31,7 +31,25 @@ public func matvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>, plus b: BVar<V
     }(m, x, b)
 }
 
-/// What the pullbacks of `matvec(_:_:plus:)` keep of its operands.
+/// `mᵀ * x + b` in one primitive: a dense layer on one sample when `m` holds the weights by
+/// input (inputs x outputs, the layout of `Layer`). For a sparse `x` (an image), the product
+/// reads only the rows of `x`'s nonzeros, and the weights' gradient `x gᵀ` stays pending
+/// (`Matrix.outer`), so that a descent step adds it to those rows only.
+@_specialize(exported: true, where S == Float)
+@_specialize(exported: true, where S == Double)
+public func transposedMatvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>, plus b: BVar<Vector<S>>) -> BVar<Vector<S>> {
+    op3 { (m: Matrix<S>, x: Vector<S>, b: Vector<S>) in
+        precondition(m.rows == x.count && b.count == m.columns,
+                     "shape mismatch in transposedMatvec plus: \(m.shapeDescription)ᵀ times Vector[\(x.count)] plus Vector[\(b.count)]")
+        let saved = MatvecOperands(m, SparseEntries(x))
+        let y = m.transposedMatvec(saved.x, plus: b)
+        // As in `matvec(_:_:plus:)`, both pullbacks capture the one object.
+        return (y, { g in Matrix.outer(saved.x, g) }, { g in saved.m.matvec(SparseEntries(dense: g)) }, { g in g })
+    }(m, x, b)
+}
+
+/// What the pullbacks of `matvec(_:_:plus:)` and `transposedMatvec(_:_:plus:)` keep of their
+/// operands.
 final class MatvecOperands<S: TensorScalar> {
     let m: Matrix<S>
     let x: SparseEntries<S>
@@ -79,24 +97,25 @@ public func addingToEachRow<S>(_ m: BVar<Matrix<S>>, _ v: BVar<Vector<S>>) -> BV
     }(m, v)
 }
 
-/// A dense layer on a batch: `x * weightsᵀ + biases` on every row of `x`, in one GEMM forward
-/// (biases pre-filled) and one GEMM per matrix argument backward.
+/// A dense layer on a batch: `x * weights + biases` on every row of `x` (`weights` stored by
+/// input, inputs x outputs), in one GEMM forward (biases pre-filled) and one GEMM per matrix
+/// argument backward.
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func affine<S>(_ x: BVar<Matrix<S>>, _ weights: BVar<Matrix<S>>, _ biases: BVar<Vector<S>>) -> BVar<Matrix<S>> {
     op3 { (x: Matrix<S>, w: Matrix<S>, b: Vector<S>) in
         (Matrix.affine(x, w, b),
-         { g in Matrix.matmul(g, w) },
-         { g in Matrix.matmul(g, x, transposeA: true) },
+         { g in Matrix.matmul(g, w, transposeB: true) },
+         { g in Matrix.matmul(x, g, transposeA: true) },
          { g in g.columnSums() })
     }(x, weights, biases)
 }
 
-/// A dense layer on a sparse batch: `x * weightsᵀ + biases` on every row of `x`, where `x` is a
-/// constant (an input batch; no gradient flows into it). Work is proportional to the nonzeros
-/// of `x`, forward and for the weights' gradient; the biases' gradient is the column sums.
-/// Equal to `affine(constVar(x.dense()), weights, biases)` up to rounding, and the same bits on
-/// any number of threads.
+/// A dense layer on a sparse batch: `x * weights + biases` on every row of `x` (`weights`
+/// inputs x outputs), where `x` is a constant (an input batch; no gradient flows into it).
+/// Work is proportional to the nonzeros of `x`, forward and for the weights' gradient; the
+/// biases' gradient is the column sums. Equal to `affine(constVar(x.dense()), weights,
+/// biases)` up to rounding, and the same bits on any number of threads.
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func sparseAffine<S>(_ x: SparseMatrix<S>, _ weights: BVar<Matrix<S>>,

@@ -269,7 +269,8 @@ extension Matrix {
         }
     }
 
-    /// Transposed matrix-vector product `selfᵀ * x` (BLAS GEMV).
+    /// Transposed matrix-vector product `selfᵀ * x` (BLAS GEMV; see
+    /// `transposedMatvec(_:plus:)` for an `x` that is mostly zeros).
     @inlinable
     public func transposedMatvec(_ x: Vector<Scalar>) -> Vector<Scalar> {
         precondition(rows == x.count,
@@ -278,6 +279,31 @@ extension Matrix {
         return Vector(count: columns) { out in
             Scalar.gemv(transpose: true, m: rows, n: columns, alpha: 1, a: storage.pointer,
                         lda: columns, x: x.storage.pointer, beta: 0, y: out.baseAddress!)
+        }
+    }
+
+    /// `selfᵀ * x + b` (no `b`: `selfᵀ * x`) for a vector already in its `SparseEntries` form:
+    /// a dense layer on one sample when the matrix holds the weights by input (inputs x
+    /// outputs). Only the rows of `x`'s nonzeros are read, each a contiguous run of weights;
+    /// each output is `b`'s entry plus the nonzeros' products in column order, the same bits
+    /// as that sample's row of `SparseMatrix.affine` (and the same with AVX2 or without).
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    public func transposedMatvec(_ x: SparseEntries<Scalar>, plus b: Vector<Scalar>?) -> Vector<Scalar> {
+        precondition(rows == x.count && (b == nil || b!.count == columns),
+                     "shape mismatch in transposed matvec: \(shapeDescription)ᵀ times Vector[\(x.count)]"
+                     + (b.map { " plus Vector[\($0.count)]" } ?? ""))
+        if rows == 0 || columns == 0 { return b ?? .zeros(columns) }
+        // Not BLAS `gemv` for a dense `x` either: for the small layers of a per-sample step its
+        // call costs more than the arithmetic, and the bias comes for free here.
+        let bias = b?.storage.pointer
+        return Vector(count: columns) { out in
+            if let blocked = x.blocked {
+                SparseKernels.blockVecmat(Int32(columns), storage.pointer, Int64(columns), blocked, bias, out.baseAddress!)
+            } else {
+                SparseKernels.denseVecmat(Int32(rows), Int32(columns), storage.pointer, Int64(columns),
+                                          x.dense!.storage.pointer, bias, out.baseAddress!)
+            }
         }
     }
 
@@ -295,7 +321,20 @@ extension Matrix {
     public static func outer(_ x: Vector<Scalar>, _ y: SparseEntries<Scalar>) -> Matrix {
         let count = x.count * y.count
         if count == 0 { return .zeros(rows: x.count, columns: y.count) }
-        return Matrix(storage: TensorStorage(pending: PendingOuter(x, y), count: count), rows: x.count, columns: y.count)
+        return Matrix(storage: TensorStorage(pending: PendingOuter(SparseEntries(dense: x), y), count: count),
+                      rows: x.count, columns: y.count)
+    }
+
+    /// Outer product `x yᵀ` for an `x` in its `SparseEntries` form (pending, like `outer`): the
+    /// gradient of `transposedMatvec` with respect to the matrix. Added to a matrix, it touches
+    /// only the rows of `x`'s nonzeros.
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
+    public static func outer(_ x: SparseEntries<Scalar>, _ y: Vector<Scalar>) -> Matrix {
+        let count = x.count * y.count
+        if count == 0 { return .zeros(rows: x.count, columns: y.count) }
+        return Matrix(storage: TensorStorage(pending: PendingOuter(x, SparseEntries(dense: y)), count: count),
+                      rows: x.count, columns: y.count)
     }
 
     /// Adds `scale * x yᵀ` in place (BLAS GER).
@@ -342,19 +381,19 @@ extension Matrix {
         return transposedMatvec(ones)
     }
 
-    /// `a * bᵀ + v` on every row, in one GEMM on rows pre-filled with `v` (a dense layer on a
-    /// batch: samples `a`, weights `b`, biases `v`).
+    /// `a * b + v` on every row, in one GEMM on rows pre-filled with `v` (a dense layer on a
+    /// batch: samples `a`, weights `b` stored by input (inputs x outputs), biases `v`).
     @inlinable
     public static func affine(_ a: Matrix, _ b: Matrix, _ v: Vector<Scalar>) -> Matrix {
-        precondition(a.columns == b.columns && b.rows == v.count,
-                     "shape mismatch in affine: \(a.shapeDescription) times \(b.shapeDescription)ᵀ plus Vector[\(v.count)]")
-        let m = a.rows, n = b.rows, k = a.columns
+        precondition(a.columns == b.rows && b.columns == v.count,
+                     "shape mismatch in affine: \(a.shapeDescription) times \(b.shapeDescription) plus Vector[\(v.count)]")
+        let m = a.rows, n = b.columns, k = a.columns
         return Matrix(rows: m, columns: n) { out in
             let o = out.baseAddress!, bias = v.storage.pointer
             for i in 0..<m { (o + i * n).update(from: bias, count: n) }
             if k == 0 || m == 0 || n == 0 { return }
-            Scalar.gemm(transposeA: false, transposeB: true, m: m, n: n, k: k, alpha: 1,
-                        a: a.storage.pointer, lda: k, b: b.storage.pointer, ldb: k,
+            Scalar.gemm(transposeA: false, transposeB: false, m: m, n: n, k: k, alpha: 1,
+                        a: a.storage.pointer, lda: k, b: b.storage.pointer, ldb: n,
                         beta: 1, c: o, ldc: n)
         }
     }

@@ -3,18 +3,20 @@ import CSparseKernels
 /// The outer product `u vᵀ` of a matrix whose entries have not been written out: what
 /// `Matrix.outer` returns, the gradient of a matrix-vector product with respect to the matrix.
 ///
-/// A descent step adds it to the weights in one pass (`Matrix.add`: BLAS `ger`, or for a
-/// sparse `v` only the blocks of columns where `v` has nonzeros), so that a per-sample step never forms,
-/// stores and re-reads a weight-sized gradient. Reading the entries in any other way writes
-/// them out first (`TensorStorage.pointer`), with the same values as the formed product.
+/// A descent step adds it to the weights in one pass (`Matrix.add`: row by row; for a sparse
+/// `v`, only the blocks of columns where `v` has nonzeros; for a sparse `u`, only the rows
+/// where `u` has nonzeros), so that a per-sample step never forms, stores and re-reads a
+/// weight-sized gradient. Reading the entries in any other way writes them out first
+/// (`TensorStorage.pointer`), with the same values as the formed product.
 @usableFromInline
 final class PendingOuter<Scalar: TensorScalar>: Sendable {
     /// The column factor (one entry per row of the product).
-    let u: Vector<Scalar>
-    /// The row factor: all its entries, or only its nonzeros.
+    let u: SparseEntries<Scalar>
+    /// The row factor (one entry per column). At most one of the two factors is sparse.
     let v: SparseEntries<Scalar>
 
-    init(_ u: Vector<Scalar>, _ v: SparseEntries<Scalar>) {
+    init(_ u: SparseEntries<Scalar>, _ v: SparseEntries<Scalar>) {
+        precondition(!(u.isSparse && v.isSparse), "PendingOuter: at most one sparse factor")
         self.u = u
         self.v = v
     }
@@ -26,18 +28,18 @@ final class PendingOuter<Scalar: TensorScalar>: Sendable {
     @_specialize(where Scalar == Double)
     func write(into out: UnsafeMutablePointer<Scalar>) {
         let n = v.count
-        u.withUnsafeBufferPointer { u in
-            if let dense = v.dense {
-                dense.withUnsafeBufferPointer { values in
+        if let ud = u.dense, let vd = v.dense {
+            ud.withUnsafeBufferPointer { u in
+                vd.withUnsafeBufferPointer { values in
                     for r in 0..<u.count { Scalar.scale(values.baseAddress!, by: u[r], into: out + r * n, count: n) }
                 }
-                return
             }
-            UnsafeMutableRawPointer(out).initializeMemory(as: UInt8.self, repeating: 0,
-                                                          count: u.count * n * MemoryLayout<Scalar>.stride)
-            // 0 + (1 * u[r]) * v[j] is u[r] * v[j] exactly.
-            SparseKernels.blockGer(Int32(u.count), out, Int64(n), 1, u.baseAddress!, v.blocked!)
+            return
         }
+        UnsafeMutableRawPointer(out).initializeMemory(as: UInt8.self, repeating: 0,
+                                                      count: u.count * n * MemoryLayout<Scalar>.stride)
+        // 0 + (1 * u[r]) * v[j] is u[r] * v[j] exactly.
+        add(into: out, scaledBy: 1)
     }
 
     /// Adds `alpha * u vᵀ` to the row-major `rows x v.count` matrix at `w`.
@@ -45,13 +47,22 @@ final class PendingOuter<Scalar: TensorScalar>: Sendable {
     @_specialize(where Scalar == Double)
     func add(into w: UnsafeMutablePointer<Scalar>, scaledBy alpha: Scalar) {
         let n = v.count
-        u.withUnsafeBufferPointer { u in
-            if let dense = v.dense {
-                dense.withUnsafeBufferPointer { values in
-                    Scalar.ger(m: u.count, n: n, alpha: alpha, x: u.baseAddress!, y: values.baseAddress!, a: w, lda: n)
+        if let ud = u.dense {
+            ud.withUnsafeBufferPointer { u in
+                if let vd = v.dense {
+                    // Not BLAS `ger`: for the small layers of a per-sample step, its call and
+                    // per-column overhead cost more than the arithmetic.
+                    vd.withUnsafeBufferPointer { values in
+                        SparseKernels.denseRowsGer(Int32(u.count), Int32(n), w, Int64(n), alpha, values.baseAddress!,
+                                                   u.baseAddress!)
+                    }
+                } else {
+                    SparseKernels.blockGer(Int32(u.count), w, Int64(n), alpha, u.baseAddress!, v.blocked!)
                 }
-            } else {
-                SparseKernels.blockGer(Int32(u.count), w, Int64(n), alpha, u.baseAddress!, v.blocked!)
+            }
+        } else {
+            v.dense!.withUnsafeBufferPointer { values in
+                SparseKernels.blockRowsGer(Int32(n), w, Int64(n), alpha, values.baseAddress!, u.blocked!)
             }
         }
     }
@@ -101,6 +112,13 @@ public struct SparseEntries<Scalar: TensorScalar>: @unchecked Sendable {
         x.withUnsafeBufferPointer { SparseKernels.blockCompress($0.baseAddress!, Int32(n), into: b) }
         dense = nil
         blocked = b
+    }
+
+    /// `x` kept dense, without looking at its entries (a gradient, a hidden activation).
+    public init(dense x: Vector<Scalar>) {
+        count = x.count
+        dense = x
+        blocked = nil
     }
 
     /// Whether only the blocks with nonzeros are kept.
@@ -166,6 +184,58 @@ extension SparseKernels {
             sk_block_ger_d(rows, typed(w, Double.self), ldw, alpha as! Double, typed(u, Double.self), v.blockCount, v.blocks,
                            v.values.assumingMemoryBound(to: Double.self), v.tailCount, v.tailIndices,
                            v.tailValues.assumingMemoryBound(to: Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func denseRowsGer<S: TensorScalar>(_ n: Int32, _ cols: Int32, _ w: UnsafeMutablePointer<S>, _ ldw: Int64,
+                                              _ alpha: S, _ u: UnsafePointer<S>, _ x: UnsafePointer<S>) {
+        if S.self == Float.self {
+            sk_dense_rows_ger_f(n, cols, typed(w, Float.self), ldw, alpha as! Float, typed(u, Float.self), typed(x, Float.self))
+        } else if S.self == Double.self {
+            sk_dense_rows_ger_d(n, cols, typed(w, Double.self), ldw, alpha as! Double, typed(u, Double.self), typed(x, Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func denseVecmat<S: TensorScalar>(_ n: Int32, _ cols: Int32, _ w: UnsafePointer<S>, _ ldw: Int64,
+                                             _ x: UnsafePointer<S>, _ bias: UnsafePointer<S>?, _ y: UnsafeMutablePointer<S>) {
+        if S.self == Float.self {
+            sk_dense_vecmat_f(n, cols, typed(w, Float.self), ldw, typed(x, Float.self), typed(bias, Float.self), typed(y, Float.self))
+        } else if S.self == Double.self {
+            sk_dense_vecmat_d(n, cols, typed(w, Double.self), ldw, typed(x, Double.self), typed(bias, Double.self), typed(y, Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func blockRowsGer<S: TensorScalar>(_ cols: Int32, _ w: UnsafeMutablePointer<S>, _ ldw: Int64, _ alpha: S,
+                                              _ u: UnsafePointer<S>, _ x: BlockedVector) {
+        if S.self == Float.self {
+            sk_block_rows_ger_f(cols, typed(w, Float.self), ldw, alpha as! Float, typed(u, Float.self), x.blockCount,
+                                x.blocks, x.values.assumingMemoryBound(to: Float.self), x.tailCount, x.tailIndices,
+                                x.tailValues.assumingMemoryBound(to: Float.self))
+        } else if S.self == Double.self {
+            sk_block_rows_ger_d(cols, typed(w, Double.self), ldw, alpha as! Double, typed(u, Double.self), x.blockCount,
+                                x.blocks, x.values.assumingMemoryBound(to: Double.self), x.tailCount, x.tailIndices,
+                                x.tailValues.assumingMemoryBound(to: Double.self))
+        } else {
+            fatalError("sparse kernels support Float and Double, not \(S.self)")
+        }
+    }
+
+    static func blockVecmat<S: TensorScalar>(_ cols: Int32, _ w: UnsafePointer<S>, _ ldw: Int64, _ x: BlockedVector,
+                                             _ bias: UnsafePointer<S>?, _ y: UnsafeMutablePointer<S>) {
+        if S.self == Float.self {
+            sk_block_vecmat_f(cols, typed(w, Float.self), ldw, x.blockCount, x.blocks,
+                              x.values.assumingMemoryBound(to: Float.self), x.tailCount, x.tailIndices,
+                              x.tailValues.assumingMemoryBound(to: Float.self), typed(bias, Float.self), typed(y, Float.self))
+        } else if S.self == Double.self {
+            sk_block_vecmat_d(cols, typed(w, Double.self), ldw, x.blockCount, x.blocks,
+                              x.values.assumingMemoryBound(to: Double.self), x.tailCount, x.tailIndices,
+                              x.tailValues.assumingMemoryBound(to: Double.self), typed(bias, Double.self), typed(y, Double.self))
         } else {
             fatalError("sparse kernels support Float and Double, not \(S.self)")
         }

@@ -149,10 +149,10 @@ public struct SparseMatrix<Scalar: TensorScalar>: Sendable {
 // MARK: - A dense layer on sparse rows
 
 extension SparseMatrix {
-    /// `self * weightsᵀ + biases` on every row (a dense layer on a sparse batch): the same
-    /// result as `Matrix.affine(dense(), weights, biases)` up to rounding. Each entry is the
-    /// bias plus the row's nonzeros times the weights, added in column order, so the result is
-    /// the same bits whatever the thread count.
+    /// `self * weights + biases` on every row (a dense layer on a sparse batch; `weights` is
+    /// inputs x outputs, stored by input): the same result as `Matrix.affine(dense(), weights,
+    /// biases)` up to rounding. Each entry is the bias plus the row's nonzeros times the
+    /// weights, added in column order, so the result is the same bits whatever the thread count.
     public func affine(_ weights: Matrix<Scalar>, _ biases: Vector<Scalar>) -> Matrix<Scalar> {
         affine(weights, biases, threads: nil)
     }
@@ -160,15 +160,18 @@ extension SparseMatrix {
     /// `affine` on exactly `threads` threads (at most one per 8 outputs), or as `BLASRuntime`
     /// allows when `nil`.
     func affine(_ weights: Matrix<Scalar>, _ biases: Vector<Scalar>, threads: Int?) -> Matrix<Scalar> {
-        precondition(weights.columns == columns && weights.rows == biases.count,
-                     "shape mismatch in sparse affine: \(shapeDescription) times \(weights.shapeDescription)ᵀ plus Vector[\(biases.count)]")
-        let n = weights.rows
+        precondition(weights.rows == columns && weights.columns == biases.count,
+                     "shape mismatch in sparse affine: \(shapeDescription) times \(weights.shapeDescription) plus Vector[\(biases.count)]")
+        let n = weights.columns
         let ldw = (n + 7) / 8 * 8
-        // The weights transposed (inputs x outputs, rows padded to a multiple of 8), so that a
-        // nonzero input reads one contiguous row; the biases padded alike.
-        let wt = Matrix<Scalar>(rows: columns, columns: ldw) { t in
+        // The kernel reads whole vectors of 8 outputs: rows padded to a multiple of 8 (a copy
+        // only when the outputs are not one already), the biases alike.
+        let padded = ldw == n ? weights : Matrix<Scalar>(rows: columns, columns: ldw) { t in
             weights.withUnsafeBufferPointer { w in
-                SparseKernels.transpose(w.baseAddress!, Int32(n), Int32(columns), t.baseAddress!, Int32(ldw))
+                for j in 0..<columns {
+                    (t.baseAddress! + j * ldw).update(from: w.baseAddress! + j * n, count: n)
+                    (t.baseAddress! + j * ldw + n).update(repeating: 0, count: ldw - n)
+                }
             }
         }
         var bias = [Scalar](repeating: 0, count: ldw)
@@ -180,7 +183,7 @@ extension SparseMatrix {
             blocks.colStarts.withUnsafeBufferPointer { cs in
                 blocks.rowIndices.withUnsafeBufferPointer { ri in
                     blocks.values.withUnsafeBufferPointer { bv in
-                        wt.withUnsafeBufferPointer { t in
+                        padded.withUnsafeBufferPointer { t in
                             bias.withUnsafeBufferPointer { b in
                                 let p = UncheckedSendable((cs.baseAddress!, ri.baseAddress, bv.baseAddress,
                                                            t.baseAddress, b.baseAddress!))
@@ -197,8 +200,8 @@ extension SparseMatrix {
         }
     }
 
-    /// `gᵀ * self` (outputs x columns): the gradient of `affine` with respect to its weights
-    /// when `g` (rows x outputs) is the gradient of its result. Each entry adds the rows'
+    /// `selfᵀ * g` (columns x outputs, stored by input like the weights): the gradient of
+    /// `affine` with respect to its weights when `g` (rows x outputs) is the gradient of its result. Each entry adds the rows'
     /// contributions in row order, so the result is the same bits whatever the thread count.
     public func weightGradient(_ g: Matrix<Scalar>) -> Matrix<Scalar> {
         weightGradient(g, threads: nil)
@@ -208,14 +211,14 @@ extension SparseMatrix {
     /// `BLASRuntime` allows when `nil`.
     func weightGradient(_ g: Matrix<Scalar>, threads: Int?) -> Matrix<Scalar> {
         precondition(g.rows == rows,
-                     "shape mismatch in sparse weight gradient: \(g.shapeDescription)ᵀ times \(shapeDescription)")
+                     "shape mismatch in sparse weight gradient: \(shapeDescription)ᵀ times \(g.shapeDescription)")
         let n = g.columns
-        if rows == 0 || n == 0 || columns == 0 { return .zeros(rows: n, columns: columns) }
+        if rows == 0 || n == 0 || columns == 0 { return .zeros(rows: columns, columns: n) }
         // Each block's nonzeros by column, so that an input's gradient row is summed in
         // registers over the block while the block's rows of g stay in the cache.
         let blockRows = SparseKernels.blockRows
         let blocks = columnBlocks
-        return Matrix(rows: n, columns: columns) { out in
+        return Matrix(rows: columns, columns: n) { out in
             let o = UncheckedSendable(out.baseAddress!)
             g.withUnsafeBufferPointer { gp in
                 blocks.colStarts.withUnsafeBufferPointer { cs in
@@ -225,7 +228,7 @@ extension SparseMatrix {
                             SparseKernels.forEachOutputRange(n, work: nonzeroCount * n, threads: threads) { o0, o1 in
                                 let (cs, ri, bv, gp) = p.value
                                 SparseKernels.weightGradient(Int32(rows), Int32(columns), Int32(blockRows),
-                                                             cs, ri, bv, gp, Int32(n), o.value, o0, o1)
+                                                             cs, ri, bv, gp, Int32(n), o.value, Int64(n), o0, o1)
                             }
                         }
                     }
@@ -373,24 +376,13 @@ enum SparseKernels {
     static func weightGradient<S: TensorScalar>(_ rows: Int32, _ inputs: Int32, _ blockRows: Int32,
                                                 _ cs: UnsafePointer<Int32>, _ ri: UnsafePointer<Int32>?,
                                                 _ bv: UnsafePointer<S>?, _ g: UnsafePointer<S>, _ ldg: Int32,
-                                                _ gw: UnsafeMutablePointer<S>, _ o0: Int32, _ o1: Int32) {
+                                                _ gw: UnsafeMutablePointer<S>, _ ldgw: Int64, _ o0: Int32, _ o1: Int32) {
         if S.self == Float.self {
             sk_weight_gradient_f(rows, inputs, blockRows, cs, ri, typed(bv, Float.self), typed(g, Float.self),
-                                 ldg, typed(gw, Float.self), o0, o1)
+                                 ldg, typed(gw, Float.self), ldgw, o0, o1)
         } else if S.self == Double.self {
             sk_weight_gradient_d(rows, inputs, blockRows, cs, ri, typed(bv, Double.self), typed(g, Double.self),
-                                 ldg, typed(gw, Double.self), o0, o1)
-        } else {
-            fatalError("SparseMatrix supports Float and Double, not \(S.self)")
-        }
-    }
-
-    static func transpose<S: TensorScalar>(_ src: UnsafePointer<S>, _ rows: Int32, _ cols: Int32,
-                                           _ dst: UnsafeMutablePointer<S>, _ ldd: Int32) {
-        if S.self == Float.self {
-            sk_transpose_f(typed(src, Float.self), rows, cols, typed(dst, Float.self), ldd)
-        } else if S.self == Double.self {
-            sk_transpose_d(typed(src, Double.self), rows, cols, typed(dst, Double.self), ldd)
+                                 ldg, typed(gw, Double.self), ldgw, o0, o1)
         } else {
             fatalError("SparseMatrix supports Float and Double, not \(S.self)")
         }

@@ -91,13 +91,18 @@ public struct RunFingerprint: Sendable, Equatable, Codable {
 ///
 /// | bytes | field |
 /// |---|---|
-/// | 8 | magic `BPCKPT01` (ASCII) |
+/// | 8 | magic `BPCKPT02` (ASCII) |
 /// | 4 | length `h` of the header (UInt32) |
 /// | h | header: JSON with the fingerprint, position, optimizer hyper-parameters, array lengths |
 /// | 4·P | parameters (IEEE-754 Float32) |
 /// | 4·M | optimizer first moment / velocity (M = 0 or P) |
 /// | 4·V | optimizer second moment (V = 0 or P) |
 /// | 32 | SHA-256 of every byte before it |
+///
+/// The arrays are in `Network.flattened()` order (weights by input). Checkpoints of the first
+/// format (`BPCKPT01`) held each layer's weights by output; they are still read, their three
+/// arrays reordered. A run resumed from one continues with this version's arithmetic, so it
+/// does not end with the bits the older version would have reached.
 ///
 /// A file is written to a temporary name in the same directory, flushed with `fsync`, renamed
 /// into place, and the directory is `fsync`ed, so that after a crash at any point the
@@ -109,7 +114,9 @@ public struct CheckpointDirectory: Sendable {
     /// How many of the newest checkpoints stay on disk.
     public var keep = 3
 
-    static let magic = Array("BPCKPT01".utf8)
+    static let magic = Array("BPCKPT02".utf8)
+    /// The first format's magic: weights by output.
+    static let legacyMagic = Array("BPCKPT01".utf8)
     static let prefix = "checkpoint-"
     static let suffix = ".bpckpt"
 
@@ -170,8 +177,10 @@ public struct CheckpointDirectory: Sendable {
     /// Parses a checkpoint's bytes; `path` only names the file in errors.
     public static func decode(_ bytes: [UInt8], path: String) throws -> (TrainingState, RunFingerprint) {
         func fail(_ problem: String) -> CheckpointError { CheckpointError(path: path, problem: problem) }
+        let legacy = bytes.starts(with: legacyMagic)
         let body = try ModelFile.verifiedBody(
-            bytes, magic: magic, notThisKind: "is not a checkpoint (no BPCKPT01 header; a partial or foreign file)", fail)
+            bytes, magic: legacy ? legacyMagic : magic,
+            notThisKind: "is not a checkpoint (no BPCKPT02 or BPCKPT01 header; a partial or foreign file)", fail)
         var offset = magic.count
         let length = Int(ModelFile.uint32(body, at: offset)!)  // verifiedBody: at least 4 bytes follow the magic
         offset += 4
@@ -195,7 +204,7 @@ public struct CheckpointDirectory: Sendable {
                 body[offset..<(offset + 4 * count)].withUnsafeBytes { target.copyMemory(from: $0) }
             }
             offset += 4 * count
-            arrays.append(values)
+            arrays.append(legacy ? ParameterOrder.byInput(fromByOutput: values, sizes: header.fingerprint.layerSizes) : values)
         }
         let optimizer = Optimizer(restoring: header.optimizerKind, learningRate: header.learningRate,
                                   beta1: header.beta1, beta2: header.beta2, epsilon: header.epsilon,

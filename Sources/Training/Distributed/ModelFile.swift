@@ -7,16 +7,20 @@ import Crypto
 ///
 /// | bytes | field |
 /// |---|---|
-/// | 8 | magic `BPMODEL1` (ASCII) |
+/// | 8 | magic `BPMODEL2` (ASCII) |
 /// | 4 | number of layer sizes `n` (UInt32) |
 /// | 4·n | layer sizes, inputs first (UInt32 each) |
-/// | 4·P | parameters as IEEE-754 Float32, per layer weights (row-major, outputs x inputs) then biases |
+/// | 4·P | parameters as IEEE-754 Float32, per layer weights (row-major, inputs x outputs: `Layer`'s layout) then biases |
 /// | 32 | SHA-256 of every byte before it |
 ///
 /// `P` must equal the parameter count the sizes imply; anything else is rejected with an error
-/// naming the file.
+/// naming the file. Files of the first format (`BPMODEL1`, written before `Layer` stored its
+/// weights by input) differ only in holding each layer's weights by output (outputs x inputs);
+/// they are still read, their weights transposed on loading.
 public enum ModelFile {
-    static let magic = Array("BPMODEL1".utf8)
+    static let magic = Array("BPMODEL2".utf8)
+    /// The first format's magic: weights by output.
+    static let legacyMagic = Array("BPMODEL1".utf8)
 
     /// The file's bytes for a network.
     public static func encode(_ network: Network<Float>) -> [UInt8] {
@@ -56,7 +60,9 @@ public enum ModelFile {
     /// Parses a model file's bytes; `path` only names the file in errors.
     public static func decode(_ bytes: [UInt8], path: String = "model") throws -> Network<Float> {
         func fail(_ problem: String) -> ModelFileError { ModelFileError(path: path, problem: problem) }
-        let body = try verifiedBody(bytes, magic: magic, notThisKind: "is not a model file (no BPMODEL1 header)", fail)
+        let legacy = bytes.starts(with: legacyMagic)
+        let body = try verifiedBody(bytes, magic: legacy ? legacyMagic : magic,
+                                    notThisKind: "is not a model file (no BPMODEL2 or BPMODEL1 header)", fail)
         var offset = magic.count
         func u32() -> UInt32? {
             defer { offset += 4 }
@@ -75,6 +81,7 @@ public enum ModelFile {
         var flat = [Float]()
         flat.reserveCapacity(count)
         for _ in 0..<count { flat.append(Float(bitPattern: u32()!)) }
+        if legacy { flat = ParameterOrder.byInput(fromByOutput: flat, sizes: sizes) }
         return flat.withUnsafeBufferPointer { Network(sizes: sizes, flattened: $0) }
     }
 
@@ -110,4 +117,26 @@ public struct ModelFileError: Error, CustomStringConvertible {
     public var path: String
     public var problem: String
     public var description: String { "\(path): \(problem)" }
+}
+
+/// The flat parameter order of files written before `Layer` stored its weights by input
+/// (model files `BPMODEL1`, checkpoints `BPCKPT01`): per layer, the weights by output
+/// (outputs x inputs, row-major), then the biases.
+enum ParameterOrder {
+    /// `flat` in that order, as the current order (`Network.flattened()`): each layer's
+    /// weights transposed, the biases where they were. Arrays of another length (an empty
+    /// optimizer moment) are returned as they are.
+    static func byInput(fromByOutput flat: [Float], sizes: [Int]) -> [Float] {
+        let expected = zip(sizes, sizes.dropFirst()).reduce(0) { $0 + $1.0 * $1.1 + $1.1 }
+        guard flat.count == expected else { return flat }
+        var out = flat
+        var offset = 0
+        for (inputs, outputs) in zip(sizes, sizes.dropFirst()) {
+            for o in 0..<outputs {
+                for j in 0..<inputs { out[offset + j * outputs + o] = flat[offset + o * inputs + j] }
+            }
+            offset += inputs * outputs + outputs
+        }
+        return out
+    }
 }

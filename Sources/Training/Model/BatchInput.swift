@@ -74,7 +74,7 @@ extension LabeledDataSet {
     }
 }
 
-/// A layer applied to a sparse batch (one sample per row): `X * weightsᵀ + biases` on every
+/// A layer applied to a sparse batch (one sample per row): `X * weights + biases` on every
 /// row, with work in proportion to the nonzeros of `X`.
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)

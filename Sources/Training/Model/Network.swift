@@ -96,7 +96,7 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
         var offset = 0
         var layers = [Layer<Scalar>]()
         for (i, o) in zip(sizes, sizes.dropFirst()) {
-            let w = Matrix<Scalar>(rows: o, columns: i) { $0.baseAddress!.update(from: flat.baseAddress! + offset, count: i * o) }
+            let w = Matrix<Scalar>(rows: i, columns: o) { $0.baseAddress!.update(from: flat.baseAddress! + offset, count: i * o) }
             offset += i * o
             let b = Vector<Scalar>(count: o) { $0.baseAddress!.update(from: flat.baseAddress! + offset, count: o) }
             offset += o
