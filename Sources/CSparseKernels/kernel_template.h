@@ -249,7 +249,9 @@ FN(dense_nonzero_rows_)(const T *w, int64_t ldw, int32_t n, const T *x, const T 
 // y[o] = bias[o] (or 0) + the sum over the k listed rows, in order, of xs[e] * rows[e][o], for
 // o < cols: each output's sum in the same order as `affine_`'s. The rows are streamed whole,
 // four at a time (y read and written once per four rows, each sum still added row by row):
-// rows that are far apart in memory would defeat the prefetcher if read a slice at a time.
+// rows that are far apart in memory would defeat the prefetcher if read a slice at a time
+// (measured on MNIST's first layer: 64-output slices in registers 2.4x slower, one row at a
+// time 2.2x, eight at a time 1.15x).
 ATTR static void FN(vecmat_list_)(int32_t cols, int32_t k, const T *const *rows, const T *xs,
                                   const T *bias, T *y) {
     for (int32_t o = 0; o < cols; o++) y[o] = bias ? bias[o] : 0;
@@ -285,12 +287,33 @@ ATTR static void FN(vecmat_list_)(int32_t cols, int32_t k, const T *const *rows,
     }
 }
 
-// rows[e][o] += (alpha * u[o]) * xs[e] for the k listed rows and every o < cols, each row
-// streamed whole; `a` has room for cols entries (alpha * u).
+// rows[e][o] += (alpha * u[o]) * xs[e] for the k listed rows and every o < cols, the rows
+// streamed whole, four at a time (measured: 1.3-1.4x faster than one at a time on MNIST's
+// first layer); `a` has room for cols entries (alpha * u).
 ATTR static void FN(rows_ger_list_)(int32_t cols, T alpha, const T *u, int32_t k,
                                     const T *const *rows, const T *xs, T *a) {
     for (int32_t o = 0; o < cols; o++) a[o] = alpha * u[o];
-    for (int32_t e = 0; e < k; e++) {
+    int32_t e = 0;
+    for (; e + 4 <= k; e += 4) {
+        T *r0 = (T *)rows[e], *r1 = (T *)rows[e + 1], *r2 = (T *)rows[e + 2], *r3 = (T *)rows[e + 3];
+        const T s0 = xs[e], s1 = xs[e + 1], s2 = xs[e + 2], s3 = xs[e + 3];
+        const VEC x0 = SPLAT(s0), x1 = SPLAT(s1), x2 = SPLAT(s2), x3 = SPLAT(s3);
+        int32_t o = 0;
+        for (; o + L <= cols; o += L) {
+            const VEC av = LOADV(a + o);
+            STOREV(r0 + o, LOADV(r0 + o) + av * x0);
+            STOREV(r1 + o, LOADV(r1 + o) + av * x1);
+            STOREV(r2 + o, LOADV(r2 + o) + av * x2);
+            STOREV(r3 + o, LOADV(r3 + o) + av * x3);
+        }
+        for (; o < cols; o++) {
+            r0[o] += a[o] * s0;
+            r1[o] += a[o] * s1;
+            r2[o] += a[o] * s2;
+            r3[o] += a[o] * s3;
+        }
+    }
+    for (; e < k; e++) {
         T *r = (T *)rows[e];
         const VEC x = SPLAT(xs[e]);
         int32_t o = 0;
