@@ -2,13 +2,15 @@
 // the forward product with a sample's sparse pixels and the SGD update with its outer product,
 // as backprop-mnist takes them once per sample.
 //
-//   by output (today's Layer, 300 x 784 row-major): the Engine's own kernels
-//     (sk_block_compress_f, sk_block_matvec_f, sk_block_ger_f), linked from sparse_kernels.c;
-//   by input (784 x 300): for each nonzero pixel j, y += x_j * W[j, :] and
-//     W[j, :] += (-lr * x_j) * delta, contiguous rows of 300 floats.
+//   by output (Layer's layout until the eleventh session, 300 x 784 row-major): the kernels
+//     the Engine still has for a matrix stored by output (sk_block_compress_f,
+//     sk_block_matvec_f, sk_block_ger_f), linked from sparse_kernels.c;
+//   by input (784 x 300, Layer's layout now), in plain C: for each nonzero pixel j,
+//     y += x_j * W[j, :] and W[j, :] += (-lr * x_j) * delta, contiguous rows of 300 floats
+//     (the compiler may fuse the multiply-adds here; the Engine never does);
+//   by input with the Engine's kernels (sk_block_vecmat_f, sk_block_rows_ger_f).
 //
-// It measures how much of the per-sample time the layout decides; it is a probe, not the
-// Engine (the by-input loops are plain C that the compiler vectorises). BENCHMARKS.md quotes it.
+// The probe that decided the layout change; BENCHMARKS.md quotes it.
 //
 //   clang -O3 -mavx2 -mfma -ISources/CSparseKernels/include bench/first_layer_layout.c \
 //         Sources/CSparseKernels/sparse_kernels.c -lm -o /tmp/first_layer_layout
