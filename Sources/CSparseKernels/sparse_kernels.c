@@ -289,6 +289,21 @@ ROWS_FROM_COLUMN_BLOCKS(double, sk_rows_from_column_blocks_d)
 
 // ---- one sparse vector against a dense row-major matrix (per-sample steps) ----
 
+// Scratch of the row-list kernels (kernel_template.h): the listed rows and their values
+// (`room` of each) and `cols` scaled entries of a rank-1 update; on the stack when small.
+#define ROW_SCRATCH(T, room, cols)                                                                 \
+    const int32_t room_ = (room), cols_ = (cols);                                                  \
+    const T *rows_small[256];                                                                      \
+    T xs_small[256], a_small[512];                                                                 \
+    const T **rows = room_ <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room_);              \
+    T *xs = room_ <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room_);                           \
+    T *a = cols_ <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols_);                             \
+    (void)a;
+#define ROW_SCRATCH_FREE                                                                           \
+    if (room_ > 256) { free(rows); free(xs); }                                                     \
+    if (cols_ > 512) free(a);
+
+
 #define BLOCK_KERNELS(T, ty, LANES)                                                                \
     void sk_block_matvec_##ty(int32_t rows, const T *w, int64_t ldw, int32_t nb,                   \
                               const int32_t *blocks, const T *bvals, int32_t nt,                   \
@@ -303,50 +318,30 @@ ROWS_FROM_COLUMN_BLOCKS(double, sk_rows_from_column_blocks_d)
     void sk_block_vecmat_##ty(int32_t cols, const T *w, int64_t ldw, int32_t nb,                  \
                               const int32_t *blocks, const T *bvals, int32_t nt,                   \
                               const int32_t *tidx, const T *tvals, const T *bias, T *y) {          \
-        const int32_t room = nb * LANES + nt;                                                      \
-        const T *rows_small[256];                                                                  \
-        T xs_small[256];                                                                           \
-        const T **rows = room <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room);            \
-        T *xs = room <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room);                         \
+        ROW_SCRATCH(T, nb * LANES + nt, 0)                                                         \
         DISPATCH(block_vecmat_, ty, cols, w, ldw, nb, blocks, bvals, nt, tidx, tvals, bias, y,     \
                  rows, xs);                                                                        \
-        if (room > 256) { free(rows); free(xs); }                                                  \
+        ROW_SCRATCH_FREE                                                                           \
     }                                                                                              \
     void sk_block_rows_ger_##ty(int32_t cols, T *w, int64_t ldw, T alpha, const T *u, int32_t nb,  \
                                 const int32_t *blocks, const T *bvals, int32_t nt,                 \
                                 const int32_t *tidx, const T *tvals) {                             \
-        const int32_t room = nb * LANES + nt;                                                      \
-        const T *rows_small[256];                                                                  \
-        T xs_small[256];                                                                           \
-        const T **rows = room <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room);            \
-        T *xs = room <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room);                         \
-        T a_small[512];                                                                            \
-        T *a = cols <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols);                           \
+        ROW_SCRATCH(T, nb * LANES + nt, cols)                                                      \
         DISPATCH(block_rows_ger_, ty, cols, w, ldw, alpha, u, nb, blocks, bvals, nt, tidx, tvals,  \
                  rows, xs, a);                                                                     \
-        if (room > 256) { free(rows); free(xs); }                                                  \
-        if (cols > 512) free(a);                                                                   \
+        ROW_SCRATCH_FREE                                                                           \
     }                                                                                              \
     void sk_dense_vecmat_##ty(int32_t n, int32_t cols, const T *w, int64_t ldw, const T *x,      \
                               const T *bias, T *y) {                                               \
-        const T *rows_small[256];                                                                  \
-        T xs_small[256];                                                                           \
-        const T **rows = n <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)n);                  \
-        T *xs = n <= 256 ? xs_small : malloc(sizeof(T) * (size_t)n);                               \
+        ROW_SCRATCH(T, n, 0)                                                                       \
         DISPATCH(dense_vecmat_, ty, n, cols, w, ldw, x, bias, y, rows, xs);                        \
-        if (n > 256) { free(rows); free(xs); }                                                     \
+        ROW_SCRATCH_FREE                                                                           \
     }                                                                                              \
     void sk_dense_rows_ger_##ty(int32_t n, int32_t cols, T *w, int64_t ldw, T alpha, const T *u,   \
                                 const T *x) {                                                      \
-        const T *rows_small[256];                                                                  \
-        T xs_small[256];                                                                           \
-        const T **rows = n <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)n);                  \
-        T *xs = n <= 256 ? xs_small : malloc(sizeof(T) * (size_t)n);                               \
-        T a_small[512];                                                                            \
-        T *a = cols <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols);                           \
+        ROW_SCRATCH(T, n, cols)                                                                    \
         DISPATCH(dense_rows_ger_, ty, n, cols, w, ldw, alpha, u, x, rows, xs, a);                  \
-        if (n > 256) { free(rows); free(xs); }                                                     \
-        if (cols > 512) free(a);                                                                   \
+        ROW_SCRATCH_FREE                                                                           \
     }                                                                                              \
     void sk_block_compress_##ty(const T *x, int32_t n, int32_t *blocks, T *bvals, int32_t *nb,     \
                                 int32_t *tidx, T *tvals, int32_t *nt) {                            \
