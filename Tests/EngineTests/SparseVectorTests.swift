@@ -218,7 +218,7 @@ func pendingOuterSparseRows() {
     func check<S: TensorScalar>(_: S.Type, tolerance: Double) {
         var rng = TestRandom(seed: 95)
         for (_, columns, density, nonzero) in sparseVectorShapes {
-            for outputs in [1, 7, 8, 67, 300] {
+            for outputs in [1, 7, 8, 67, 300, 520] {
                 let x: Vector<S> = sparseVector(columns, density: density, nonzero: nonzero, &rng)
                 let g: Vector<S> = rng.vector(outputs)
                 let w: Matrix<S> = rng.matrix(columns, outputs)
