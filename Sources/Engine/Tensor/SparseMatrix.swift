@@ -201,8 +201,9 @@ extension SparseMatrix {
     }
 
     /// `selfᵀ * g` (columns x outputs, stored by input like the weights): the gradient of
-    /// `affine` with respect to its weights when `g` (rows x outputs) is the gradient of its result. Each entry adds the rows'
-    /// contributions in row order, so the result is the same bits whatever the thread count.
+    /// `affine` with respect to its weights when `g` (rows x outputs) is the gradient of its
+    /// result. Each entry adds the rows' contributions in row order, so the result is the same
+    /// bits whatever the thread count.
     public func weightGradient(_ g: Matrix<Scalar>) -> Matrix<Scalar> {
         weightGradient(g, threads: nil)
     }
