@@ -1,13 +1,12 @@
 // Float-only kernels, instantiated by sparse_kernels.c once per instruction set (SUFFIX,
-// ATTR), on vf8 (eight floats): the element-wise exp, logistic and logistic pullback, and the
-// tiled transposition of the sparse layer's weights. e^x is 2^k * e^r with k = round(x / ln 2) and
-// r = x - k ln 2 (ln 2 in two parts, for exactness), e^r by a degree-6 polynomial on
-// |r| <= ln 2 / 2: accurate to a couple of ulp. Rounding to the nearest integer (ties to
-// even) adds and subtracts 1.5 * 2^23, exact for |x / ln 2| < 2^22. Lanes outside the
-// polynomial's range (NaN, overflow, results below the smallest normal float) make their
-// vector take libm's expf, one entry at a time. Every operation is a separate IEEE operation
-// (contraction is off), so both instantiations give the same bits. FN(name) is name##SUFFIX
-// (sparse_kernels.c).
+// ATTR), on vf8 (eight floats): the element-wise exp, logistic and logistic pullback. e^x is
+// 2^k * e^r with k = round(x / ln 2) and r = x - k ln 2 (ln 2 in two parts, for exactness),
+// e^r by a degree-6 polynomial on |r| <= ln 2 / 2: accurate to a couple of ulp. Rounding to
+// the nearest integer (ties to even) adds and subtracts 1.5 * 2^23, exact for |x / ln 2| <
+// 2^22. Lanes outside the polynomial's range (NaN, overflow, results below the smallest normal
+// float) make their vector take libm's expf, one entry at a time. Every operation is a
+// separate IEEE operation (contraction is off), so both instantiations give the same bits.
+// FN(name) is name##SUFFIX (sparse_kernels.c).
 
 // The helpers take vf8 arguments but are always inlined, so no call passes a vector: the
 // warning that the portable instantiation would pass one differently from AVX code (-Wpsabi)

@@ -77,8 +77,8 @@ ATTR static void FN(affine_)(int32_t rows, int32_t inputs, int32_t block_rows,
 // One chunk of the weight gradient: scratch[j * (NV * L) + k] accumulates column c0 + k of
 // input j over the blocks of rows in order (a block's rows of g, copied aligned and padded to
 // block_rows x 64 entries, stay in L1), then is written to gw (inputs x outputs, stored by
-// input like the weights). Inputs with
-// no nonzero in a block are skipped. Each sum adds the rows in order, whatever the block size.
+// input like the weights). Inputs with no nonzero in a block are skipped. Each sum adds the
+// rows in order, whatever the block size.
 static inline __attribute__((always_inline)) ATTR void
 FN(gradient_chunk_)(const int NV, int32_t rows, int32_t inputs, int32_t block_rows,
                     const int32_t *col_starts, const int32_t *rix, const T *vals, const T *g,
