@@ -172,12 +172,32 @@ struct EngineBenchmarksCommand: ParsableCommand {
             handSteps.append(h / Double(samples.count))
             stepRatios.append(e / h)
         }
+        // A primitive made in this module, outside the Engine, on one field of the network:
+        // the cost of recording and running a user-defined op in a gradient call.
+        let bias = net.layers.count - 1
+        let custom = median(9) {
+            for _ in xs.indices { keepGradient(gradBP({ firstEntry($0[networkLayers][bias][layerBiases]) }, net)) }
+        } / Double(samples.count)
         let perSampleStep = engineSteps.sorted()[4], handStep = handSteps.sorted()[4]
         print(String(format: "threads=1 per-sample gradient: engine %.1f us, hand-written %.1f us, ratio %.3f (median of 9 alternating rounds)",
                      perSampleEngine * 1e6, perSampleHand * 1e6, perSampleRatio))
         print(String(format: "threads=1 per-sample SGD step (gradient + update): engine %.1f us, hand-written %.1f us, ratio %.3f (median of 9 alternating rounds); engine %.3f s per 5000 points",
                      perSampleStep * 1e6, handStep * 1e6, stepRatios.sorted()[4], perSampleStep * 5000))
+        print(String(format: "threads=1 a primitive made outside the Engine (op1, first entry of the last layer's biases): gradient of the network %.2f us a call (median of 9)",
+                     custom * 1e6))
     }
+}
+
+/// The network's layers and a layer's biases as lenses, made once.
+private let networkLayers = StoredField(\Network<Float>.layers)
+private let layerBiases = StoredField(\Layer<Float>.biases)
+
+/// The first entry of a vector: a primitive made with `op1` in this module, as a user of the
+/// Engine would write one.
+func firstEntry(_ v: BVar<Vector<Float>>) -> BVar<Float> {
+    op1 { (v: Vector<Float>) in
+        (v[0], { g in Vector(count: v.count) { d in d.initialize(repeating: 0); d[0] = g } })
+    }(v)
 }
 
 /// Keeps a per-sample gradient alive without reading its weight entries (reading them would

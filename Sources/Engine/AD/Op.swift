@@ -1,12 +1,18 @@
 /// A differentiable primitive of one argument: its value and its pullback, nothing else.
 ///
 /// Make one with `op1`; the pullback maps the gradient of the result to the gradient of the
-/// argument. An `Op1` knows nothing of tapes; applying it to a `BVar` records it.
+/// argument. An `Op1` knows nothing of tapes; applying it to a `BVar` records it. Applying it
+/// is inlinable, so a primitive made in another module is recorded by code specialised there
+/// for its types (unspecialised, recording went through run-time type metadata at every step,
+/// about twice the cost).
 public struct Op1<A: Backprop, B: Backprop> {
     /// The value and the pullback at `a`.
     public let run: (A) -> (B, (B) -> A)
 
+    @usableFromInline init(run: @escaping (A) -> (B, (B) -> A)) { self.run = run }
+
     /// Applies the primitive to a variable.
+    @inlinable
     public func callAsFunction(_ a: BVar<A>) -> BVar<B> {
         let (value, pullback) = run(a.value)
         guard let tape = a.tape, let sink = a.sink else { return constVar(value) }
@@ -18,6 +24,7 @@ public struct Op1<A: Backprop, B: Backprop> {
 
 /// Makes a one-argument primitive from its value-and-pullback function:
 /// `op1 { x in (x * x, { d in 2 * d * x }) }`.
+@inlinable
 public func op1<A, B>(_ run: @escaping (A) -> (B, (B) -> A)) -> Op1<A, B> { Op1(run: run) }
 
 /// A differentiable primitive of two arguments: its value and one pullback per argument, so
@@ -26,7 +33,10 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
     /// The value and the pullbacks to `a` and to `b`.
     public let run: (A, B) -> (C, (C) -> A, (C) -> B)
 
+    @usableFromInline init(run: @escaping (A, B) -> (C, (C) -> A, (C) -> B)) { self.run = run }
+
     /// Applies the primitive to two variables.
+    @inlinable
     public func callAsFunction(_ a: BVar<A>, _ b: BVar<B>) -> BVar<C> {
         let (value, pullA, pullB) = run(a.value, b.value)
         guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil else {
@@ -39,6 +49,7 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
 }
 
 /// Makes a two-argument primitive: `op2 { x, y in (x * y, { d in d * y }, { d in d * x }) }`.
+@inlinable
 public func op2<A, B, C>(_ run: @escaping (A, B) -> (C, (C) -> A, (C) -> B)) -> Op2<A, B, C> {
     Op2(run: run)
 }
@@ -48,7 +59,10 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
     /// The value and the pullbacks to `a`, `b` and `c`.
     public let run: (A, B, C) -> (D, (D) -> A, (D) -> B, (D) -> C)
 
+    @usableFromInline init(run: @escaping (A, B, C) -> (D, (D) -> A, (D) -> B, (D) -> C)) { self.run = run }
+
     /// Applies the primitive to three variables.
+    @inlinable
     public func callAsFunction(_ a: BVar<A>, _ b: BVar<B>, _ c: BVar<C>) -> BVar<D> {
         let (value, pullA, pullB, pullC) = run(a.value, b.value, c.value)
         guard let tape = commonTape(a.tape, b.tape, c.tape),
@@ -60,6 +74,7 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
 }
 
 /// Makes a three-argument primitive.
+@inlinable
 public func op3<A, B, C, D>(
     _ run: @escaping (A, B, C) -> (D, (D) -> A, (D) -> B, (D) -> C)
 ) -> Op3<A, B, C, D> {
@@ -73,12 +88,13 @@ public func op3<A, B, C, D>(
 
 /// A one-argument operation on the tape: its result's gradient slot, where that gradient goes
 /// next, and the pullback that takes it there.
+@usableFromInline
 final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
-    let sink: GradientSink<A>
-    let pullback: (B) -> A
-    let step: (Op1Node) -> Void
+    @usableFromInline let sink: GradientSink<A>
+    @usableFromInline let pullback: (B) -> A
+    @usableFromInline let step: (Op1Node) -> Void
 
-    init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node) -> Void) {
+    @inlinable init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node) -> Void) {
         self.sink = sink
         self.pullback = pullback
         self.step = step
@@ -87,18 +103,19 @@ final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
 
     override func backward() { step(self) }
 
-    @inline(__always) func sendGradient() {
+    @inlinable @inline(__always) func sendGradient() {
         if let g = take() { sink.accumulate(pullback(g)) }
     }
 }
 
 /// A two-argument operation on the tape (a constant argument has no sink and gets nothing).
+@usableFromInline
 final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
-    let sinks: (GradientSink<A>?, GradientSink<B>?)
-    let pullbacks: ((C) -> A, (C) -> B)
-    let step: (Op2Node) -> Void
+    @usableFromInline let sinks: (GradientSink<A>?, GradientSink<B>?)
+    @usableFromInline let pullbacks: ((C) -> A, (C) -> B)
+    @usableFromInline let step: (Op2Node) -> Void
 
-    init(value: C, sinks: (GradientSink<A>?, GradientSink<B>?), pullbacks: ((C) -> A, (C) -> B),
+    @inlinable init(value: C, sinks: (GradientSink<A>?, GradientSink<B>?), pullbacks: ((C) -> A, (C) -> B),
          step: @escaping (Op2Node) -> Void) {
         self.sinks = sinks
         self.pullbacks = pullbacks
@@ -108,7 +125,7 @@ final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
 
     override func backward() { step(self) }
 
-    @inline(__always) func sendGradient() {
+    @inlinable @inline(__always) func sendGradient() {
         guard let g = take() else { return }
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
@@ -116,12 +133,13 @@ final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
 }
 
 /// A three-argument operation on the tape.
+@usableFromInline
 final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: GradientSlot<D> {
-    let sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
-    let pullbacks: ((D) -> A, (D) -> B, (D) -> C)
-    let step: (Op3Node) -> Void
+    @usableFromInline let sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
+    @usableFromInline let pullbacks: ((D) -> A, (D) -> B, (D) -> C)
+    @usableFromInline let step: (Op3Node) -> Void
 
-    init(value: D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
+    @inlinable init(value: D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
          pullbacks: ((D) -> A, (D) -> B, (D) -> C), step: @escaping (Op3Node) -> Void) {
         self.sinks = sinks
         self.pullbacks = pullbacks
@@ -131,7 +149,7 @@ final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: Gradien
 
     override func backward() { step(self) }
 
-    @inline(__always) func sendGradient() {
+    @inlinable @inline(__always) func sendGradient() {
         guard let g = take() else { return }
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
