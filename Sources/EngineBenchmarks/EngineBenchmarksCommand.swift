@@ -21,7 +21,7 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
-    @Option(help: "Measure only one part: codec, aead (frame protection), batched, sparse (first layer, sparse vs dense by density) or per-sample (default: all).")
+    @Option(help: "Measure only one part: codec, aead (frame protection), batched, sparse (first layer, sparse vs dense by density) or per-sample (default: all); count-engine or count-hand runs 200 per-sample gradients untimed, for bench/ad_instructions.sh.")
     var only: String?
 
     @Option(help: "wall, or thread-cpu: the measuring thread's CPU time (for single-threaded figures on a busy machine).")
@@ -34,6 +34,9 @@ struct EngineBenchmarksCommand: ParsableCommand {
     var layerSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0) } }
 
     func validate() throws {
+        if let only, !["codec", "aead", "batched", "sparse", "per-sample", "count-engine", "count-hand"].contains(only) {
+            throw ValidationError("--only must be codec, aead, batched, sparse, per-sample, count-engine or count-hand; got '\(only)'")
+        }
         guard ["wall", "thread-cpu"].contains(clock) else { throw ValidationError("--clock must be wall or thread-cpu, got '\(clock)'") }
         let parsed = layerSizes
         guard parsed.count == sizes.split(separator: ",", omittingEmptySubsequences: false).count, parsed.count >= 2,
@@ -63,6 +66,7 @@ struct EngineBenchmarksCommand: ParsableCommand {
         if only == nil || only == "batched" { batched(train: train, net: net, batch: batch, x: x, labels: labels) }
         if only == nil || only == "sparse" { SparseLayerBenchmark.run(train: train, batch: batch, repetitions: repetitions) }
         if only == nil || only == "per-sample" { perSample(train: train, net: net, batch: batch) }
+        if only == "count-engine" || only == "count-hand" { PerSampleCount.run(engine: only == "count-engine", train: train, net: net, batch: batch) }
     }
 
     func batched(train: LabeledDataSet, net: Network<Float>, batch: [Int], x: BatchInput<Float>, labels: [Int]) {
