@@ -21,7 +21,20 @@ typedef uint32_t vu8 __attribute__((vector_size(32)));
 #endif
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
+
+// Scratch memory for a kernel: `bytes` from aligned_alloc (alignment > 0; bytes a multiple of
+// it) or malloc (alignment 0). Out of memory ends the process with a message naming the
+// request, as Swift's own allocations do, rather than with a write through a null pointer.
+static void *sk_scratch(size_t alignment, size_t bytes, const char *what) {
+    void *p = alignment ? aligned_alloc(alignment, bytes) : malloc(bytes);
+    if (!p) {
+        fprintf(stderr, "CSparseKernels: out of memory: %zu bytes of scratch for %s\n", bytes, what);
+        abort();
+    }
+    return p;
+}
 
 // FN(name) is name##SUFFIX: each template below is included once per instruction set, with
 // its own SUFFIX and ATTR.
@@ -106,7 +119,8 @@ int sk_uses_avx2(void) {
     void sk_affine_##ty(int32_t rows, int32_t inputs, int32_t block_rows, const int32_t *col_starts, \
                         const int32_t *rix, const T *vals, const T *wt, int32_t ldw, const T *bias,  \
                         T *out, int32_t ldo, int32_t o0, int32_t o1) {                             \
-        T *acc_block = aligned_alloc(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1));         \
+        T *acc_block = sk_scratch(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1),             \
+                "sk_affine");                                                                      \
         DISPATCH(affine_, ty, rows, inputs, block_rows, col_starts, rix, vals, wt, ldw, bias, out, \
                  ldo, o0, o1, acc_block);                                                          \
         free(acc_block);                                                                           \
@@ -115,8 +129,10 @@ int sk_uses_avx2(void) {
                                  const int32_t *col_starts, const int32_t *rix, const T *vals,     \
                                  const T *g, int32_t ldg, T *gw, int64_t ldgw, int32_t o0,         \
                                  int32_t o1) {                                                     \
-        T *scratch = aligned_alloc(64, 256 * (size_t)(inputs > 0 ? inputs : 1));                   \
-        T *g_block = aligned_alloc(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1));           \
+        T *scratch = sk_scratch(64, 256 * (size_t)(inputs > 0 ? inputs : 1),                       \
+                "sk_weight_gradient");                                                             \
+        T *g_block = sk_scratch(64, 256 * (size_t)(block_rows > 0 ? block_rows : 1),               \
+                "sk_weight_gradient");                                                             \
         DISPATCH(gradient_, ty, rows, inputs, block_rows, col_starts, rix, vals, g, ldg, gw, ldgw, \
                  o0, o1, scratch, g_block);                                                        \
         free(g_block);                                                                             \
@@ -270,7 +286,8 @@ COLUMN_BLOCKS_INDEXED(double, sk_column_blocks_indexed_d)
             for (int32_t e = cs[0]; e < cs[inputs]; e++) row_starts[rix[e] + 1]++;                 \
         }                                                                                          \
         for (int32_t s = 0; s < rows; s++) row_starts[s + 1] += row_starts[s];                     \
-        int32_t *next = malloc(sizeof(int32_t) * (size_t)(rows > 0 ? rows : 1));                  \
+        int32_t *next = sk_scratch(0, sizeof(int32_t) * (size_t)(rows > 0 ? rows : 1),             \
+                "rows from column blocks");                                                        \
         memcpy(next, row_starts, sizeof(int32_t) * (size_t)rows);                                  \
         for (int32_t b = 0; b < blocks; b++) {                                                     \
             const int32_t *cs = col_starts + (int64_t)b * (inputs + 1);                            \
@@ -295,9 +312,10 @@ ROWS_FROM_COLUMN_BLOCKS(double, sk_rows_from_column_blocks_d)
     const int32_t room_ = (room), cols_ = (cols);                                                  \
     const T *rows_small[256];                                                                      \
     T xs_small[256], a_small[512];                                                                 \
-    const T **rows = room_ <= 256 ? rows_small : malloc(sizeof(T *) * (size_t)room_);              \
-    T *xs = room_ <= 256 ? xs_small : malloc(sizeof(T) * (size_t)room_);                           \
-    T *a = cols_ <= 512 ? a_small : malloc(sizeof(T) * (size_t)cols_);                             \
+    const T **rows = room_ <= 256 ? rows_small : sk_scratch(0, sizeof(T *) * (size_t)room_,        \
+            "a row list");                                                                         \
+    T *xs = room_ <= 256 ? xs_small : sk_scratch(0, sizeof(T) * (size_t)room_, "a row list");      \
+    T *a = cols_ <= 512 ? a_small : sk_scratch(0, sizeof(T) * (size_t)cols_, "a rank-1 update");   \
     (void)a;
 #define ROW_SCRATCH_FREE                                                                           \
     if (room_ > 256) { free(rows); free(xs); }                                                     \
