@@ -29,6 +29,9 @@ let package = Package(
 
         // Kernels of a dense layer on a sparse input batch (AVX2 with a portable fallback).
         .target(name: "CSparseKernels"),
+        // CRC-32C for the wire protocol's split float payloads (the processor's instruction
+        // where there is one).
+        .target(name: "CChecksum"),
         // Tensors on OpenBLAS and the reverse-mode AD engine.
         .target(name: "Engine", dependencies: ["COpenBLAS", "CSparseKernels"]),
         // What the programs share: the MNIST model, IDX data sets.
@@ -54,7 +57,7 @@ let package = Package(
         // imports CCryptoBoringSSL, swift-crypto's internal BoringSSL module (not a product; visible
         // through Crypto on Linux, and free to change in any swift-crypto release).
         .target(name: "Wire", dependencies: [
-            "CZstd", "CZlib",
+            "CZstd", "CChecksum",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),
@@ -84,7 +87,7 @@ let package = Package(
             "Training", "Engine", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "WireTests", dependencies: [
-            "Wire", "TestSupport",
+            "Wire", "TestSupport", "CChecksum",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOEmbedded", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),

@@ -13,7 +13,7 @@ public enum FloatEncoding: UInt8, Hashable, Sendable, CaseIterable {
     case shuffledZstd = 2
     /// A zero mask and the high byte (sign, seven exponent bits) of every non-zero float, each
     /// compressed by zstd; the three low bytes of every non-zero float stored as they are; a
-    /// CRC-32 of the floats. The default: on this model's gradients it is smaller than
+    /// CRC-32C of the floats. The default: on this model's gradients it is smaller than
     /// ``shuffledZstd`` and several times faster, because zstd only sees a quarter of the bytes
     /// (the rest are close to random). Layout in docs/PROTOCOL.md and ``SplitFloats``.
     case splitZstd = 3
@@ -211,7 +211,7 @@ public final class PayloadCodec {
     /// low        3 * nonZero       bytes 0, 1, 2 of each non-zero float, in order
     /// maskLength UInt32 BE, mask   zstd frame of the (count + 7) / 8 byte zero mask
     /// highLength UInt32 BE, high   zstd frame of byte 3 of each non-zero float
-    /// crc        UInt32 BE         CRC-32 of the 4 * count little-endian float bytes
+    /// crc        UInt32 BE         CRC-32C of the 4 * count little-endian float bytes
     /// ```
     ///
     /// Returns the bytes written.
@@ -236,14 +236,14 @@ public final class PayloadCodec {
             let length = try compress(part, into: &buffer)
             buffer.setInteger(UInt32(length), at: lengthIndex, endianness: .big)
         }
-        buffer.writeInteger(SplitFloats.crc32(UnsafeRawBufferPointer(values)), endianness: .big)
+        buffer.writeInteger(SplitFloats.crc32c(UnsafeRawBufferPointer(values)), endianness: .big)
         return buffer.writerIndex - start
     }
 
     /// Reads the data of a ``FloatEncoding/splitZstd`` payload of `count` floats: every length
     /// is checked against the bytes left, both zstd frames as for ``FloatEncoding/zstd`` (the
     /// mask must declare `(count + 7) / 8` bytes, the high bytes `nonZero`), the mask must
-    /// describe exactly `nonZero` non-zero floats, and the CRC-32 must match the result.
+    /// describe exactly `nonZero` non-zero floats, and the CRC-32C must match the result.
     private func readSplit(_ data: ByteBuffer, count: Int, limits: FrameLimits, what: String, type: MessageType?) throws -> [Float] {
         var reader = PayloadReader(data, type: type)
         let nonZero = Int(try reader.readInteger(UInt32.self, "\(what) non-zero count"))
@@ -254,7 +254,7 @@ public final class PayloadCodec {
         let maskFrame = try reader.readSlice(length: Int(try reader.readInteger(UInt32.self, "\(what) mask length")), "\(what) mask")
         let highFrame = try reader.readSlice(length: Int(try reader.readInteger(UInt32.self, "\(what) high bytes length")),
                                              "\(what) high bytes")
-        let crc = try reader.readInteger(UInt32.self, "\(what) CRC-32")
+        let crc = try reader.readInteger(UInt32.self, "\(what) CRC-32C")
         try reader.finish()
 
         let maskBytes = (count + 7) / 8
@@ -284,7 +284,7 @@ public final class PayloadCodec {
                 initialized = count
             }
         }
-        let actual = values.withUnsafeBytes { SplitFloats.crc32($0) }
+        let actual = values.withUnsafeBytes { SplitFloats.crc32c($0) }
         guard actual == crc else {
             throw WireError.checksumMismatch(what, expected: crc, actual: actual)
         }

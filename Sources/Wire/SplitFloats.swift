@@ -1,4 +1,4 @@
-import CZlib
+import CChecksum
 
 /// The transform behind ``FloatEncoding/splitZstd``: a float array becomes a zero mask, the
 /// high byte of every non-zero float, and the three low bytes of every non-zero float.
@@ -104,9 +104,11 @@ enum SplitFloats {
         }
     }
 
-    /// CRC-32 (the zlib / gzip / ISO-HDLC polynomial) of `bytes`.
-    static func crc32(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
+    /// CRC-32C (Castagnoli) of `bytes`: the processor's CRC-32C instruction where there is
+    /// one (SSE 4.2, the AArch64 CRC extension), about three times as fast here as zlib's CRC-32,
+    /// which protocol version 4 used.
+    static func crc32c(_ bytes: UnsafeRawBufferPointer) -> UInt32 {
         guard let base = bytes.baseAddress else { return 0 }
-        return UInt32(truncatingIfNeeded: crc32_z(0, base.assumingMemoryBound(to: UInt8.self), bytes.count))
+        return cks_crc32c(0, base, bytes.count)
     }
 }

@@ -90,7 +90,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         WireError(.zstd(operation: operation, code: code, name: name))
     }
 
-    /// A payload whose own CRC-32 does not match the bytes it decoded to (sent with the
+    /// A payload whose own CRC-32C does not match the bytes it decoded to (sent with the
     /// ``ErrorCode/compression`` code, like zstd's own checksum failures).
     public static func checksumMismatch(_ what: String, expected: UInt32, actual: UInt32) -> WireError {
         WireError(.checksumMismatch(what: what, expected: expected, actual: actual))
@@ -186,7 +186,7 @@ public struct WireError: Error, Hashable, Sendable, CustomStringConvertible {
         case .zstd(let operation, let code, let name):
             return "zstd \(operation) failed: \(name) (ZSTD_ErrorCode \(code))"
         case .checksumMismatch(let what, let expected, let actual):
-            return "\(what): CRC-32 mismatch: the payload carries \(String(expected, radix: 16)), its decoded floats have \(String(actual, radix: 16))"
+            return "\(what): CRC-32C mismatch: the payload carries \(String(expected, radix: 16)), its decoded floats have \(String(actual, radix: 16))"
         case .shapeMismatch(let what, let expected, let actual):
             return "\(what): expected \(expected), got \(actual)"
         case .digestMismatch(let expected, let actual):

@@ -48,7 +48,7 @@ struct SplitCodecTests {
         var maskFrame = ByteBuffer(), highFrame = ByteBuffer()
         try (maskOverride ?? mask).withUnsafeBytes { _ = try codec.compress(parts: [$0], into: &maskFrame) }
         try (highOverride ?? high).withUnsafeBytes { _ = try codec.compress(parts: [$0], into: &highFrame) }
-        let crc = values.withUnsafeBytes { SplitFloats.crc32($0) }
+        let crc = values.withUnsafeBytes { SplitFloats.crc32c($0) }
         return Parts(nonZero: UInt32(high.count), low: low, mask: maskFrame, high: highFrame, crc: crc)
     }
 
@@ -80,7 +80,7 @@ struct SplitCodecTests {
 
     // MARK: Layout and round trips
 
-    @Test("the data is nonZero, low bytes, mask frame, high frame, CRC-32, in that order")
+    @Test("the data is nonZero, low bytes, mask frame, high frame, CRC-32C, in that order")
     func layout() throws {
         let values: [Float] = [0, 1, 0, -2.5, 0, 0, 0, 0, 0, Float(bitPattern: 0x1234_5678)]
         var encoded = ByteBuffer()
@@ -222,14 +222,14 @@ struct SplitCodecTests {
         }
     }
 
-    @Test("a changed low byte or CRC is caught by the CRC-32 (code compression)")
+    @Test("a changed low byte or CRC is caught by the CRC-32C (code compression)")
     func checksum() throws {
         let values = Self.gradientShaped(count: 1000, seed: 3)
         var p = try parts(of: values)
         p.low[17] ^= 0x01
         let e1 = try #require(throws: WireError.self) { try decode(payload(count: 1000, data: p.data), count: 1000) }
         #expect(e1.code == .compression)
-        #expect(e1.description.contains("CRC-32 mismatch"))
+        #expect(e1.description.contains("CRC-32C mismatch"))
         p.low[17] ^= 0x01
         p.crc ^= 0x8000_0000
         let e2 = try #require(throws: WireError.self) { try decode(payload(count: 1000, data: p.data), count: 1000) }
