@@ -49,33 +49,31 @@ uint32_t cks_crc32c_portable(uint32_t crc, const void *data, size_t length) {
     return ~c;
 }
 
-
-
+// The processor's instruction, 8 bytes a step then byte by byte: the same loop on both
+// architectures, with their target attribute and intrinsics.
 #if defined(__x86_64__)
-__attribute__((target("sse4.2"))) static uint32_t crc32c_sse42(uint32_t crc, const void *data, size_t length) {
-    const uint8_t *p = data;
-    uint64_t c = ~crc;
-    size_t i = 0;
-    for (; i + 8 <= length; i += 8) {
-        uint64_t word;
-        memcpy(&word, p + i, 8);
-        c = _mm_crc32_u64(c, word);
-    }
-    uint32_t c32 = (uint32_t)c;
-    for (; i < length; i++) c32 = _mm_crc32_u8(c32, p[i]);
-    return ~c32;
-}
+#define HARDWARE_CRC 1
+#define HARDWARE_TARGET __attribute__((target("sse4.2")))
+#define CRC_8_BYTES(c, word) ((uint32_t)_mm_crc32_u64((c), (word)))
+#define CRC_BYTE(c, byte) _mm_crc32_u8((c), (byte))
 #elif defined(__aarch64__) && defined(__linux__)
-__attribute__((target("crc"))) static uint32_t crc32c_arm(uint32_t crc, const void *data, size_t length) {
+#define HARDWARE_CRC 1
+#define HARDWARE_TARGET __attribute__((target("crc")))
+#define CRC_8_BYTES(c, word) __builtin_arm_crc32cd((c), (word))
+#define CRC_BYTE(c, byte) __builtin_arm_crc32cb((c), (byte))
+#endif
+
+#ifdef HARDWARE_CRC
+HARDWARE_TARGET static uint32_t crc32c_hardware(uint32_t crc, const void *data, size_t length) {
     const uint8_t *p = data;
     uint32_t c = ~crc;
     size_t i = 0;
     for (; i + 8 <= length; i += 8) {
         uint64_t word;
         memcpy(&word, p + i, 8);
-        c = __builtin_arm_crc32cd(c, word);
+        c = CRC_8_BYTES(c, word);
     }
-    for (; i < length; i++) c = __builtin_arm_crc32cb(c, p[i]);
+    for (; i < length; i++) c = CRC_BYTE(c, p[i]);
     return ~c;
 }
 #endif
@@ -91,10 +89,8 @@ int cks_crc32c_is_hardware(void) {
 }
 
 uint32_t cks_crc32c(uint32_t crc, const void *data, size_t length) {
-#if defined(__x86_64__)
-    if (__builtin_cpu_supports("sse4.2")) return crc32c_sse42(crc, data, length);
-#elif defined(__aarch64__) && defined(__linux__)
-    if (cks_crc32c_is_hardware()) return crc32c_arm(crc, data, length);
+#ifdef HARDWARE_CRC
+    if (cks_crc32c_is_hardware()) return crc32c_hardware(crc, data, length);
 #endif
     return cks_crc32c_portable(crc, data, length);
 }
