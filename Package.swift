@@ -36,7 +36,7 @@ let package = Package(
         .target(name: "Engine", dependencies: ["COpenBLAS", "CSparseKernels"]),
         // What the programs share: the MNIST model, IDX data sets.
         .target(name: "Training", dependencies: [
-            "Engine", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+            "Engine", "CSparseKernels", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The tutorial's program, single process.
         .executableTarget(name: "BackpropMNIST", dependencies: [
@@ -84,7 +84,7 @@ let package = Package(
         .target(name: "TestSupport", path: "Tests/TestSupport"),
         .testTarget(name: "EngineTests", dependencies: ["Engine"]),
         .testTarget(name: "TrainingTests", dependencies: [
-            "Training", "Engine", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
+            "Training", "Engine", "CSparseKernels", "TestSupport", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         .testTarget(name: "WireTests", dependencies: [
             "Wire", "TestSupport", "CChecksum",

@@ -74,4 +74,36 @@ ATTR static void FN(logistic_pullback_)(const float *g, const float *y, float *o
     for (; i < n; i++) out[i] = g[i] * y[i] * (1.0f - y[i]);
 }
 
+// total += g: one shard's gradient added to a batch's running sum.
+ATTR static void FN(add_)(float *total, const float *g, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) *(vf8u *)(total + i) = *(const vf8u *)(total + i) + *(const vf8u *)(g + i);
+    for (; i < n; i++) total[i] = total[i] + g[i];
+}
+
+// Adam's update of the flat parameters, on the mean gradient sum * scale. Each lane does, as
+// separate IEEE operations in this order (square root and division are correctly rounded, so
+// the width of the vector does not change a bit):
+//   g = sum * scale;  m = b1 * m + (1 - b1) * g;  v = b2 * v + ((1 - b2) * g) * g;
+//   p = p - (step_size * m) / (sqrt(v) / root2 + eps).
+ATTR static void FN(adam_)(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1,
+                           float b2, float eps, float step_size, float root2) {
+    const float take1 = 1.0f - b1, take2 = 1.0f - b2;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const vf8 g = *(const vf8u *)(sum + i) * scale;
+        const vf8 mi = b1 * *(const vf8u *)(m + i) + take1 * g;
+        const vf8 vi = b2 * *(const vf8u *)(v + i) + take2 * g * g;
+        *(vf8u *)(m + i) = mi;
+        *(vf8u *)(v + i) = vi;
+        *(vf8u *)(p + i) = *(const vf8u *)(p + i) - step_size * mi / (__builtin_elementwise_sqrt(vi) / root2 + eps);
+    }
+    for (; i < n; i++) {
+        const float g = sum[i] * scale;
+        m[i] = b1 * m[i] + take1 * g;
+        v[i] = b2 * v[i] + take2 * g * g;
+        p[i] = p[i] - step_size * m[i] / (sqrtf(v[i]) / root2 + eps);
+    }
+}
+
 #pragma clang diagnostic pop

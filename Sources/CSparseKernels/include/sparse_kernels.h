@@ -173,6 +173,16 @@ void sk_logistic_f(const float *x, float *y, int64_t n);
 /// its result y.
 void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t n);
 
+/// total[i] += g[i] for i < n (a shard's gradient added to a batch's sum).
+void sk_add_f(float *total, const float *g, int64_t n);
+
+/// One Adam step on n parameters p, with moments m and v, against the mean gradient
+/// sum[i] * scale; step_size is lr / (1 - b1^t) and root2 sqrt(1 - b2^t). Per entry, as
+/// separate IEEE operations: g = sum * scale; m = b1 m + (1 - b1) g; v = b2 v + ((1 - b2) g) g;
+/// p = p - (step_size m) / (sqrt(v) / root2 + eps).
+void sk_adam_f(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1, float b2,
+               float eps, float step_size, float root2);
+
 /// Whether the AVX2 kernels are in use (1) or the portable ones (0).
 int sk_uses_avx2(void);
 

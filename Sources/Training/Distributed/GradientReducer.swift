@@ -1,3 +1,5 @@
+import CSparseKernels
+
 /// Adds the gradient sums of a batch's shards in shard order, whatever order they arrive in.
 ///
 /// Results that arrive early wait until every shard before them has been added, so the sum is
@@ -53,7 +55,7 @@ public struct GradientReducer: Sendable {
         while let next = waiting.removeValue(forKey: nextShard) {
             gradientSum.withUnsafeMutableBufferPointer { total in
                 next.gradient.withUnsafeBufferPointer { g in
-                    for i in 0..<total.count { total[i] += g[i] }
+                    if let t = total.baseAddress { sk_add_f(t, g.baseAddress!, Int64(total.count)) }
                 }
             }
             lossSum += next.lossSum

@@ -1,3 +1,4 @@
+import CSparseKernels
 import Foundation
 
 /// The descent rule applied to the flat parameter vector once per batch, with its state.
@@ -54,8 +55,8 @@ public struct Optimizer: Sendable, Equatable, Codable {
     /// sum and 1 / its size), without materialising the mean: each entry is computed as the
     /// same Float product and used in the same operations, so the bits are those of
     /// `apply(gradient: gradientSum.map { $0 * scale }, to:)`. Adam, the default, runs on 8-lane
-    /// vectors (element-wise IEEE operations in the scalar order, no fused multiply-adds, so
-    /// again the same bits).
+    /// vectors in C (element-wise IEEE operations in the scalar order, no fused multiply-adds,
+    /// so again the same bits).
     public mutating func apply(gradientSum: [Float], scale: Float, to parameters: inout [Float]) {
         precondition(gradientSum.count == parameters.count,
                      "gradient has \(gradientSum.count) entries, the parameters \(parameters.count)")
@@ -94,38 +95,15 @@ public struct Optimizer: Sendable, Equatable, Codable {
         }
     }
 
-    /// Adam's update over whole buffers of equal length: 8 lanes at a time, then the tail.
+    /// Adam's update over whole buffers of equal length, in C (`sk_adam_f`: vectors of 8,
+    /// AVX2 when the CPU has it; in Swift the vector's square root ran one lane at a time).
     private static func adam(
         m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>, p: UnsafeMutableBufferPointer<Float>,
         sum: UnsafeBufferPointer<Float>, scale: Float, b1: Float, b2: Float, eps: Float, stepSize: Float, root2: Float
     ) {
-        typealias Lanes = SIMD8<Float>
-        let count = p.count
-        var i = 0
-        if count >= 8 {
-            let mp = UnsafeMutableRawPointer(m.baseAddress!), vp = UnsafeMutableRawPointer(v.baseAddress!)
-            let pp = UnsafeMutableRawPointer(p.baseAddress!), sp = UnsafeRawPointer(sum.baseAddress!)
-            let keep1 = Lanes(repeating: b1), take1 = Lanes(repeating: 1 - b1)
-            let keep2 = Lanes(repeating: b2), take2 = Lanes(repeating: 1 - b2)
-            while i + 8 <= count {
-                let offset = 4 * i
-                let g = sp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) * scale
-                let mi = keep1 * mp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) + take1 * g
-                let vi = keep2 * vp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) + take2 * g * g
-                mp.storeBytes(of: mi, toByteOffset: offset, as: Lanes.self)
-                vp.storeBytes(of: vi, toByteOffset: offset, as: Lanes.self)
-                let pi = pp.loadUnaligned(fromByteOffset: offset, as: Lanes.self) - stepSize * mi / (vi.squareRoot() / root2 + eps)
-                pp.storeBytes(of: pi, toByteOffset: offset, as: Lanes.self)
-                i += 8
-            }
-        }
-        while i < count {
-            let g = sum[i] * scale
-            m[i] = b1 * m[i] + (1 - b1) * g
-            v[i] = b2 * v[i] + (1 - b2) * g * g
-            p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
-            i += 1
-        }
+        guard let pp = p.baseAddress else { return }
+        sk_adam_f(m.baseAddress!, v.baseAddress!, pp, sum.baseAddress!, Int64(p.count), scale, b1, b2, eps,
+                  stepSize, root2)
     }
 }
 

@@ -1,0 +1,91 @@
+import CSparseKernels
+import Foundation
+import Testing
+import Training
+
+/// The optimizer and the gradient reducer run their loops in C (`sk_adam_f`, `sk_add_f`, AVX2
+/// when the CPU has it). These tests hold them to the scalar Swift arithmetic they replace, bit
+/// for bit, on the AVX2 and on the portable path: the trained model's bits depend on it.
+@Suite("Optimizer and reducer kernels")
+struct OptimizerKernelTests {
+    /// Values with every kind of entry a gradient or a parameter holds: zeros of both signs,
+    /// tiny and large magnitudes, subnormals, repeated values.
+    static func values(_ count: Int, seed: UInt32) -> [Float] {
+        var state = seed
+        return (0..<count).map { i in
+            state = state &* 1_664_525 &+ 1_013_904_223
+            let unit = Float(state >> 8) / Float(1 << 24) - 0.5
+            switch i % 11 {
+            case 0: return 0
+            case 1: return -0.0
+            case 2: return unit * 1e-30
+            case 3: return Float.leastNonzeroMagnitude * Float(i % 5)
+            case 4: return unit * 1e4
+            default: return unit
+            }
+        }
+    }
+
+    /// Adam as the scalar Swift loop that the kernel replaces, operation by operation.
+    static func referenceAdam(m: inout [Float], v: inout [Float], p: inout [Float], sum: [Float], scale: Float,
+                              b1: Float, b2: Float, eps: Float, stepSize: Float, root2: Float) {
+        for i in p.indices {
+            let g = sum[i] * scale
+            m[i] = b1 * m[i] + (1 - b1) * g
+            v[i] = b2 * v[i] + (1 - b2) * g * g
+            p[i] -= stepSize * m[i] / (v[i].squareRoot() / root2 + eps)
+        }
+    }
+
+    /// Runs `body` once with the kernels the CPU chose and once with the portable ones.
+    static func onBothPaths(_ body: (String) -> Void) {
+        let chosen = sk_uses_avx2()
+        body(chosen != 0 ? "AVX2" : "portable")
+        sk_disable_avx2(1)
+        body("portable")
+        sk_disable_avx2(chosen != 0 ? 0 : 1)
+    }
+
+    @Test("Adam's steps are the scalar Swift arithmetic's bits, whole vectors and tails, on both paths",
+          arguments: [0, 1, 7, 8, 9, 1001])
+    func adamMatchesScalarArithmetic(count: Int) {
+        Self.onBothPaths { path in
+            var optimizer = Optimizer(kind: .adam, learningRate: 0.01)
+            var parameters = Self.values(count, seed: 1)
+            var m = [Float](repeating: 0, count: count), v = m, p = parameters
+            for step in 1...3 {
+                let sum = Self.values(count, seed: UInt32(10 + step))
+                let scale: Float = 1 / 5000
+                optimizer.apply(gradientSum: sum, scale: scale, to: &parameters)
+                let correction1 = 1 - Float(pow(Double(optimizer.beta1), Double(step)))
+                let correction2 = 1 - Float(pow(Double(optimizer.beta2), Double(step)))
+                Self.referenceAdam(m: &m, v: &v, p: &p, sum: sum, scale: scale, b1: optimizer.beta1,
+                                   b2: optimizer.beta2, eps: optimizer.epsilon,
+                                   stepSize: optimizer.learningRate / correction1,
+                                   root2: Float(Double(correction2).squareRoot()))
+                let differing = p.indices.filter { p[$0].bitPattern != parameters[$0].bitPattern }
+                #expect(differing.isEmpty,
+                        "\(path), step \(step): \(differing.count) of \(count) parameters differ from the scalar arithmetic, first at \(differing.first ?? -1)")
+                #expect(optimizer.first.map(\.bitPattern) == m.map(\.bitPattern), "\(path), step \(step): first moment")
+                #expect(optimizer.second.map(\.bitPattern) == v.map(\.bitPattern), "\(path), step \(step): second moment")
+            }
+        }
+    }
+
+    @Test("the reducer's sum is the scalar additions' bits in shard order, on both paths")
+    func reducerAddsLikeScalarCode() {
+        Self.onBothPaths { path in
+            let count = 1003, shards = 4
+            let gradients = (0..<shards).map { Self.values(count, seed: UInt32(100 + $0)) }
+            var reducer = GradientReducer(shardCount: shards, parameterCount: count)
+            for index in [2, 0, 3, 1] {
+                reducer.offer(shard: index, .init(gradient: gradients[index], lossSum: 1, correct: 1, count: 1))
+            }
+            var expected = [Float](repeating: 0, count: count)
+            for g in gradients { for i in expected.indices { expected[i] += g[i] } }
+            #expect(reducer.isComplete)
+            #expect(reducer.gradientSum.map(\.bitPattern) == expected.map(\.bitPattern),
+                    "\(path): the reducer's sum differs from adding the shards in order")
+        }
+    }
+}
