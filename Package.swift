@@ -27,7 +27,8 @@ let package = Package(
         .systemLibrary(name: "CZlib", pkgConfig: "zlib", providers: [.apt(["zlib1g-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
 
-        // Kernels of a dense layer on a sparse input batch (AVX2 with a portable fallback).
+        // C kernels (AVX2 with a portable fallback, the same bits): a dense layer on a sparse input
+        // batch, element-wise exp and logistic, and the coordinator's Adam step and shard sums.
         .target(name: "CSparseKernels"),
         // CRC-32C for the wire protocol's split float payloads (the processor's instruction
         // where there is one).
