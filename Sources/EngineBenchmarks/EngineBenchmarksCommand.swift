@@ -21,8 +21,13 @@ struct EngineBenchmarksCommand: ParsableCommand {
     @Option(help: "BLAS thread counts to measure, comma-separated.")
     var threads = "1,2"
 
+    /// The parts `--only` can pick.
+    enum Part: String, CaseIterable, ExpressibleByArgument {
+        case codec, aead, batched, sparse, perSample = "per-sample", countEngine = "count-engine", countHand = "count-hand"
+    }
+
     @Option(help: "Measure only one part: codec, aead (frame protection), batched, sparse (first layer, sparse vs dense by density) or per-sample (default: all); count-engine or count-hand runs 200 per-sample gradients untimed, for bench/ad_instructions.sh.")
-    var only: String?
+    var only: Part?
 
     @Option(help: "wall, or thread-cpu: the measuring thread's CPU time (for single-threaded figures on a busy machine).")
     var clock = "wall"
@@ -34,9 +39,6 @@ struct EngineBenchmarksCommand: ParsableCommand {
     var layerSizes: [Int] { sizes.split(separator: ",").compactMap { Int($0) } }
 
     func validate() throws {
-        if let only, !["codec", "aead", "batched", "sparse", "per-sample", "count-engine", "count-hand"].contains(only) {
-            throw ValidationError("--only must be codec, aead, batched, sparse, per-sample, count-engine or count-hand; got '\(only)'")
-        }
         guard ["wall", "thread-cpu"].contains(clock) else { throw ValidationError("--clock must be wall or thread-cpu, got '\(clock)'") }
         let parsed = layerSizes
         guard parsed.count == sizes.split(separator: ",", omittingEmptySubsequences: false).count, parsed.count >= 2,
@@ -48,11 +50,11 @@ struct EngineBenchmarksCommand: ParsableCommand {
     func run() throws {
         measureThreadCPUTime = clock == "thread-cpu"
         print(BLASRuntime.prepareProcess())
-        if only == nil || only == "aead" {
+        if only == nil || only == .aead {
             AEADBenchmark.run(repetitions: repetitions)
             try AEADBenchmark.pipelineStep(repetitions: repetitions)
         }
-        if only == "aead" { return }
+        if only == .aead { return }
         let (train, _) = try MNIST.load(directory: data)
         var rng = SeededGenerator(seed: 1)
         let net = Network<Float>(sizes: layerSizes, using: &rng)
@@ -60,13 +62,13 @@ struct EngineBenchmarksCommand: ParsableCommand {
         let batch = Array(rng.permutation(train.count).prefix(5000))
         let x = train.batchInput(batch, as: Float.self)
         let labels = train.batchLabels(batch)
-        if only == nil || only == "codec" {
+        if only == nil || only == .codec {
             try CodecBenchmark.run(train: train, net: net, batch: batch, repetitions: repetitions)
         }
-        if only == nil || only == "batched" { batched(train: train, net: net, batch: batch, x: x, labels: labels) }
-        if only == nil || only == "sparse" { SparseLayerBenchmark.run(train: train, batch: batch, repetitions: repetitions) }
-        if only == nil || only == "per-sample" { perSample(train: train, net: net, batch: batch) }
-        if only == "count-engine" || only == "count-hand" { PerSampleCount.run(engine: only == "count-engine", train: train, net: net, batch: batch) }
+        if only == nil || only == .batched { batched(train: train, net: net, batch: batch, x: x, labels: labels) }
+        if only == nil || only == .sparse { SparseLayerBenchmark.run(train: train, batch: batch, repetitions: repetitions) }
+        if only == nil || only == .perSample { perSample(train: train, net: net, batch: batch) }
+        if only == .countEngine || only == .countHand { PerSampleCount.run(engine: only == .countEngine, train: train, net: net, batch: batch) }
     }
 
     func batched(train: LabeledDataSet, net: Network<Float>, batch: [Int], x: BatchInput<Float>, labels: [Int]) {
