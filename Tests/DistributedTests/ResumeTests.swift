@@ -10,8 +10,9 @@ import Glibc
 /// a run that was never interrupted.
 @Suite("Coordinator crash and resume", .serialized, .oneProcessTestAtATime)
 struct ResumeTests {
-    /// Long enough that the last kill (at most 200 ms after checkpoint 27) always lands before the
-    /// end: even a fast machine needs several milliseconds a step, and 53 steps remain.
+    /// Each run is killed up to 60 ms after the second checkpoint it writes (every 3 steps), so
+    /// three rounds end by step 6 + 3 * (6 + 60 ms of steps): within 80 steps for anything down
+    /// to 5 ms a step (a step takes 7-12 ms on the AVX-512 machine, more in debug builds).
     static let run = ["--max-steps", "80", "--worker-timeout", "3"]
 
     @Test("coordinator killed with SIGKILL at several points (one while its newest checkpoint is damaged), resumed: the undisturbed model_sha256")
@@ -23,10 +24,15 @@ struct ResumeTests {
         let arguments = ["--data", Products.mnistDirectory] + TinyRun.options + Self.run
             + ["--local", "2", "--metrics", metrics, "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--resume"]
         var generator = SystemRandomNumberGenerator()
-        // Kill it after these checkpoints, each time a random moment later (mid-step, mid-write).
-        for (round, after) in [6, 15, 27].enumerated() {
+        // Kill each run a random moment (mid-step, mid-write) after the second checkpoint it
+        // writes. (Fixed checkpoints do not work: on a fast machine a run killed 200 ms after
+        // checkpoint 6 had already written checkpoint 15, so the next run never did.)
+        for round in 0..<3 {
             let coordinator = try LiveProcess(coordinatorPath, arguments)
-            let delay = Int.random(in: 0...200, using: &generator)
+            try #require(try await coordinator.waitForOutput(round == 0 ? "starting from the beginning" : "step(s) done", timeout: 60),
+                         "round \(round): the run did not say where it starts:\n\(coordinator.stdout)")
+            let after = (Self.resumedStep(coordinator.stdout) ?? 0) / 3 * 3 + 6
+            let delay = Int.random(in: 0...60, using: &generator)
             let killed = await coordinator.signal(SIGKILL, milliseconds: delay, afterOutput: String(format: "checkpoint-%09d", after))
             try #require(killed != nil, "round \(round): no checkpoint of step \(after):\n\(coordinator.stdout)")
             _ = try await coordinator.finish(timeout: 10)
@@ -69,6 +75,14 @@ struct ResumeTests {
         #expect(other.status != 0, "\(other)")
         #expect(other.stderr.contains("belongs to a different run") && other.stderr.contains("seed: 9 here, 1 in the checkpoint"),
                 "\(other)")
+    }
+
+    /// The steps done by the checkpoint a run resumed from ("resuming from FILE: N step(s) done").
+    static func resumedStep(_ output: String) -> Int? {
+        guard let done = output.range(of: " step(s) done"), let colon = output[..<done.lowerBound].lastIndex(of: ":") else {
+            return nil
+        }
+        return Int(output[output.index(after: colon)..<done.lowerBound].trimmingCharacters(in: .whitespaces))
     }
 
     /// Pids of the local workers, from "worker 127.0.0.1:PORT ready: HOST:PID, ..." lines.

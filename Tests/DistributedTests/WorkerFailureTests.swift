@@ -14,8 +14,13 @@ import Glibc
 /// how long it took to notice.
 @Suite("Worker failures", .serialized, .oneProcessTestAtATime)
 struct WorkerFailureTests {
-    /// Long enough that a worker can be disturbed, noticed, and come back before the end.
+    /// Long enough that a worker can be disturbed and noticed before the end.
     static let run = ["--max-steps", "40", "--worker-timeout", "3"]
+    /// Steps for the runs in which a worker must also come back and be used before the end: a
+    /// returning worker is dialled with backoff, and one that is a new process is sent the data
+    /// and warms up first, which takes about a second, while a step of these runs takes 7-12 ms
+    /// on the AVX-512 machine (40 steps were over before it was back).
+    static let longRun = ["--max-steps", "400"]
 
     static func coordinator(_ arguments: [String]) throws -> LiveProcess {
         let (coordinator, _) = try Products.require()
@@ -60,7 +65,7 @@ struct WorkerFailureTests {
         let a = try BackgroundWorker(executable: workerPath), b = try BackgroundWorker(executable: workerPath)
         defer { kill(a.process.processIdentifier, SIGCONT); a.stop(); b.stop() }
         let metrics = try temporaryDirectory("sigstop").appendingPathComponent("run.jsonl").path
-        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
+        let run = try Self.coordinator(Self.longRun + ["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
         let stopped = try #require(await run.signal(SIGSTOP, to: a.process.processIdentifier, afterOutput: "(Batch 3)"),
                                    "the run did not get to batch 3:\n\(run.stdout)")
         let noticed = try await Self.secondsUntil("worker 127.0.0.1:\(a.port) lost (no answer to heartbeats", in: run,
@@ -72,7 +77,7 @@ struct WorkerFailureTests {
         print("[DistributedTests] back \(back.map { String(format: "%.2f s", $0) } ?? "never") after SIGCONT")
         #expect(back != nil, "the worker was not used again after SIGCONT:\n\(run.stdout)")
         let outcome = try await run.finish()
-        try await Self.expectSameModel(outcome, metrics: metrics)
+        try await Self.expectSameModel(outcome, metrics: metrics, run: Self.run + Self.longRun)
     }
 
     @Test("a worker killed and started again on its port is dialled again and used")
@@ -81,7 +86,7 @@ struct WorkerFailureTests {
         let a = try BackgroundWorker(executable: workerPath), b = try BackgroundWorker(executable: workerPath)
         defer { a.stop(); b.stop() }
         let metrics = try temporaryDirectory("restart").appendingPathComponent("run.jsonl").path
-        let run = try Self.coordinator(["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
+        let run = try Self.coordinator(Self.longRun + ["--workers", "127.0.0.1:\(a.port),127.0.0.1:\(b.port)", "--metrics", metrics])
         try #require(await run.signal(SIGKILL, to: a.process.processIdentifier, afterOutput: "(Batch 3)") != nil,
                      "the run did not get to batch 3:\n\(run.stdout)")
         a.process.waitUntilExit()
@@ -91,15 +96,14 @@ struct WorkerFailureTests {
         print("[DistributedTests] restarted worker used again \(back.map { String(format: "%.2f s", $0) } ?? "never") after it started")
         #expect(back != nil, "the restarted worker was not used again:\n\(run.stdout)")
         let outcome = try await run.finish()
-        try await Self.expectSameModel(outcome, metrics: metrics)
+        try await Self.expectSameModel(outcome, metrics: metrics, run: Self.run + Self.longRun)
     }
 
     @Test("coordinator --local: a local worker killed with SIGKILL is started again and used again")
     func localWorkerRestarted() async throws {
         let metrics = try temporaryDirectory("local-restart").appendingPathComponent("run.jsonl").path
-        // A restarted local process has the data sent again and warms up before it is used:
-        // in a debug build that can outlast 40 steps, so this run is longer.
-        let steps = ["--max-steps", "120"]
+        // A restarted local process has the data sent again and warms up before it is used.
+        let steps = Self.longRun
         let run = try Self.coordinator(steps + ["--local", "2", "--metrics", metrics])
         try #require(try await run.waitForOutput("(Batch 1)"), "the run did not get to batch 1:\n\(run.stdout)")
         let pids = ResumeTests.localWorkerPIDs(run.stdout)
