@@ -20,8 +20,8 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     /// A layer from `inputs` to `outputs` with every parameter drawn uniformly from `range`.
     /// The weights are drawn output by output (each output's weights from every input, then
     /// the next output's), then the biases.
-    @_specialize(exported: true, where Scalar == Float)
-    @_specialize(exported: true, where Scalar == Double)
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public init(inputs: Int, outputs: Int, uniformIn range: ClosedRange<Scalar>,
                 using generator: inout SeededGenerator) {
         let w = Matrix<Scalar>(rows: inputs, columns: outputs) { out in

@@ -30,6 +30,8 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 
     /// A network with layer sizes `sizes` (inputs first, classes last), every parameter drawn
     /// uniformly from `range` (the tutorial's initialisation: -0.5...0.5).
+    @_specialize(where Scalar == Float)
+    @_specialize(where Scalar == Double)
     public init(sizes: [Int], uniformIn range: ClosedRange<Scalar> = -0.5...0.5,
                 using generator: inout SeededGenerator) {
         precondition(sizes.count >= 2 && sizes.allSatisfy { $0 > 0 },
