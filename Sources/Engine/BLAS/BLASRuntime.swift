@@ -39,7 +39,11 @@ public enum BLASRuntime {
         public var threads: Int
         /// Where the kernel choice came from.
         public var source: String
-        public var description: String { "OpenBLAS kernel \(coreName) (\(source)), \(threads) thread(s)" }
+        /// How long idle BLAS threads spin before they sleep (`shortenIdleSpin`).
+        public var idleWait: String
+        public var description: String {
+            "OpenBLAS kernel \(coreName) (\(source)), \(threads) thread(s), \(idleWait)"
+        }
     }
 
     /// Ensures the best kernel (re-executing the program once if needed), sets the thread
@@ -57,9 +61,43 @@ public enum BLASRuntime {
             reexecute(with: kernel)   // returns only if exec failed
             source = "fallback: could not re-execute with OPENBLAS_CORETYPE=\(kernel)"
         }
+        let idleWait: String
+        if let user = environment["OPENBLAS_THREAD_TIMEOUT"] {
+            idleWait = "idle threads spin 2^\(user) cycles (OPENBLAS_THREAD_TIMEOUT set by the user)"
+        } else if shortenIdleSpin() {
+            idleWait = "idle threads spin 2^\(idleSpinExponent) cycles"
+        } else {
+            idleWait = "idle threads spin OpenBLAS's default 2^28 cycles (its internals were not found)"
+        }
         if let threads { setThreadCount(threads) }
         keepFreedMemoryMapped()
-        return Report(coreName: coreName, threads: threadCount, source: source)
+        return Report(coreName: coreName, threads: threadCount, source: source, idleWait: idleWait)
+    }
+
+    /// How long OpenBLAS's idle threads spin before they sleep, as OpenBLAS's
+    /// `OPENBLAS_THREAD_TIMEOUT` (2^n cycles): 2^18, about 0.1 ms, instead of its default 2^28.
+    public static let idleSpinExponent = 18
+
+    /// OpenBLAS's idle threads wait for work by spinning on `sched_yield` for 2^28 cycles,
+    /// about 0.1 s, after each threaded call (and after the library loads) before they sleep.
+    /// Between two BLAS calls the Engine runs parallel kernels of its own (the sparse first
+    /// layer, the element-wise passes), and a process that uses one BLAS thread leaves the
+    /// pool idle: either way the spinning threads take cores from the work. Unless the user set
+    /// `OPENBLAS_THREAD_TIMEOUT`, it is set to `idleSpinExponent`, OpenBLAS re-reads its
+    /// environment (`openblas_read_env`) and its thread pool is stopped
+    /// (`blas_thread_shutdown_`); the next threaded call starts it again with the shorter wait.
+    /// Both are OpenBLAS internals (exported by 0.3.21), looked up at run time: without them
+    /// nothing changes. Returns whether the wait was shortened.
+    @discardableResult
+    static func shortenIdleSpin() -> Bool {
+        guard ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] == nil,
+              let readEnvironment = dlsym(nil, "openblas_read_env"),
+              let shutDownThreads = dlsym(nil, "blas_thread_shutdown_") else { return false }
+        typealias Function = @convention(c) () -> Void
+        setenv("OPENBLAS_THREAD_TIMEOUT", String(idleSpinExponent), 1)
+        unsafeBitCast(readEnvironment, to: Function.self)()
+        unsafeBitCast(shutDownThreads, to: Function.self)()
+        return true
     }
 
     /// Tensors of a training step are allocated and freed again at every step, many of them
