@@ -92,15 +92,21 @@ extension MetricsAndModelTests {
             let outcome = try await TinyRun.coordinator(["--local", "2", "--max-steps", "2", "--compression", policy, "--metrics", metrics])
             try #require(outcome.status == 0, "\(outcome)")
             let file = try MetricsFile(path: metrics)
-            results[policy] = (file.steps[1].bytes_sent, file.steps[1].bytes_received, file.modelDigest)
+            // Both steps together: a worker that finishes early is sent the next step's tasks
+            // ahead, so which step counts a task's bytes depends on timing; the run's total does not.
+            results[policy] = (file.steps.map(\.bytes_sent).reduce(0, +), file.steps.map(\.bytes_received).reduce(0, +),
+                               file.modelDigest)
         }
-        print("[DistributedTests] step 2 bytes sent/received by policy: \(results.mapValues { ($0.sent, $0.received) })")
-        // 784-20-10: 15,910 parameters, 63,640 bytes raw, to each of 2 workers.
-        let raw = 2 * 63_640
-        #expect(results["none"]!.sent >= raw, "raw parameters to two workers are at least \(raw) bytes")
-        #expect(results["zstd"]!.sent < results["none"]!.sent, "zstd did not make the parameters smaller")
-        #expect(results["zstd"]!.received < results["none"]!.received, "zstd did not make the gradients smaller")
-        #expect(results["auto"]!.sent == results["none"]!.sent, "auto compressed on loopback")
+        print("[DistributedTests] bytes sent/received in 2 steps by policy: \(results.mapValues { ($0.sent, $0.received) })")
+        // 784-20-10: 15,910 parameters, 63,640 bytes raw, to each of 2 workers, each step.
+        let raw = 2 * 2 * 63_640
+        let (none, zstd, auto) = (results["none"]!, results["zstd"]!, results["auto"]!)
+        #expect(none.sent >= raw, "raw parameters to two workers in two steps are at least \(raw) bytes")
+        #expect(zstd.sent < none.sent, "zstd did not make the parameters smaller")
+        #expect(zstd.received < none.received, "zstd did not make the gradients smaller")
+        // Raw on loopback: the same bytes as `none` but for the odd heartbeat (a few dozen bytes),
+        // far from what zstd saves.
+        #expect(abs(auto.sent - none.sent) < (none.sent - zstd.sent) / 10, "auto compressed on loopback: \(auto.sent) bytes, none \(none.sent), zstd \(zstd.sent)")
         #expect(Set(results.values.map(\.digest)).count == 1, "the encodings trained different models")
     }
 }
