@@ -46,11 +46,19 @@ final class LiveProcess: @unchecked Sendable {
     @discardableResult
     func signal(_ signal: Int32, to target: Int32? = nil, milliseconds delay: Int = 0, afterOutput text: String,
                 timeout: Double = 120) async -> Date? {
+        await self.signal(signal, to: target, milliseconds: delay, timeout: timeout) { $0.contains(text) }
+    }
+
+    /// `signal(_:to:milliseconds:afterOutput:timeout:)` once `ready` holds for stdout so far
+    /// (checked by the same thread, for conditions that depend on what the process printed first).
+    @discardableResult
+    func signal(_ signal: Int32, to target: Int32? = nil, milliseconds delay: Int = 0, timeout: Double = 120,
+                when ready: @escaping @Sendable (String) -> Bool) async -> Date? {
         await withCheckedContinuation { (continuation: CheckedContinuation<Date?, Never>) in
             Thread { [self] in
                 let deadline = Date().addingTimeInterval(timeout)
                 while Date() < deadline && process.isRunning {
-                    if out.text.contains(text) {
+                    if ready(out.text) {
                         if delay > 0 { usleep(useconds_t(delay * 1000)) }
                         kill(target ?? pid, signal)
                         return continuation.resume(returning: Date())

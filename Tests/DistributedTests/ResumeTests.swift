@@ -25,15 +25,17 @@ struct ResumeTests {
             + ["--local", "2", "--metrics", metrics, "--checkpoint-dir", checkpoints, "--checkpoint-every", "3", "--resume"]
         var generator = SystemRandomNumberGenerator()
         // Kill each run a random moment (mid-step, mid-write) after the second checkpoint it
-        // writes. (Fixed checkpoints do not work: on a fast machine a run killed 200 ms after
-        // checkpoint 6 had already written checkpoint 15, so the next run never did.)
+        // writes, found from where it says it starts. (Fixed checkpoints do not work: on a fast
+        // machine a run killed 200 ms after checkpoint 6 had already written checkpoint 15, so
+        // the next run never did.) The signal's own thread watches for both lines: a test task
+        // that waited for the first can lose seconds waiting for a turn, and the run ends.
         for round in 0..<3 {
             let coordinator = try LiveProcess(coordinatorPath, arguments)
-            try #require(try await coordinator.waitForOutput(round == 0 ? "starting from the beginning" : "step(s) done", timeout: 60),
-                         "round \(round): the run did not say where it starts:\n\(coordinator.stdout)")
-            let after = (Self.resumedStep(coordinator.stdout) ?? 0) / 3 * 3 + 6
             let delay = Int.random(in: 0...60, using: &generator)
-            let killed = await coordinator.signal(SIGKILL, milliseconds: delay, afterOutput: String(format: "checkpoint-%09d", after))
+            let killed = await coordinator.signal(SIGKILL, milliseconds: delay) { output in
+                Self.killPoint(output).map { output.contains(String(format: "checkpoint-%09d", $0)) } ?? false
+            }
+            let after = Self.killPoint(coordinator.stdout) ?? -1
             try #require(killed != nil, "round \(round): no checkpoint of step \(after):\n\(coordinator.stdout)")
             _ = try await coordinator.finish(timeout: 10)
             let workers = Self.localWorkerPIDs(coordinator.stdout)
@@ -75,6 +77,13 @@ struct ResumeTests {
         #expect(other.status != 0, "\(other)")
         #expect(other.stderr.contains("belongs to a different run") && other.stderr.contains("seed: 9 here, 1 in the checkpoint"),
                 "\(other)")
+    }
+
+    /// The step of the second checkpoint a run writes (every 3 steps), once it has said where it
+    /// starts; nil before.
+    static func killPoint(_ output: String) -> Int? {
+        if output.contains("starting from the beginning") { return 6 }
+        return resumedStep(output).map { $0 / 3 * 3 + 6 }
     }
 
     /// The steps done by the checkpoint a run resumed from ("resuming from FILE: N step(s) done").
