@@ -62,8 +62,9 @@ public enum BLASRuntime {
             source = "fallback: could not re-execute with OPENBLAS_CORETYPE=\(kernel)"
         }
         let idleWait: String
-        if let user = environment["OPENBLAS_THREAD_TIMEOUT"] {
-            idleWait = "idle threads spin 2^\(user) cycles (OPENBLAS_THREAD_TIMEOUT set by the user)"
+        if let set = environment["OPENBLAS_THREAD_TIMEOUT"] {
+            // The user's choice, or the value a coordinator passed on to its local workers.
+            idleWait = "idle threads spin 2^\(set) cycles (OPENBLAS_THREAD_TIMEOUT from the environment)"
         } else if shortenIdleSpin() {
             idleWait = "idle threads spin 2^\(idleSpinExponent) cycles"
         } else {
@@ -76,22 +77,21 @@ public enum BLASRuntime {
 
     /// How long OpenBLAS's idle threads spin before they sleep, as OpenBLAS's
     /// `OPENBLAS_THREAD_TIMEOUT` (2^n cycles): 2^18, about 0.1 ms, instead of its default 2^28.
-    public static let idleSpinExponent = 18
+    static let idleSpinExponent = 18
 
     /// OpenBLAS's idle threads wait for work by spinning on `sched_yield` for 2^28 cycles,
     /// about 0.1 s, after each threaded call (and after the library loads) before they sleep.
     /// Between two BLAS calls the Engine runs parallel kernels of its own (the sparse first
     /// layer, the element-wise passes), and a process that uses one BLAS thread leaves the
-    /// pool idle: either way the spinning threads take cores from the work. Unless the user set
-    /// `OPENBLAS_THREAD_TIMEOUT`, it is set to `idleSpinExponent`, OpenBLAS re-reads its
+    /// pool idle: either way the spinning threads take cores from the work. `prepareProcess`
+    /// calls this when `OPENBLAS_THREAD_TIMEOUT` is unset: it is set to `idleSpinExponent`
+    /// (child processes inherit it and start with the short wait), OpenBLAS re-reads its
     /// environment (`openblas_read_env`) and its thread pool is stopped
     /// (`blas_thread_shutdown_`); the next threaded call starts it again with the shorter wait.
     /// Both are OpenBLAS internals (exported by 0.3.21), looked up at run time: without them
     /// nothing changes. Returns whether the wait was shortened.
-    @discardableResult
     static func shortenIdleSpin() -> Bool {
-        guard ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"] == nil,
-              let readEnvironment = dlsym(nil, "openblas_read_env"),
+        guard let readEnvironment = dlsym(nil, "openblas_read_env"),
               let shutDownThreads = dlsym(nil, "blas_thread_shutdown_") else { return false }
         typealias Function = @convention(c) () -> Void
         setenv("OPENBLAS_THREAD_TIMEOUT", String(idleSpinExponent), 1)
