@@ -113,6 +113,10 @@ final class WorkerState {
                                 break
                             }
                             let replies = try await reportingErrors { try handle(message, session: &session) }
+                            if let data = session.warmUpOn {
+                                session.warmUpOn = nil
+                                await warmUp(on: data, session: session)
+                            }
                             for reply in replies { try await outbound.write(reply) }
                             if case .parameters = message {
                                 timing.networkRebuilt()
@@ -146,6 +150,9 @@ final class WorkerState {
         var step: UInt64 = 0
         /// Samples per training task, as the hello announced it (for the warm-up).
         var shardSize: Int?
+        /// A training set just made active: the worker warms up on it before it says it is
+        /// ready.
+        var warmUpOn: LabeledDataSet?
     }
 
     func handle(_ message: WireMessage, session: inout Session) throws -> [WireMessage] {
@@ -161,7 +168,7 @@ final class WorkerState {
             let held = dataSets[descriptor.digest]
             if let held {
                 session.active[descriptor.kind] = descriptor.digest
-                if descriptor.kind == .train { warmUp(on: held, session: session) }
+                if descriptor.kind == .train { session.warmUpOn = held }
             }
             return [.datasetStatus(DatasetStatus(kind: descriptor.kind, digest: descriptor.digest,
                                                  state: held != nil ? .ready : .missing))]
@@ -176,7 +183,7 @@ final class WorkerState {
             dataSets[d.digest] = data
             session.active[d.kind] = d.digest
             logger.info("received \(d.kind) data set: \(d.sampleCount) samples, \(d.digest)")
-            if d.kind == .train { warmUp(on: data, session: session) }
+            if d.kind == .train { session.warmUpOn = data }
             return [.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready))]
         case .parameters(let update):
             guard let signature = session.signature else { return [] }
@@ -203,19 +210,35 @@ final class WorkerState {
     /// tens of megabytes of heap and for cold code and caches: the first step took ~25 ms
     /// longer than the others. Benchmarks of other systems skip their first iterations for the
     /// same reason; here the cost moves to the session's start.
-    private func warmUp(on data: LabeledDataSet, session: Session) {
+    ///
+    /// Shards run on the threads of Swift's cooperative pool, one per core, and a thread's
+    /// first shards are slow however warm the process is (OpenBLAS's packing buffers and the
+    /// Engine's scratch space are per thread): so the warm-up runs on all of them at once, as
+    /// many concurrent tasks as the pool has threads, each holding its thread throughout.
+    private func warmUp(on data: LabeledDataSet, session: Session) async {
         guard let sizes = session.signature?.layerSizes, sizes.first == data.featureCount,
               let shardSize = session.shardSize.map({ min($0, data.count) }), shardSize > 0,
               warmedUp.insert(sizes + [shardSize]).inserted else { return }
         let started = ContinuousClock.now
         var generator = SeededGenerator(seed: 1)
         let network = Network<Float>(sizes: sizes, using: &generator)
-        for k in 0..<Self.warmUpShards {
-            let indices = (0..<shardSize).map { (k * shardSize + $0) % data.count }
-            _ = ShardResult.compute(network, on: data, indices: indices).gradient.flattened()
+        let threads = Self.poolThreads
+        await withTaskGroup(of: Void.self) { group in
+            for thread in 0..<threads {
+                group.addTask {
+                    for k in 0..<Self.warmUpShards {
+                        let first = (thread * Self.warmUpShards + k) * shardSize
+                        let indices = (0..<shardSize).map { (first + $0) % data.count }
+                        _ = ShardResult.compute(network, on: data, indices: indices).gradient.flattened()
+                    }
+                }
+            }
         }
-        logger.info("warmed up: \(Self.warmUpShards) shard gradients of \(shardSize) samples in \(ContinuousClock.now - started)")
+        logger.info("warmed up: \(Self.warmUpShards) shard gradients of \(shardSize) samples on each of \(threads) thread(s) in \(ContinuousClock.now - started)")
     }
+
+    /// Threads of Swift's cooperative pool on Linux: one per active core.
+    static var poolThreads: Int { max(1, ProcessInfo.processInfo.activeProcessorCount) }
 
     /// Refuses a data set the session's model cannot read: samples of another size than its
     /// inputs, or more classes than its outputs (a task on it would stop the worker).
