@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -8,9 +9,20 @@ import Darwin
 /// they ran. The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
 /// back when the call is over (`end`); a tape is never shared between threads, and each thread
 /// keeps one spare, so a call allocates neither the tape nor room for its operations.
+///
+/// Variables refer to their tape without counting (`TapeReference`): a tape is never
+/// deallocated. When a call ends, its tape goes back to its thread's spare slot, or, when that
+/// slot is taken (a nested call) or the thread ends, to a process-wide pool that `begin` draws
+/// from; so there are only ever as many tapes as calls that once ran at the same time, and an
+/// uncounted reference to one always points to a live object. Each call on a tape has a new
+/// number (`call`), so a variable that escaped its call is known as such (`TapeReference.isCurrent`).
 @usableFromInline
 final class Tape {
     @exclusivity(unchecked) private var nodes: ContiguousArray<TapeNode>
+    /// The number of the call that the tape serves now (or served last), raised when a call
+    /// ends. Atomic only so that reading it is defined even from a variable that escaped to
+    /// another thread; relaxed loads and stores are plain moves.
+    @usableFromInline let call = Atomic<UInt>(0)
 
     /// Room for a small network's operations from the start (growing the array step by step
     /// cost several allocations per call).
@@ -19,25 +31,35 @@ final class Tape {
         nodes.reserveCapacity(32)
     }
 
-    /// A tape for a new call: this thread's spare, or a new one (a call made inside another
-    /// call's function finds the spare taken and makes its own).
+    /// A tape for a new call: this thread's spare, else one from the pool, else a new one (a
+    /// call made inside another call's function finds the spare taken).
     @usableFromInline static func begin() -> Tape {
         let key = spareTapeKey
         if let spare = pthread_getspecific(key) {
             pthread_setspecific(key, nil)
             return Unmanaged<Tape>.fromOpaque(spare).takeRetainedValue()
         }
-        return Tape()
+        return pool.withLock { $0.popLast() }?.tape ?? Tape()
     }
 
-    /// Ends the call: drops what is left on the tape and keeps it as this thread's spare,
-    /// unless something still refers to it (a variable that escaped its call).
-    @usableFromInline static func end(_ tape: inout Tape) {
+    /// Ends the call: drops what is left on the tape, numbers its next call, and keeps it as
+    /// this thread's spare (or in the pool if the spare slot is taken). A variable that escaped
+    /// the call still refers to the tape, which stays alive, but is no longer current: an
+    /// operation on it records nothing.
+    @usableFromInline static func end(_ tape: Tape) {
         tape.nodes.removeAll(keepingCapacity: true)
+        tape.call.add(1, ordering: .relaxed)
         let key = spareTapeKey
-        guard isKnownUniquelyReferenced(&tape), pthread_getspecific(key) == nil else { return }
-        pthread_setspecific(key, Unmanaged.passRetained(tape).toOpaque())
+        if pthread_getspecific(key) == nil {
+            pthread_setspecific(key, Unmanaged.passRetained(tape).toOpaque())
+        } else {
+            pool.withLock { $0.append(PooledTape(tape: tape)) }
+        }
     }
+
+    /// Tapes not in use and not a thread's spare (from nested calls and ended threads): tapes
+    /// are never deallocated, so that `TapeReference` needs no reference count.
+    fileprivate static let pool = Mutex<[PooledTape]>([])
 
     @usableFromInline func record(_ node: TapeNode) { nodes.append(node) }
 
@@ -53,15 +75,55 @@ final class Tape {
     }
 }
 
-/// The thread-local slot of each thread's spare tape (released when the thread ends).
+/// A tape in the pool: in use by no call and no thread, so it may move to whichever thread
+/// takes it next.
+private struct PooledTape: @unchecked Sendable {
+    let tape: Tape
+}
+
+/// The thread-local slot of each thread's spare tape (moved to the pool when the thread ends).
 private let spareTapeKey: pthread_key_t = {
     var key = pthread_key_t()
     let status = pthread_key_create(&key) { spare in
-        if let spare { Unmanaged<Tape>.fromOpaque(spare).release() }
+        if let spare {
+            let tape = Unmanaged<Tape>.fromOpaque(spare).takeRetainedValue()
+            Tape.pool.withLock { $0.append(PooledTape(tape: tape)) }
+        }
     }
     precondition(status == 0, "pthread_key_create failed (\(status)): no thread-local slot for spare tapes")
     return key
 }()
+
+/// A variable's tape and the call it belongs to, held without a reference count: tapes are
+/// never deallocated (see `Tape`), so the pointer stays valid even for a variable that
+/// outlives its call; `isCurrent` tells whether that call is still running. Copying a
+/// variable then costs no atomic operation for its tape (per sample, each layer makes and
+/// drops several variables).
+@usableFromInline
+struct TapeReference: Equatable {
+    @usableFromInline let tape: Unmanaged<Tape>
+    @usableFromInline let call: UInt
+
+    /// A reference to `tape` for its current call.
+    @inlinable init(_ tape: Tape) {
+        self.tape = Unmanaged.passUnretained(tape)
+        call = tape.call.load(ordering: .relaxed)
+    }
+
+    /// Whether the call this reference was made in is still running on the tape.
+    @inlinable var isCurrent: Bool {
+        tape._withUnsafeGuaranteedRef { $0.call.load(ordering: .relaxed) } == call
+    }
+
+    /// Records an operation on the tape.
+    @inlinable func record(_ node: TapeNode) {
+        tape._withUnsafeGuaranteedRef { $0.record(node) }
+    }
+
+    @inlinable static func == (a: TapeReference, b: TapeReference) -> Bool {
+        a.tape.toOpaque() == b.tape.toOpaque() && a.call == b.call
+    }
+}
 
 @available(*, unavailable)
 extension Tape: Sendable {}
