@@ -18,7 +18,7 @@ public struct Op1<A: Backprop, B: Backprop> {
         guard let tape = a.tape, let sink = a.sink, tape.isCurrent else { return constVar(value) }
         let node = Op1Node(value: value, sink: sink, pullback: pullback) { $0.sendGradient() }
         tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+        return BVar(value: value, tape: tape, sink: .slot(of: node))
     }
 }
 
@@ -44,7 +44,7 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
         }
         let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (pullA, pullB)) { $0.sendGradient() }
         tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+        return BVar(value: value, tape: tape, sink: .slot(of: node))
     }
 }
 
@@ -69,7 +69,7 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
               a.sink != nil || b.sink != nil || c.sink != nil, tape.isCurrent else { return constVar(value) }
         let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink), pullbacks: (pullA, pullB, pullC)) { $0.sendGradient() }
         tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+        return BVar(value: value, tape: tape, sink: .slot(of: node))
     }
 }
 

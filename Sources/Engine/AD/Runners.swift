@@ -8,7 +8,7 @@ func runBackward<A: Backprop, B: Backprop>(
     let root = GradientSlot(value: x)
     let value: B
     do {
-        let result = f(BVar(value: x, tape: reference, sink: .slot(root)))
+        let result = f(BVar(value: x, tape: reference, sink: .slot(of: root)))
         value = result.value
         if let sink = result.sink {
             precondition(result.tape == reference, "the function returned a BVar of another backprop call")

@@ -64,7 +64,8 @@ final class Tape {
     @usableFromInline func record(_ node: TapeNode) { nodes.append(node) }
 
     /// Runs the operations' backward steps in reverse order, then drops them (and with them
-    /// every intermediate value and gradient).
+    /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
+    /// without counting (see `GradientSink`), so every node must live until the last step.
     @usableFromInline func runBackward() {
         var i = nodes.count
         while i > 0 {
@@ -148,12 +149,22 @@ class TapeNode {
 /// into what its parent's sink reaches, so reading one allocates nothing; an array element is
 /// reached through a closure made where it is read (in code specialised for the types at
 /// hand), and the stored properties of that element are offsets from it again.
+///
+/// A sink refers to its slot without a reference count, so copying a variable or a sink (each
+/// operation copies its arguments' sinks into its node) costs no atomic operation. This is
+/// safe because a sink is dereferenced only by the backward pass of the call that made it
+/// (`accumulate`, `modify`), and every slot of a call lives until that call ends: the root
+/// slot is held by the runner, an operation's node by the tape, which drops its nodes only
+/// after the backward pass (`Tape.runBackward`) or when the call ends (`Tape.end`). A variable
+/// that escapes its call keeps a dangling sink, but nothing dereferences it: reading a field
+/// only makes a new sink from the same pointer, and an operation on the variable records
+/// nothing (its tape reference is no longer current, checked before any node is made).
 @usableFromInline
 enum GradientSink<Value: Backprop> {
     /// The gradient collects in this slot.
-    case slot(GradientSlot<Value>)
+    case slot(Unmanaged<GradientSlot<Value>>)
     /// The gradient is the stored part `offset` bytes into this slot's gradient.
-    case field(AnyGradientSlot, offset: Int)
+    case field(Unmanaged<AnyGradientSlot>, offset: Int)
     /// The gradient is the stored part `offset` bytes into what the redirection reaches.
     case reached(RawRedirect, offset: Int)
     /// Runs its argument on a part of another variable's gradient.
@@ -163,9 +174,11 @@ enum GradientSink<Value: Backprop> {
     @inlinable func modify(_ body: (inout Value) -> Void) {
         switch self {
         case .slot(let slot):
-            slot.modify(body)
+            slot._withUnsafeGuaranteedRef { $0.modify(body) }
         case .field(let slot, let offset):
-            slot.withGradientBytes { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            slot._withUnsafeGuaranteedRef {
+                $0.withGradientBytes { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            }
         case .reached(let redirect, let offset):
             redirect { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
         case .part(let redirect):
@@ -176,7 +189,7 @@ enum GradientSink<Value: Backprop> {
     /// Adds `gradient` to this variable's gradient.
     @inlinable func accumulate(_ gradient: Value) {
         if case .slot(let slot) = self {
-            slot.accumulate(gradient)
+            slot._withUnsafeGuaranteedRef { $0.accumulate(gradient) }
         } else {
             modify { $0.add(gradient) }
         }
@@ -187,7 +200,7 @@ enum GradientSink<Value: Backprop> {
     @inlinable func part<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>, offset: Int?) -> GradientSink<Part> {
         if let offset {
             switch self {
-            case .slot(let slot): return .field(slot, offset: offset)
+            case .slot(let slot): return .field(.fromOpaque(slot.toOpaque()), offset: offset)
             case .field(let slot, let start): return .field(slot, offset: start + offset)
             case .reached(let redirect, let start): return .reached(redirect, offset: start + offset)
             case .part: break
@@ -207,6 +220,13 @@ extension GradientSink {
         .reached({ body in
             modify { array in array.withUnsafeMutableBufferPointer { body(UnsafeMutableRawPointer($0.baseAddress! + index)) } }
         }, offset: 0)
+    }
+}
+
+extension GradientSink {
+    /// The sink of a slot (held without a reference count: see `GradientSink`).
+    @inlinable static func slot(of slot: GradientSlot<Value>) -> GradientSink {
+        .slot(Unmanaged.passUnretained(slot))
     }
 }
 
