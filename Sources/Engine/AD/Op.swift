@@ -16,9 +16,10 @@ public struct Op1<A: Backprop, B: Backprop> {
     public func callAsFunction(_ a: BVar<A>) -> BVar<B> {
         let (value, pullback) = run(a.value)
         guard let tape = a.tape, let sink = a.sink, tape.isCurrent else { return constVar(value) }
-        let node = Op1Node(value: value, sink: sink, pullback: pullback) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(of: node))
+        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)   // the tape takes the node's one reference (see `Tape.record`)
+        return result
     }
 }
 
@@ -42,9 +43,10 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
         guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil, tape.isCurrent else {
             return constVar(value)
         }
-        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (pullA, pullB)) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(of: node))
+        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)
+        return result
     }
 }
 
@@ -67,9 +69,11 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
         let (value, pullA, pullB, pullC) = run(a.value, b.value, c.value)
         guard let tape = commonTape(a.tape, b.tape, c.tape),
               a.sink != nil || b.sink != nil || c.sink != nil, tape.isCurrent else { return constVar(value) }
-        let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink), pullbacks: (pullA, pullB, pullC)) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(of: node))
+        let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink),
+                           pullbacks: (consume pullA, consume pullB, consume pullC)) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)
+        return result
     }
 }
 

@@ -61,7 +61,10 @@ final class Tape {
     /// are never deallocated, so that `TapeReference` needs no reference count.
     fileprivate static let pool = Mutex<[PooledTape]>([])
 
-    @usableFromInline func record(_ node: TapeNode) { nodes.append(node) }
+    /// Appends an operation. The node is taken, not borrowed: an operation hands over the one
+    /// reference it made (the variables refer to the node without counting), so recording
+    /// costs no retain and release.
+    @usableFromInline func record(_ node: __owned TapeNode) { nodes.append(node) }
 
     /// Runs the operations' backward steps in reverse order, then drops them (and with them
     /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
@@ -116,8 +119,8 @@ struct TapeReference: Equatable {
         tape._withUnsafeGuaranteedRef { $0.call.load(ordering: .relaxed) } == call
     }
 
-    /// Records an operation on the tape.
-    @inlinable func record(_ node: TapeNode) {
+    /// Records an operation on the tape (taking the node: see `Tape.record`).
+    @inlinable func record(_ node: __owned TapeNode) {
         tape._withUnsafeGuaranteedRef { $0.record(node) }
     }
 
