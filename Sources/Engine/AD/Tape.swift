@@ -73,7 +73,12 @@ final class Tape {
         var i = nodes.count
         while i > 0 {
             i -= 1
-            nodes[i].backward()
+            // Read without a retain: the array holds the node while its step runs (a step that
+            // recorded an operation would grow the array, but not drop the node).
+            let node = nodes.withUnsafeBufferPointer {
+                UnsafeRawPointer($0.baseAddress! + i).load(as: Unmanaged<TapeNode>.self)
+            }
+            node._withUnsafeGuaranteedRef { $0.backward() }
         }
         nodes.removeAll(keepingCapacity: true)
     }
