@@ -300,6 +300,10 @@ func escapedVariablesAreSafe() {
     #expect(p.first.value == Vector([0, 1]) && !p.first.isConstant)
     #expect(y.value == Vector([2, 2 * Foundation.exp(1)]))
     #expect(exp(y).isConstant && (y * p.first).isConstant && p.first.sum().isConstant)
+    // An element of an escaped array: its value reads, it takes no gradient any more.
+    var escapedArray: BVar<[Double]>?
+    #expect(gradBP({ (a: BVar<[Double]>) in escapedArray = a; return a[1] * a[0] }, [2.0, 3.0]) == [3, 2])
+    #expect(escapedArray![1].value == 3 && escapedArray![1].isConstant)
     // Later calls on this thread reuse the tape; the escaped variables do not join them.
     for x in [1.0, 2.0] {
         #expect(gradBP({ $0 * $0 }, x) == 2 * x)

@@ -95,7 +95,7 @@ extension BVar {
     @inlinable
     public subscript<Element: Backprop>(index: Int) -> BVar<Element> where Value == [Element] {
         precondition(value.indices.contains(index), "index \(index) out of range for an array of \(value.count)")
-        return BVar<Element>(value: value[index], tape: tape, sink: sink?.element(index))
+        return BVar<Element>(value: value[index], tape: tape, sink: sink?.element(index, tape: tape) ?? nil)
     }
 }
 

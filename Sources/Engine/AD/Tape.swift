@@ -6,7 +6,7 @@ import Darwin
 #endif
 
 /// The record of one gradient computation: every operation applied to a variable, in the order
-/// they ran. The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
+/// they ran (and the redirections of array elements read, which must live as long). The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
 /// back when the call is over (`end`); a tape is never shared between threads, and each thread
 /// keeps one spare, so a call allocates neither the tape nor room for its operations.
 ///
@@ -155,8 +155,9 @@ class TapeNode {
 /// sink runs every addition on that part of its parent's gradient, in place, so a lens costs
 /// no backward step, no copy and no object of its own. A stored property is a byte offset
 /// into what its parent's sink reaches, so reading one allocates nothing; an array element is
-/// reached through a closure made where it is read (in code specialised for the types at
-/// hand), and the stored properties of that element are offsets from it again.
+/// reached through an `ElementRedirect` recorded on the tape (its work a closure made where
+/// the element is read, in code specialised for the types at hand), and the stored properties
+/// of that element are offsets from it again.
 ///
 /// A sink refers to its slot without a reference count, so copying a variable or a sink (each
 /// operation copies its arguments' sinks into its node) costs no atomic operation. This is
@@ -173,8 +174,9 @@ enum GradientSink<Value: Backprop> {
     case slot(Unmanaged<GradientSlot<Value>>)
     /// The gradient is the stored part `offset` bytes into this slot's gradient.
     case field(Unmanaged<AnyGradientSlot>, offset: Int)
-    /// The gradient is the stored part `offset` bytes into what the redirection reaches.
-    case reached(RawRedirect, offset: Int)
+    /// The gradient is the stored part `offset` bytes into what the redirection reaches (held
+    /// without a reference count: the redirection is on the tape, see `ElementRedirect`).
+    case reached(Unmanaged<RawRedirect>, offset: Int)
     /// Runs its argument on a part of another variable's gradient.
     case part(((inout Value) -> Void) -> Void)
 
@@ -188,7 +190,7 @@ enum GradientSink<Value: Backprop> {
                 $0.withGradientBytes { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
             }
         case .reached(let redirect, let offset):
-            redirect { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            redirect._withUnsafeGuaranteedRef { $0.reach { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) } }
         case .part(let redirect):
             redirect(body)
         }
@@ -218,16 +220,50 @@ enum GradientSink<Value: Backprop> {
     }
 }
 
-/// Runs its argument on the address of a part of some variable's gradient.
+/// Runs its argument on the address of a part of some variable's gradient (an array
+/// element). Recorded on the tape like an operation, with no backward step of its own, so that
+/// it lives as long as the call's nodes, and sinks refer to it without counting.
 @usableFromInline
-typealias RawRedirect = ((UnsafeMutableRawPointer) -> Void) -> Void
+class RawRedirect: TapeNode {
+    @usableFromInline func reach(_ body: (UnsafeMutableRawPointer) -> Void) {
+        fatalError("RawRedirect is abstract")
+    }
+}
+
+/// Element `index` of the array whose sink is `parent`. Its work runs in a closure that
+/// captures nothing, made where the element type is known (a generic class's own methods run
+/// unspecialised).
+@usableFromInline
+final class ElementRedirect<Element: Backprop>: RawRedirect {
+    @usableFromInline let parent: GradientSink<[Element]>
+    @usableFromInline let index: Int
+    @usableFromInline let step: (ElementRedirect, (UnsafeMutableRawPointer) -> Void) -> Void
+
+    @inlinable init(parent: GradientSink<[Element]>, index: Int,
+                    step: @escaping (ElementRedirect, (UnsafeMutableRawPointer) -> Void) -> Void) {
+        self.parent = parent
+        self.index = index
+        self.step = step
+    }
+
+    override func reach(_ body: (UnsafeMutableRawPointer) -> Void) { step(self, body) }
+}
 
 extension GradientSink {
-    /// The sink of element `index` of an array variable.
-    @inlinable func element<Element: Backprop>(_ index: Int) -> GradientSink<Element> where Value == [Element] {
-        .reached({ body in
-            modify { array in array.withUnsafeMutableBufferPointer { body(UnsafeMutableRawPointer($0.baseAddress! + index)) } }
-        }, offset: 0)
+    /// The sink of element `index` of an array variable of the call on `tape` (which keeps the
+    /// redirection), or nil if that call is over (an operation on the element records nothing).
+    @inlinable func element<Element: Backprop>(_ index: Int, tape: TapeReference?) -> GradientSink<Element>?
+    where Value == [Element] {
+        guard let tape, tape.isCurrent else { return nil }
+        let redirect = ElementRedirect(parent: self, index: index) { redirect, body in
+            let index = redirect.index
+            redirect.parent.modify { array in
+                array.withUnsafeMutableBufferPointer { body(UnsafeMutableRawPointer($0.baseAddress! + index)) }
+            }
+        }
+        let sink = GradientSink<Element>.reached(.passUnretained(redirect), offset: 0)
+        tape.record(consume redirect)
+        return sink
     }
 }
 
