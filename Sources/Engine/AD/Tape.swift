@@ -18,7 +18,7 @@ import Darwin
 /// number (`call`), so a variable that escaped its call is known as such (`TapeReference.isCurrent`).
 @usableFromInline
 final class Tape {
-    @exclusivity(unchecked) private var nodes: ContiguousArray<TapeNode>
+    @exclusivity(unchecked) @usableFromInline var nodes: ContiguousArray<TapeNode>
     /// The number of the call that the tape serves now (or served last), raised when a call
     /// ends. Atomic only so that reading it is defined even from a variable that escaped to
     /// another thread; relaxed loads and stores are plain moves.
@@ -47,7 +47,7 @@ final class Tape {
     /// the call still refers to the tape, which stays alive, but is no longer current: an
     /// operation on it records nothing.
     @usableFromInline static func end(_ tape: Tape) {
-        tape.nodes.removeAll(keepingCapacity: true)
+        if !tape.nodes.isEmpty { tape.nodes.removeAll(keepingCapacity: true) }
         tape.call.add(1, ordering: .relaxed)
         let key = spareTapeKey
         if pthread_getspecific(key) == nil {
@@ -64,7 +64,7 @@ final class Tape {
     /// Appends an operation. The node is taken, not borrowed: an operation hands over the one
     /// reference it made (the variables refer to the node without counting), so recording
     /// costs no retain and release.
-    @usableFromInline func record(_ node: __owned TapeNode) { nodes.append(node) }
+    @inlinable func record(_ node: __owned TapeNode) { nodes.append(node) }
 
     /// Runs the operations' backward steps in reverse order, then drops them (and with them
     /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
