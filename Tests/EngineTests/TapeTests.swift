@@ -284,6 +284,33 @@ func noRetainCycles() {
     #expect(constantCase == nil, "the tape of a constant result is still alive after gradBP")
 }
 
+@Test("a variable that escapes its call stays readable, and an operation on it records nothing")
+func escapedVariablesAreSafe() {
+    var escaped: BVar<Pair<Vector<Double>, Double>>?
+    var escapedResult: BVar<Vector<Double>>?
+    let g = gradBP({ (p: BVar<Pair<Vector<Double>, Double>>) -> BVar<Double> in
+        escaped = p
+        let y = p.second * exp(p.first)
+        escapedResult = y
+        return y.sum()
+    }, Pair(Vector([0, 1]), 2.0))
+    #expect(g.first == Vector([2, 2 * Foundation.exp(1)]) && g.second == 1 + Foundation.exp(1))
+    // After the call: values and lenses read as before; operations make constants.
+    let p = escaped!, y = escapedResult!
+    #expect(p.first.value == Vector([0, 1]) && !p.first.isConstant)
+    #expect(y.value == Vector([2, 2 * Foundation.exp(1)]))
+    #expect(exp(y).isConstant && (y * p.first).isConstant && p.first.sum().isConstant)
+    // An element of an escaped array: its value reads, it takes no gradient any more.
+    var escapedArray: BVar<[Double]>?
+    #expect(gradBP({ (a: BVar<[Double]>) in escapedArray = a; return a[1] * a[0] }, [2.0, 3.0]) == [3, 2])
+    #expect(escapedArray![1].value == 3 && escapedArray![1].isConstant)
+    // Later calls on this thread reuse the tape; the escaped variables do not join them.
+    for x in [1.0, 2.0] {
+        #expect(gradBP({ $0 * $0 }, x) == 2 * x)
+        #expect(exp(y).isConstant && exp(y).value == y.value.exp())
+    }
+}
+
 // MARK: - One tape per call
 
 @Test("gradient computations on different threads do not interfere")

@@ -15,11 +15,13 @@
 public struct BVar<Value: Backprop> {
     /// The value this variable holds.
     public let value: Value
-    @usableFromInline let tape: Tape?
+    /// The tape of the call that made this variable (nil for a constant), held without a
+    /// reference count (see `TapeReference`).
+    @usableFromInline let tape: TapeReference?
     @usableFromInline let sink: GradientSink<Value>?
 
     @inlinable
-    init(value: Value, tape: Tape?, sink: GradientSink<Value>?) {
+    init(value: Value, tape: TapeReference?, sink: GradientSink<Value>?) {
         self.value = value
         self.tape = tape
         self.sink = sink
@@ -93,7 +95,7 @@ extension BVar {
     @inlinable
     public subscript<Element: Backprop>(index: Int) -> BVar<Element> where Value == [Element] {
         precondition(value.indices.contains(index), "index \(index) out of range for an array of \(value.count)")
-        return BVar<Element>(value: value[index], tape: tape, sink: sink?.element(index))
+        return BVar<Element>(value: value[index], tape: tape, sink: sink?.element(index, tape: tape) ?? nil)
     }
 }
 
@@ -106,15 +108,15 @@ public func constVar<Value: Backprop>(_ value: Value) -> BVar<Value> {
 /// The tape shared by the variable arguments of one operation (all variables of one call share
 /// one tape; mixing variables of two calls is a programming error).
 @inlinable
-func commonTape(_ a: Tape?, _ b: Tape?) -> Tape? {
+func commonTape(_ a: TapeReference?, _ b: TapeReference?) -> TapeReference? {
     guard let a else { return b }
     guard let b else { return a }
-    precondition(a === b, "BVars from two different backprop calls were mixed in one operation")
+    precondition(a == b, "BVars from two different backprop calls were mixed in one operation")
     return a
 }
 
 /// `commonTape` of three arguments.
 @inlinable
-func commonTape(_ a: Tape?, _ b: Tape?, _ c: Tape?) -> Tape? {
+func commonTape(_ a: TapeReference?, _ b: TapeReference?, _ c: TapeReference?) -> TapeReference? {
     commonTape(commonTape(a, b), c)
 }

@@ -15,10 +15,11 @@ public struct Op1<A: Backprop, B: Backprop> {
     @inlinable
     public func callAsFunction(_ a: BVar<A>) -> BVar<B> {
         let (value, pullback) = run(a.value)
-        guard let tape = a.tape, let sink = a.sink else { return constVar(value) }
-        let node = Op1Node(value: value, sink: sink, pullback: pullback) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+        guard let tape = a.tape, let sink = a.sink, tape.isCurrent else { return constVar(value) }
+        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)   // the tape takes the node's one reference (see `Tape.record`)
+        return result
     }
 }
 
@@ -39,12 +40,13 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
     @inlinable
     public func callAsFunction(_ a: BVar<A>, _ b: BVar<B>) -> BVar<C> {
         let (value, pullA, pullB) = run(a.value, b.value)
-        guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil else {
+        guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil, tape.isCurrent else {
             return constVar(value)
         }
-        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (pullA, pullB)) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)
+        return result
     }
 }
 
@@ -66,10 +68,12 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
     public func callAsFunction(_ a: BVar<A>, _ b: BVar<B>, _ c: BVar<C>) -> BVar<D> {
         let (value, pullA, pullB, pullC) = run(a.value, b.value, c.value)
         guard let tape = commonTape(a.tape, b.tape, c.tape),
-              a.sink != nil || b.sink != nil || c.sink != nil else { return constVar(value) }
-        let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink), pullbacks: (pullA, pullB, pullC)) { $0.sendGradient() }
-        tape.record(node)
-        return BVar(value: value, tape: tape, sink: .slot(node))
+              a.sink != nil || b.sink != nil || c.sink != nil, tape.isCurrent else { return constVar(value) }
+        let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink),
+                           pullbacks: (consume pullA, consume pullB, consume pullC)) { $0.sendGradient() }
+        let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+        tape.record(consume node)
+        return result
     }
 }
 

@@ -3,19 +3,20 @@
 func runBackward<A: Backprop, B: Backprop>(
     _ f: (BVar<A>) -> BVar<B>, at x: A
 ) -> (value: B, gradient: A) {
-    var tape = Tape.begin()
+    let tape = Tape.begin()
+    let reference = TapeReference(tape)
     let root = GradientSlot(value: x)
     let value: B
-    do {   // the result's BVar (which holds the tape) ends here, so that `end` can keep the tape
-        let result = f(BVar(value: x, tape: tape, sink: .slot(root)))
+    do {
+        let result = f(BVar(value: x, tape: reference, sink: .slot(of: root)))
         value = result.value
         if let sink = result.sink {
-            precondition(result.tape === tape, "the function returned a BVar of another backprop call")
+            precondition(result.tape == reference, "the function returned a BVar of another backprop call")
             sink.accumulate(result.value.one())
             tape.runBackward()
         }
     }
-    Tape.end(&tape)
+    Tape.end(tape)
     return (value, root.current ?? x.zero())
 }
 

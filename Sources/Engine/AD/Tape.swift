@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -5,12 +6,23 @@ import Darwin
 #endif
 
 /// The record of one gradient computation: every operation applied to a variable, in the order
-/// they ran. The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
+/// they ran (and the redirections of array elements read, which must live as long). The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
 /// back when the call is over (`end`); a tape is never shared between threads, and each thread
 /// keeps one spare, so a call allocates neither the tape nor room for its operations.
+///
+/// Variables refer to their tape without counting (`TapeReference`): a tape is never
+/// deallocated. When a call ends, its tape goes back to its thread's spare slot, or, when that
+/// slot is taken (a nested call) or the thread ends, to a process-wide pool that `begin` draws
+/// from; so there are only ever as many tapes as calls that once ran at the same time, and an
+/// uncounted reference to one always points to a live object. Each call on a tape has a new
+/// number (`call`), so a variable that escaped its call is known as such (`TapeReference.isCurrent`).
 @usableFromInline
 final class Tape {
-    @exclusivity(unchecked) private var nodes: ContiguousArray<TapeNode>
+    @exclusivity(unchecked) @usableFromInline var nodes: ContiguousArray<TapeNode>
+    /// The number of the call that the tape serves now (or served last), raised when a call
+    /// ends. Atomic only so that reading it is defined even from a variable that escaped to
+    /// another thread; relaxed loads and stores are plain moves.
+    @usableFromInline let call = Atomic<UInt>(0)
 
     /// Room for a small network's operations from the start (growing the array step by step
     /// cost several allocations per call).
@@ -19,49 +31,108 @@ final class Tape {
         nodes.reserveCapacity(32)
     }
 
-    /// A tape for a new call: this thread's spare, or a new one (a call made inside another
-    /// call's function finds the spare taken and makes its own).
+    /// A tape for a new call: this thread's spare, else one from the pool, else a new one (a
+    /// call made inside another call's function finds the spare taken).
     @usableFromInline static func begin() -> Tape {
         let key = spareTapeKey
         if let spare = pthread_getspecific(key) {
             pthread_setspecific(key, nil)
             return Unmanaged<Tape>.fromOpaque(spare).takeRetainedValue()
         }
-        return Tape()
+        return pool.withLock { $0.popLast() }?.tape ?? Tape()
     }
 
-    /// Ends the call: drops what is left on the tape and keeps it as this thread's spare,
-    /// unless something still refers to it (a variable that escaped its call).
-    @usableFromInline static func end(_ tape: inout Tape) {
-        tape.nodes.removeAll(keepingCapacity: true)
+    /// Ends the call: drops what is left on the tape, numbers its next call, and keeps it as
+    /// this thread's spare (or in the pool if the spare slot is taken). A variable that escaped
+    /// the call still refers to the tape, which stays alive, but is no longer current: an
+    /// operation on it records nothing.
+    @usableFromInline static func end(_ tape: Tape) {
+        if !tape.nodes.isEmpty { tape.nodes.removeAll(keepingCapacity: true) }
+        tape.call.add(1, ordering: .relaxed)
         let key = spareTapeKey
-        guard isKnownUniquelyReferenced(&tape), pthread_getspecific(key) == nil else { return }
-        pthread_setspecific(key, Unmanaged.passRetained(tape).toOpaque())
+        if pthread_getspecific(key) == nil {
+            pthread_setspecific(key, Unmanaged.passRetained(tape).toOpaque())
+        } else {
+            pool.withLock { $0.append(PooledTape(tape: tape)) }
+        }
     }
 
-    @usableFromInline func record(_ node: TapeNode) { nodes.append(node) }
+    /// Tapes not in use and not a thread's spare (from nested calls and ended threads): tapes
+    /// are never deallocated, so that `TapeReference` needs no reference count.
+    fileprivate static let pool = Mutex<[PooledTape]>([])
+
+    /// Appends an operation. The node is taken, not borrowed: an operation hands over the one
+    /// reference it made (the variables refer to the node without counting), so recording
+    /// costs no retain and release.
+    @inlinable func record(_ node: __owned TapeNode) { nodes.append(node) }
 
     /// Runs the operations' backward steps in reverse order, then drops them (and with them
-    /// every intermediate value and gradient).
+    /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
+    /// without counting (see `GradientSink`), so every node must live until the last step.
     @usableFromInline func runBackward() {
         var i = nodes.count
         while i > 0 {
             i -= 1
-            nodes[i].backward()
+            // Read without a retain: the array holds the node while its step runs (a step that
+            // recorded an operation would grow the array, but not drop the node).
+            let node = nodes.withUnsafeBufferPointer {
+                UnsafeRawPointer($0.baseAddress! + i).load(as: Unmanaged<TapeNode>.self)
+            }
+            node._withUnsafeGuaranteedRef { $0.backward() }
         }
         nodes.removeAll(keepingCapacity: true)
     }
 }
 
-/// The thread-local slot of each thread's spare tape (released when the thread ends).
+/// A tape in the pool: in use by no call and no thread, so it may move to whichever thread
+/// takes it next.
+private struct PooledTape: @unchecked Sendable {
+    let tape: Tape
+}
+
+/// The thread-local slot of each thread's spare tape (moved to the pool when the thread ends).
 private let spareTapeKey: pthread_key_t = {
     var key = pthread_key_t()
     let status = pthread_key_create(&key) { spare in
-        if let spare { Unmanaged<Tape>.fromOpaque(spare).release() }
+        if let spare {
+            let tape = Unmanaged<Tape>.fromOpaque(spare).takeRetainedValue()
+            Tape.pool.withLock { $0.append(PooledTape(tape: tape)) }
+        }
     }
     precondition(status == 0, "pthread_key_create failed (\(status)): no thread-local slot for spare tapes")
     return key
 }()
+
+/// A variable's tape and the call it belongs to, held without a reference count: tapes are
+/// never deallocated (see `Tape`), so the pointer stays valid even for a variable that
+/// outlives its call; `isCurrent` tells whether that call is still running. Copying a
+/// variable then costs no atomic operation for its tape (per sample, each layer makes and
+/// drops several variables).
+@usableFromInline
+struct TapeReference: Equatable {
+    @usableFromInline let tape: Unmanaged<Tape>
+    @usableFromInline let call: UInt
+
+    /// A reference to `tape` for its current call.
+    @inlinable init(_ tape: Tape) {
+        self.tape = Unmanaged.passUnretained(tape)
+        call = tape.call.load(ordering: .relaxed)
+    }
+
+    /// Whether the call this reference was made in is still running on the tape.
+    @inlinable var isCurrent: Bool {
+        tape._withUnsafeGuaranteedRef { $0.call.load(ordering: .relaxed) } == call
+    }
+
+    /// Records an operation on the tape (taking the node: see `Tape.record`).
+    @inlinable func record(_ node: __owned TapeNode) {
+        tape._withUnsafeGuaranteedRef { $0.record(node) }
+    }
+
+    @inlinable static func == (a: TapeReference, b: TapeReference) -> Bool {
+        a.tape.toOpaque() == b.tape.toOpaque() && a.call == b.call
+    }
+}
 
 @available(*, unavailable)
 extension Tape: Sendable {}
@@ -84,16 +155,28 @@ class TapeNode {
 /// sink runs every addition on that part of its parent's gradient, in place, so a lens costs
 /// no backward step, no copy and no object of its own. A stored property is a byte offset
 /// into what its parent's sink reaches, so reading one allocates nothing; an array element is
-/// reached through a closure made where it is read (in code specialised for the types at
-/// hand), and the stored properties of that element are offsets from it again.
+/// reached through an `ElementRedirect` recorded on the tape (its work a closure made where
+/// the element is read, in code specialised for the types at hand), and the stored properties
+/// of that element are offsets from it again.
+///
+/// A sink refers to its slot without a reference count, so copying a variable or a sink (each
+/// operation copies its arguments' sinks into its node) costs no atomic operation. This is
+/// safe because a sink is dereferenced only by the backward pass of the call that made it
+/// (`accumulate`, `modify`), and every slot of a call lives until that call ends: the root
+/// slot is held by the runner, an operation's node by the tape, which drops its nodes only
+/// after the backward pass (`Tape.runBackward`) or when the call ends (`Tape.end`). A variable
+/// that escapes its call keeps a dangling sink, but nothing dereferences it: reading a field
+/// only makes a new sink from the same pointer, and an operation on the variable records
+/// nothing (its tape reference is no longer current, checked before any node is made).
 @usableFromInline
 enum GradientSink<Value: Backprop> {
     /// The gradient collects in this slot.
-    case slot(GradientSlot<Value>)
+    case slot(Unmanaged<GradientSlot<Value>>)
     /// The gradient is the stored part `offset` bytes into this slot's gradient.
-    case field(AnyGradientSlot, offset: Int)
-    /// The gradient is the stored part `offset` bytes into what the redirection reaches.
-    case reached(RawRedirect, offset: Int)
+    case field(Unmanaged<AnyGradientSlot>, offset: Int)
+    /// The gradient is the stored part `offset` bytes into what the redirection reaches (held
+    /// without a reference count: the redirection is on the tape, see `ElementRedirect`).
+    case reached(Unmanaged<RawRedirect>, offset: Int)
     /// Runs its argument on a part of another variable's gradient.
     case part(((inout Value) -> Void) -> Void)
 
@@ -101,11 +184,13 @@ enum GradientSink<Value: Backprop> {
     @inlinable func modify(_ body: (inout Value) -> Void) {
         switch self {
         case .slot(let slot):
-            slot.modify(body)
+            slot._withUnsafeGuaranteedRef { $0.modify(body) }
         case .field(let slot, let offset):
-            slot.withGradientBytes { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            slot._withUnsafeGuaranteedRef {
+                $0.withGradientBytes { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            }
         case .reached(let redirect, let offset):
-            redirect { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) }
+            redirect._withUnsafeGuaranteedRef { $0.reach { body(&($0 + offset).assumingMemoryBound(to: Value.self).pointee) } }
         case .part(let redirect):
             redirect(body)
         }
@@ -114,7 +199,7 @@ enum GradientSink<Value: Backprop> {
     /// Adds `gradient` to this variable's gradient.
     @inlinable func accumulate(_ gradient: Value) {
         if case .slot(let slot) = self {
-            slot.accumulate(gradient)
+            slot._withUnsafeGuaranteedRef { $0.accumulate(gradient) }
         } else {
             modify { $0.add(gradient) }
         }
@@ -125,7 +210,7 @@ enum GradientSink<Value: Backprop> {
     @inlinable func part<Part: Backprop>(_ keyPath: WritableKeyPath<Value, Part>, offset: Int?) -> GradientSink<Part> {
         if let offset {
             switch self {
-            case .slot(let slot): return .field(slot, offset: offset)
+            case .slot(let slot): return .field(.fromOpaque(slot.toOpaque()), offset: offset)
             case .field(let slot, let start): return .field(slot, offset: start + offset)
             case .reached(let redirect, let start): return .reached(redirect, offset: start + offset)
             case .part: break
@@ -135,16 +220,57 @@ enum GradientSink<Value: Backprop> {
     }
 }
 
-/// Runs its argument on the address of a part of some variable's gradient.
+/// Runs its argument on the address of a part of some variable's gradient (an array
+/// element). Recorded on the tape like an operation, with no backward step of its own, so that
+/// it lives as long as the call's nodes, and sinks refer to it without counting.
 @usableFromInline
-typealias RawRedirect = ((UnsafeMutableRawPointer) -> Void) -> Void
+class RawRedirect: TapeNode {
+    @usableFromInline func reach(_ body: (UnsafeMutableRawPointer) -> Void) {
+        fatalError("RawRedirect is abstract")
+    }
+}
+
+/// Element `index` of the array whose sink is `parent`. Its work runs in a closure that
+/// captures nothing, made where the element type is known (a generic class's own methods run
+/// unspecialised).
+@usableFromInline
+final class ElementRedirect<Element: Backprop>: RawRedirect {
+    @usableFromInline let parent: GradientSink<[Element]>
+    @usableFromInline let index: Int
+    @usableFromInline let step: (ElementRedirect, (UnsafeMutableRawPointer) -> Void) -> Void
+
+    @inlinable init(parent: GradientSink<[Element]>, index: Int,
+                    step: @escaping (ElementRedirect, (UnsafeMutableRawPointer) -> Void) -> Void) {
+        self.parent = parent
+        self.index = index
+        self.step = step
+    }
+
+    override func reach(_ body: (UnsafeMutableRawPointer) -> Void) { step(self, body) }
+}
 
 extension GradientSink {
-    /// The sink of element `index` of an array variable.
-    @inlinable func element<Element: Backprop>(_ index: Int) -> GradientSink<Element> where Value == [Element] {
-        .reached({ body in
-            modify { array in array.withUnsafeMutableBufferPointer { body(UnsafeMutableRawPointer($0.baseAddress! + index)) } }
-        }, offset: 0)
+    /// The sink of element `index` of an array variable of the call on `tape` (which keeps the
+    /// redirection), or nil if that call is over (an operation on the element records nothing).
+    @inlinable func element<Element: Backprop>(_ index: Int, tape: TapeReference?) -> GradientSink<Element>?
+    where Value == [Element] {
+        guard let tape, tape.isCurrent else { return nil }
+        let redirect = ElementRedirect(parent: self, index: index) { redirect, body in
+            let index = redirect.index
+            redirect.parent.modify { array in
+                array.withUnsafeMutableBufferPointer { body(UnsafeMutableRawPointer($0.baseAddress! + index)) }
+            }
+        }
+        let sink = GradientSink<Element>.reached(.passUnretained(redirect), offset: 0)
+        tape.record(consume redirect)
+        return sink
+    }
+}
+
+extension GradientSink {
+    /// The sink of a slot (held without a reference count: see `GradientSink`).
+    @inlinable static func slot(of slot: GradientSlot<Value>) -> GradientSink {
+        .slot(Unmanaged.passUnretained(slot))
     }
 }
 
