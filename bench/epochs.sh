@@ -4,7 +4,8 @@
 # the first step and the median of the others, the median `answer_spread_ms` of the later steps
 # (how long the worker done first waited for the other) and of `coordinator_cpu_ms` (the
 # coordinator's CPU time per step; nan for a build without these), points/s of 2 workers
-# over 1, and the model's SHA-256. With --base DIR, a second build (its
+# over 1, and the model's SHA-256 (with --epochs N among the options, the runs have N epochs
+# and the first epoch is also shown alone). With --base DIR, a second build (its
 # coordinator and worker) runs alternately with this one, round after round, and the table
 # adds the pairwise ratios: on a shared machine whose speed drifts, only runs alternated in
 # one sitting compare.
@@ -26,7 +27,7 @@ while (($#)); do
         --base) base=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
         --engine) engine=1; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) break ;;
     esac
 done
@@ -65,7 +66,10 @@ def run(build, n, r):
     spread = st.median(spreads) if spreads and None not in spreads else float("nan")
     cpus = [l.get("coordinator_cpu_ms") for l in lines if "step" in l][1:]
     cpu = st.median(cpus) if cpus and None not in cpus else float("nan")
-    return lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12], spread, cpu
+    first_epoch = sum(l["seconds"] for l in lines if "step" in l and l["epoch"] == 1)
+    epochs = max(l["epoch"] for l in lines if "step" in l)
+    return (lines[-1]["train_seconds"], steps[0], st.median(steps[1:]), lines[-1]["model_sha256"][:12], spread, cpu,
+            first_epoch, epochs)
 runs = {(b, n): [run(b, n, r) for r in range(1, rounds + 1)] for b in builds for n in (2, 1)}
 print(f"{'build':6} {'workers':>7} {'epoch s (median)':>17} {'range':>13} {'step 1 ms':>9} {'later steps ms':>14} {'spread ms':>9} {'coord cpu ms':>12}  model")
 for b in builds:
@@ -79,6 +83,13 @@ for b in builds:
     one, two = [x[0] for x in runs[(b, 1)]], [x[0] for x in runs[(b, 2)]]
     print(f"{b}: 2 workers over 1, points/s: {st.median(one) / st.median(two):.3f} (ratio of medians), "
           f"{st.median(a / c for a, c in zip(one, two)):.3f} (median of the rounds' ratios)")
+if any(x[7] > 1 for v in runs.values() for x in v):
+    # Runs of several epochs (--epochs N among the options): the first epoch alone too.
+    for b in builds:
+        one, two = [x[6] for x in runs[(b, 1)]], [x[6] for x in runs[(b, 2)]]
+        print(f"{b}: first epoch {st.median(two):.3f} s with 2 workers, {st.median(one):.3f} s with 1; 2 over 1: "
+              f"{st.median(one) / st.median(two):.3f} (ratio of medians), "
+              f"{st.median(a / c for a, c in zip(one, two)):.3f} (median of the rounds' ratios)")
 engine = {1: [], 2: []}
 for r in range(1, rounds + 1):
     try:
