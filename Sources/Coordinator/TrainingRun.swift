@@ -74,6 +74,8 @@ final class TrainingRun {
     /// When each lost worker was lost, and why its last connection or attempt ended.
     private var lostAt: [Int: ContinuousClock.Instant] = [:]
     private var lastReason: [Int: String] = [:]
+    /// The last step's gradient sum, whose storage the next step's reducer reuses.
+    private var spareGradientSum: [Float] = []
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
     private let eventSink: AsyncStream<WorkerEvent>.Continuation
@@ -345,6 +347,9 @@ final class TrainingRun {
         let checkpointEvery = c.checkpointEvery ?? batchesPerEpoch
 
         var state = try startingState(checkpoints: checkpoints, fingerprint: fingerprint)
+        // The optimizer's state and the reduction buffer are made now, not in the first step.
+        state.optimizer.makeState(parameterCount: state.parameters.count)
+        spareGradientSum = [Float](repeating: 0, count: state.parameters.count)
         let metrics = try c.metricsPath.map { try MetricsLog(path: $0, keepingStepsThrough: c.resume ? state.step : nil) }
         var curve = LearningCurve()
         // Per-step byte counts start after the handshake and the data sets.
@@ -405,6 +410,7 @@ final class TrainingRun {
                                                                totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
                 state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
+                spareGradientSum = reducer.gradientSum
                 timings.optimizer = (ContinuousClock.now - optimizing).seconds
                 timings.cpu = StepTimings.processCPUSeconds() - cpuAtStart
                 let seconds = (ContinuousClock.now - started).seconds
@@ -535,7 +541,11 @@ final class TrainingRun {
                           timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
         let tasks = Self.trainingTasks(shards, step: step)
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
-        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
+        var buffer = [Float]()
+        swap(&buffer, &spareGradientSum)
+        var reducer = buffer.count == parameters.count
+            ? GradientReducer(shardCount: shards.count, reusing: buffer)
+            : GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0

@@ -88,4 +88,39 @@ struct OptimizerKernelTests {
                     "\(path): the reducer's sum differs from adding the shards in order")
         }
     }
+
+    @Test("a reducer that reuses a dirty buffer sums to the same bits as a fresh one")
+    func reusedBufferStartsAtZero() {
+        let count = 1003, shards = 3
+        let gradients = (0..<shards).map { Self.values(count, seed: UInt32(200 + $0)) }
+        func sum(_ reducer: GradientReducer) -> [UInt32] {
+            var reducer = reducer
+            for index in [1, 2, 0] {
+                reducer.offer(shard: index, .init(gradient: gradients[index], lossSum: 1, correct: 1, count: 1))
+            }
+            return reducer.gradientSum.map(\.bitPattern)
+        }
+        // The last step's sum, with NaNs and negative zeros in it: none of it may leak into the
+        // next sum (0 + -0 is +0, so a copy of the first shard would differ from the addition).
+        let dirty = Self.values(count, seed: 7).enumerated().map { $0.offset % 13 == 0 ? Float.nan : $0.element }
+        let fresh = sum(GradientReducer(shardCount: shards, parameterCount: count))
+        #expect(sum(GradientReducer(shardCount: shards, reusing: dirty)) == fresh)
+    }
+
+    @Test("the optimizer's state made before the first step changes no result")
+    func stateMadeAheadIsTheSame() {
+        for kind in [OptimizerKind.sgd, .momentum, .adam] {
+            let count = 517
+            var lazy = Optimizer(kind: kind, learningRate: 0.01), ahead = lazy
+            ahead.makeState(parameterCount: count)
+            var p1 = Self.values(count, seed: 3), p2 = p1
+            for step in 0..<3 {
+                let g = Self.values(count, seed: UInt32(40 + step))
+                lazy.apply(gradientSum: g, scale: 0.5, to: &p1)
+                ahead.apply(gradientSum: g, scale: 0.5, to: &p2)
+            }
+            #expect(p1.map(\.bitPattern) == p2.map(\.bitPattern), "\(kind): parameters differ")
+            #expect(lazy == ahead, "\(kind): optimizer state differs after three steps")
+        }
+    }
 }
