@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Synchronization
 import Testing
 
 // How the tape records and replays: fan-out, constants, lenses, lifetimes, one tape per call.
@@ -356,6 +357,42 @@ func nestedCallsHaveTheirOwnTapes() {
     // Calls after a nested one still get clean tapes.
     for x in [1.0, 2.0, 3.0] {
         #expect(gradBP({ $0 * $0 }, x) == 2 * x)
+    }
+}
+
+@Test("tapes that move between threads (nested calls, threads that end) give every call its own right gradient")
+func tapesMovingBetweenThreads() {
+    // A nested call's tape and the spare tape of a thread that ends go to a process-wide pool,
+    // from which other threads take them; variables refer to their tape without a count, so a
+    // tape handed to the wrong call would show here as a wrong gradient (or a crash).
+    @Sendable func nested(_ x: Double) -> Double {
+        backprop({ (v: BVar<Double>) -> BVar<Double> in
+            // d/dy (y * y * v) at y = x + 1, with v's value a constant: 2 (x + 1) v.
+            let inner = gradBP({ (y: BVar<Double>) in y * y * constVar(v.value) }, x + 1)
+            return v * v * constVar(inner)
+        }, x).gradient
+    }
+    let xs = (0..<12).map { 0.5 + Double($0) / 4 }
+    let expected = xs.map(nested)
+    #expect(expected[3] == 4 * (xs[3] + 1) * xs[3] * xs[3])   // d/dv (v^2 * 2 (x + 1) x) at v = x
+    for round in 0..<3 {
+        let results = Mutex([[Double]](repeating: [], count: xs.count))
+        let done = DispatchGroup()
+        for (i, x) in xs.enumerated() {
+            done.enter()
+            // A thread of its own, which ends when its work is done (its spare tape goes to the pool).
+            Thread {
+                let values = (0..<20).map { _ in nested(x) }
+                results.withLock { $0[i] = values }
+                done.leave()
+            }.start()
+        }
+        done.wait()
+        let got = results.withLock { $0 }
+        for i in xs.indices {
+            #expect(got[i].count == 20 && got[i].allSatisfy { $0 == expected[i] },
+                    "round \(round), x = \(xs[i]): \(got[i].prefix(3)) instead of \(expected[i])")
+        }
     }
 }
 
