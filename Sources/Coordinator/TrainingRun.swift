@@ -541,11 +541,9 @@ final class TrainingRun {
                           timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
         let tasks = Self.trainingTasks(shards, step: step)
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
-        var buffer = [Float]()
-        swap(&buffer, &spareGradientSum)
-        var reducer = buffer.count == parameters.count
-            ? GradientReducer(shardCount: shards.count, reusing: buffer)
-            : GradientReducer(shardCount: shards.count, parameterCount: parameters.count)
+        var spare = [Float]()
+        swap(&spare, &spareGradientSum)   // the reducer's, not shared: zeroed in place
+        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: spare)
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0

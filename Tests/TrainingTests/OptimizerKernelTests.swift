@@ -104,7 +104,9 @@ struct OptimizerKernelTests {
         // next sum (0 + -0 is +0, so a copy of the first shard would differ from the addition).
         let dirty = Self.values(count, seed: 7).enumerated().map { $0.offset % 13 == 0 ? Float.nan : $0.element }
         let fresh = sum(GradientReducer(shardCount: shards, parameterCount: count))
-        #expect(sum(GradientReducer(shardCount: shards, reusing: dirty)) == fresh)
+        #expect(sum(GradientReducer(shardCount: shards, parameterCount: count, reusing: dirty)) == fresh)
+        // A buffer of another size is not used.
+        #expect(sum(GradientReducer(shardCount: shards, parameterCount: count, reusing: [1, 2, 3])) == fresh)
     }
 
     @Test("the optimizer's state made before the first step changes no result")

@@ -1,9 +1,4 @@
 import CSparseKernels
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Adds the gradient sums of a batch's shards in shard order, whatever order they arrive in.
 ///
@@ -38,18 +33,16 @@ public struct GradientReducer: Sendable {
         }
     }
 
-    public init(shardCount: Int, parameterCount: Int) {
-        self.shardCount = shardCount
-        gradientSum = [Float](repeating: 0, count: parameterCount)
-    }
-
-    /// A reducer whose sum starts in `buffer`, set to zero in place: a run hands each step the
+    /// A reducer for `shardCount` shards of `parameterCount` values. Its sum starts in
+    /// `buffer`, set to zero in place, when the buffer has that size: a run hands each step the
     /// previous step's sum, so that no step allocates (and page-faults) a fresh megabyte.
-    public init(shardCount: Int, reusing buffer: consuming [Float]) {
+    public init(shardCount: Int, parameterCount: Int, reusing buffer: consuming [Float] = []) {
         self.shardCount = shardCount
-        gradientSum = buffer
-        gradientSum.withUnsafeMutableBytes { bytes in
-            if let base = bytes.baseAddress { memset(base, 0, bytes.count) }
+        if buffer.count == parameterCount {
+            gradientSum = buffer
+            gradientSum.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
+        } else {
+            gradientSum = [Float](repeating: 0, count: parameterCount)
         }
     }
 

@@ -51,8 +51,8 @@ public struct Optimizer: Sendable, Equatable, Codable {
         apply(gradientSum: gradient, scale: 1, to: &parameters)
     }
 
-    /// Makes the state the first step would make (zero moments for momentum and Adam), now: a
-    /// run calls it before its first step, so that the step does not pay for mapping the
+    /// Makes the state (zero moments for momentum and Adam) if there is none yet. `apply` calls
+    /// it; a run calls it before its first step, so that the step does not pay for mapping the
     /// state's fresh pages (2 MB for Adam on the tutorial's network, about 1 ms of page faults
     /// in the coordinator's first step on the project's virtual machine). Zero moments are
     /// what the first step would have made, so the results do not change.
@@ -79,21 +79,17 @@ public struct Optimizer: Sendable, Equatable, Codable {
                      "gradient has \(gradientSum.count) entries, the parameters \(parameters.count)")
         step += 1
         let lr = learningRate
+        makeState(parameterCount: parameters.count)   // nothing to do if the run made it already
         switch kind {
         case .sgd:
             for i in parameters.indices { parameters[i] -= lr * (gradientSum[i] * scale) }
         case .momentum:
-            if first.isEmpty { first = [Float](repeating: 0, count: parameters.count) }
             let mu = beta1
             for i in parameters.indices {
                 first[i] = mu * first[i] + gradientSum[i] * scale
                 parameters[i] -= lr * first[i]
             }
         case .adam:
-            if first.isEmpty {
-                first = [Float](repeating: 0, count: parameters.count)
-                second = [Float](repeating: 0, count: parameters.count)
-            }
             let b1 = beta1, b2 = beta2, eps = epsilon
             let correction1 = 1 - Float(pow(Double(b1), Double(step)))
             let correction2 = 1 - Float(pow(Double(b2), Double(step)))
