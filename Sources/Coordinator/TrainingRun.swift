@@ -543,7 +543,7 @@ final class TrainingRun {
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
         var spare = [Float]()
         swap(&spare, &spareGradientSum)   // the reducer's, not shared: zeroed in place
-        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: spare)
+        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: consume spare)
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0

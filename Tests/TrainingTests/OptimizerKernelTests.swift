@@ -109,6 +109,17 @@ struct OptimizerKernelTests {
         #expect(sum(GradientReducer(shardCount: shards, parameterCount: count, reusing: [1, 2, 3])) == fresh)
     }
 
+    @Test("a reducer sums into the storage of the buffer it is handed, not into a copy")
+    func reusedBufferIsNotCopied() {
+        // A copy would cost the coordinator a megabyte's allocation, page faults and memmove
+        // every step, which reusing the buffer is for.
+        var buffer = Self.values(1003, seed: 9)
+        let address = buffer.withUnsafeMutableBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        var reducer = GradientReducer(shardCount: 1, parameterCount: 1003, reusing: consume buffer)
+        reducer.offer(shard: 0, .init(gradient: Self.values(1003, seed: 10), lossSum: 1, correct: 1, count: 1))
+        #expect(reducer.gradientSum.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == address)
+    }
+
     @Test("the optimizer's state made before the first step changes no result")
     func stateMadeAheadIsTheSame() {
         for kind in [OptimizerKind.sgd, .momentum, .adam] {

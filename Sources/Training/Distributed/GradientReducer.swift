@@ -39,7 +39,7 @@ public struct GradientReducer: Sendable {
     public init(shardCount: Int, parameterCount: Int, reusing buffer: consuming [Float] = []) {
         self.shardCount = shardCount
         if buffer.count == parameterCount {
-            gradientSum = buffer
+            gradientSum = consume buffer
             gradientSum.withUnsafeMutableBufferPointer { $0.update(repeating: 0) }
         } else {
             gradientSum = [Float](repeating: 0, count: parameterCount)
