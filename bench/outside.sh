@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The share of a distributed step spent outside gradient computation, and where each process's
+# CPU goes per step. K workers are started by hand on loopback (one BLAS thread each, ports
+# 7101...), so that their session log is kept. Each round makes two runs: one of 1 epoch and
+# one of E epochs (`--eval-every 0`). For each worker it prints the share outside gradient
+# computation, from the worker's own log of the E-epoch run. It also prints the CPU time per step
+# of the coordinator and of each worker (user + system, `/usr/bin/time`), and the workers'
+# gradient time per step. These per-step figures are the two runs' difference divided by the
+# steps between them, which leaves start-up out (in brackets: the median of the coordinator's
+# own `coordinator_cpu_ms` metric, steps after the first). Capacity is the cores times the median step:
+# the share of it that the three processes use shows whether the cores were saturated.
+#
+#   bash bench/outside.sh [--rounds N] [--epochs E] [--workers K] [--bin DIR]
+#
+# Defaults: 3 rounds, E = 5, K = 2, --bin the release build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+rounds=3 epochs=5 workers=2 bin=""
+while (($#)); do
+    case "$1" in
+        --rounds) rounds=${2:?}; shift 2 ;;
+        --epochs) epochs=${2:?}; shift 2 ;;
+        --workers) workers=${2:?}; shift 2 ;;
+        --bin) bin=${2:?}; shift 2 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "outside.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
+    esac
+done
+((epochs >= 2)) || { echo "outside.sh: --epochs must be at least 2 (the 1-epoch run is subtracted)" >&2; exit 2; }
+((workers >= 1)) || { echo "outside.sh: --workers must be at least 1" >&2; exit 2; }
+[ -x /usr/bin/time ] || { echo "outside.sh: /usr/bin/time is missing (apt-get install -y time)" >&2; exit 2; }
+[ -n "$bin" ] || bin=$(swift build -c release --show-bin-path)
+for exe in coordinator worker; do
+    [ -x "$bin/$exe" ] || { echo "outside.sh: no $bin/$exe (build with: swift build -c release)" >&2; exit 2; }
+done
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+# One run: K workers and a coordinator for $1 epochs; results in $work/$2.*
+run() {
+    local e=$1 tag=$2 addresses="" i
+    pids=()
+    for ((i = 1; i <= workers; i++)); do
+        /usr/bin/time -f "%U %S" -o "$work/$tag.w$i.cpu" "$bin/worker" --listen "127.0.0.1:$((7100 + i))" \
+            --threads 1 --sessions 1 --log-level info >"$work/$tag.w$i.log" 2>&1 &
+        pids+=($!)
+        addresses+="${addresses:+,}127.0.0.1:$((7100 + i))"
+    done
+    sleep 0.7
+    if ! /usr/bin/time -f "%U %S" -o "$work/$tag.co.cpu" "$bin/coordinator" --workers "$addresses" --epochs "$e" \
+        --eval-every 0 --metrics "$work/$tag.jsonl" >/dev/null 2>"$work/$tag.err"; then
+        echo "outside.sh: the coordinator failed:" >&2; tail -5 "$work/$tag.err" >&2
+        grep -h "error" "$work/$tag".w*.log >&2 || true
+        exit 1
+    fi
+    wait "${pids[@]}" 2>/dev/null || true
+    pids=()
+}
+
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $workers worker(s); $rounds round(s) of 1 and $epochs epochs"
+for ((r = 1; r <= rounds; r++)); do
+    run 1 "r$r-short"
+    run "$epochs" "r$r-long"
+done
+python3 - "$work" "$rounds" "$workers" "$epochs" "$(nproc)" <<'PY'
+import json, re, statistics as st, sys
+work, rounds, workers, epochs, cores = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+
+def cpu(path):
+    user, system = open(path).read().split()[-2:]
+    return float(user) + float(system)
+
+def worker_log(path):
+    """Gradient seconds and the share outside, from a worker's session line."""
+    text = open(path).read()
+    m = re.search(r"([\d.]+) s of gradient computation .*?: ([\d.]+)% outside", text)
+    if not m:
+        sys.exit(f"outside.sh: no session summary in {path}:\n{text[-500:]}")
+    return float(m.group(1)), float(m.group(2))
+
+def run(tag):
+    lines = [json.loads(l) for l in open(f"{work}/{tag}.jsonl")]
+    steps = [l for l in lines if "step" in l]
+    return {
+        "steps": len(steps),
+        "step_ms": 1000 * st.median(s["seconds"] for s in steps[1:]),
+        "co_metric": st.median(s.get("coordinator_cpu_ms", float("nan")) for s in steps[1:]),
+        "sha": lines[-1]["model_sha256"][:12],
+        "co": cpu(f"{work}/{tag}.co.cpu"),
+        "w": [cpu(f"{work}/{tag}.w{i}.cpu") for i in range(1, workers + 1)],
+        "log": [worker_log(f"{work}/{tag}.w{i}.log") for i in range(1, workers + 1)],
+    }
+
+rows = []
+print(f"{'round':>5} {'outside % (each worker)':>24} {'step ms':>8} {'coordinator':>19} {'workers CPU':>16} "
+      f"{'workers gradient':>17} {'used/capacity':>14}  model")
+for r in range(1, rounds + 1):
+    short, long = run(f"r{r}-short"), run(f"r{r}-long")
+    n = long["steps"] - short["steps"]
+    co = 1000 * (long["co"] - short["co"]) / n
+    w = [1000 * (a - b) / n for a, b in zip(long["w"], short["w"])]
+    g = [1000 * (a[0] - b[0]) / n for a, b in zip(long["log"], short["log"])]
+    outside = [o for _, o in long["log"]]
+    used = (co + sum(w)) / (min(cores, 1 + workers) * long["step_ms"])
+    rows.append((outside, long["step_ms"], co, w, g, used, long["co_metric"]))
+    print(f"{r:>5} {' '.join(f'{o:.1f}' for o in outside):>24} {long['step_ms']:>8.2f} {co:>6.2f} ({long['co_metric']:.2f}) ms "
+          f"{' '.join(f'{x:.1f}' for x in w):>13} ms {' '.join(f'{x:.1f}' for x in g):>14} ms {100 * used:>13.0f}%  {long['sha']}")
+outside = [o for row in rows for o in row[0]]
+print(f"median: outside {st.median(outside):.1f}% ({min(outside):.1f}-{max(outside):.1f}), step {st.median(r[1] for r in rows):.2f} ms, "
+      f"coordinator {st.median(r[2] for r in rows):.2f} ms of CPU a step ({st.median(r[6] for r in rows):.2f} in its metrics), "
+      f"a worker {st.median(x for r in rows for x in r[3]):.1f} ms of CPU of which {st.median(x for r in rows for x in r[4]):.1f} ms gradient, "
+      f"{100 * st.median(r[5] for r in rows):.0f}% of the cores used")
+PY
