@@ -23,7 +23,7 @@ while (($#)); do
         --epochs) epochs=${2:?}; shift 2 ;;
         --workers) workers=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "outside.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
