@@ -564,7 +564,7 @@ final class TrainingRun {
                 answers += 1
             }
             guard case .gradient(let g) = message else { return false }
-            guard g.gradientSum.count == parameters.count, g.sampleCount == shards[t].count,
+            guard g.gradientValues.count == parameters.count, g.sampleCount == shards[t].count,
                   (0...g.sampleCount).contains(g.correctCount) else {
                 console.line("worker \(address(w)) sent a result of the wrong shape for shard \(t) of step \(step); rejected, it is computed again")
                 return false
@@ -573,8 +573,10 @@ final class TrainingRun {
                 console.line("error: worker \(address(w)) sent a non-finite gradient (NaN or infinity) for shard \(t) of step \(step); rejected, it is computed again by another worker")
                 return false
             }
-            reducer.offer(shard: t, .init(gradient: g.gradientSum, lossSum: g.lossSum,
-                                          correct: g.correctCount, count: g.sampleCount))
+            // Added from the frame's bytes, in place (no copy into an array).
+            let values = g.gradientValues
+            reducer.offer(shard: t, .init(gradientCount: values.count, withGradient: { values.withUnsafeBufferPointer($0) },
+                                          lossSum: g.lossSum, correct: g.correctCount, count: g.sampleCount))
             lastByWorker[w] = (arrived - started).seconds
             return true
         }

@@ -21,7 +21,7 @@ extension WireMessage {
     /// A first capacity for the payload's buffer: enough for most messages without growing.
     private var estimatedPayloadSize: Int {
         switch self {
-        case .gradient(let result): return 4 * result.gradientSum.count + 64
+        case .gradient(let result): return 4 * result.gradientValues.count + 64
         case .task(let task): return 4 * task.samples.count + 64
         case .dataset(let transfer): return transfer.images.count / 4 + transfer.labels.count + 64
         default: return 256
@@ -93,9 +93,9 @@ extension WireMessage {
                 buffer.writeMultipleIntegers(UInt32(start), UInt32(count), endianness: .big)
             }
         case .gradient(let result):
-            if let signature { try checkCount(result.gradientSum.count, signature, "gradient of shard \(result.shardID)") }
+            if let signature { try checkCount(result.gradientValues.count, signature, "gradient of shard \(result.shardID)") }
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
-            try codec.encodeFloats(result.gradientSum, into: &buffer)
+            try result.gradientValues.withUnsafeBufferPointer { try codec.encodeFloats($0, into: &buffer) }
         case .evaluation(let result):
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
         case .ping(let nonce), .pong(let nonce):
@@ -161,12 +161,12 @@ extension WireMessage {
             message = .task(try readTask(&reader, limits: limits))
         case .gradient:
             let header = try readResultHeader(&reader)
-            let values = try codec.readFloats(
+            let values = try codec.readFloatValues(
                 &reader, expectedCount: signature?.parameterCount, limits: limits,
                 what: "gradient of shard \(header.shard) (step \(header.step))\(signature.map { " for \($0)" } ?? "")")
             message = .gradient(GradientResult(
                 step: header.step, shardID: header.shard, sampleCount: header.samples, lossSum: header.loss,
-                correctCount: header.correct, gradientSum: values))
+                correctCount: header.correct, gradientValues: values))
         case .evaluation:
             let header = try readResultHeader(&reader)
             message = .evaluation(EvaluationResult(

@@ -251,22 +251,35 @@ public struct GradientResult: Hashable, Sendable {
     public var lossSum: Double
     /// Samples whose predicted class was the label (at most `sampleCount`).
     public var correctCount: Int
-    /// Sum of the per-sample gradients, ``ModelSignature/parameterCount`` values.
-    public var gradientSum: [Float]
+    /// Sum of the per-sample gradients, ``ModelSignature/parameterCount`` values, as received
+    /// (read in place from the frame when it carried raw floats).
+    public var gradientValues: WireFloats
+
+    /// The gradient sum as an array (a copy of the received bytes: read `gradientValues` in
+    /// place where the values are only read).
+    public var gradientSum: [Float] {
+        get { gradientValues.array }
+        set { gradientValues = WireFloats(newValue) }
+    }
 
     public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int, gradientSum: [Float]) {
+        self.init(step: step, shardID: shardID, sampleCount: sampleCount, lossSum: lossSum, correctCount: correctCount,
+                  gradientValues: WireFloats(gradientSum))
+    }
+
+    public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int, gradientValues: WireFloats) {
         self.step = step
         self.shardID = shardID
         self.sampleCount = sampleCount
         self.lossSum = lossSum
         self.correctCount = correctCount
-        self.gradientSum = gradientSum
+        self.gradientValues = gradientValues
     }
 
     /// Whether the loss and every gradient value are finite. The protocol carries NaN and
     /// infinity faithfully; the coordinator must not apply a result for which this is false.
     public var isFinite: Bool {
-        lossSum.isFinite && gradientSum.withUnsafeBufferPointer(Self.allFinite)
+        lossSum.isFinite && gradientValues.withUnsafeBufferPointer(Self.allFinite)
     }
 
     /// Whether no entry is an infinity or a NaN (all exponent bits set), 8 lanes at a time
@@ -290,6 +303,80 @@ public struct GradientResult: Hashable, Sendable {
             i += 1
         }
         return true
+    }
+}
+
+/// The float values of a received message: an array, or the raw little-endian bytes of the
+/// frame they arrived in. A coordinator checks and adds a megabyte gradient straight from the
+/// frame, with no copy into an array first.
+public struct WireFloats: Sendable {
+    private enum Storage: Sendable {
+        case array([Float])
+        /// IEEE-754 floats, little-endian: the buffer's readable bytes (a multiple of 4).
+        case littleEndian(ByteBuffer)
+    }
+    private var storage: Storage
+
+    public init(_ values: [Float]) {
+        storage = .array(values)
+    }
+
+    /// The floats in `bytes`' readable bytes, whose count must be a multiple of 4 (the decoder
+    /// has checked it against the declared count).
+    init(littleEndianBytes bytes: ByteBuffer) {
+        precondition(bytes.readableBytes % 4 == 0, "\(bytes.readableBytes) bytes are not a whole number of floats")
+        storage = .littleEndian(bytes)
+    }
+
+    /// Number of values.
+    public var count: Int {
+        switch storage {
+        case .array(let values): values.count
+        case .littleEndian(let bytes): bytes.readableBytes / 4
+        }
+    }
+
+    /// Calls `body` with the values: in place when they are bytes aligned for `Float` on a
+    /// little-endian machine (as the frames of this protocol are), else from a copy.
+    public func withUnsafeBufferPointer<R>(_ body: (UnsafeBufferPointer<Float>) throws -> R) rethrows -> R {
+        switch storage {
+        case .array(let values):
+            return try values.withUnsafeBufferPointer(body)
+        case .littleEndian(let bytes):
+            #if _endian(little)
+            let inPlace: R? = try bytes.withUnsafeReadableBytes { raw in
+                guard let base = raw.baseAddress else { return try body(UnsafeBufferPointer(start: nil, count: 0)) }
+                guard Int(bitPattern: base) % MemoryLayout<Float>.alignment == 0 else { return nil }
+                return try raw.withMemoryRebound(to: Float.self, body)
+            }
+            if let inPlace { return inPlace }
+            #endif
+            return try array.withUnsafeBufferPointer(body)
+        }
+    }
+
+    /// The values as an array (a copy when they are held as bytes).
+    public var array: [Float] {
+        switch storage {
+        case .array(let values):
+            return values
+        case .littleEndian(var bytes):
+            return PayloadCodec.readLittleEndian(count: bytes.readableBytes / 4, from: &bytes)
+        }
+    }
+}
+
+extension WireFloats: Hashable {
+    /// Equal when the values are, element by element (as for `[Float]`), however they are held.
+    public static func == (a: WireFloats, b: WireFloats) -> Bool {
+        a.withUnsafeBufferPointer { x in b.withUnsafeBufferPointer { y in x.elementsEqual(y) } }
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        withUnsafeBufferPointer { values in
+            hasher.combine(values.count)
+            for value in values { hasher.combine(value) }
+        }
     }
 }
 

@@ -160,6 +160,12 @@ public final class PayloadCodec {
 
     /// ``decodeFloats(from:expectedCount:limits:what:)`` on a message's reader.
     func readFloats(_ reader: inout PayloadReader, expectedCount: Int?, limits: FrameLimits, what: String) throws -> [Float] {
+        try readFloatValues(&reader, expectedCount: expectedCount, limits: limits, what: what).array
+    }
+
+    /// The same checks as ``readFloats(_:expectedCount:limits:what:)``, but raw floats are
+    /// kept as the payload's bytes (``WireFloats``), to be read in place.
+    func readFloatValues(_ reader: inout PayloadReader, expectedCount: Int?, limits: FrameLimits, what: String) throws -> WireFloats {
         let type = reader.type
         let count = Int(try reader.readInteger(UInt32.self, "\(what) count"))
         let encoding = try reader.readEnum(FloatEncoding.self, "\(what) encoding")
@@ -171,24 +177,24 @@ public final class PayloadCodec {
         guard rawBytes <= limits.maxDecompressedBytes else {
             throw WireError.decompressedSizeTooLarge(what, declared: UInt64(rawBytes), limit: limits.maxDecompressedBytes)
         }
-        var data = try reader.readSlice(length: byteLength, what)
+        let data = try reader.readSlice(length: byteLength, what)
 
         switch encoding {
         case .raw:
             guard byteLength == rawBytes else {
                 throw WireError.malformedPayload(type, "\(what): \(count) raw floats need \(rawBytes) bytes, payload has \(byteLength)")
             }
-            return Self.readLittleEndian(count: count, from: &data)
+            return WireFloats(littleEndianBytes: data)
         case .zstd:
-            return try data.withUnsafeReadableBytes { source in
+            return WireFloats(try data.withUnsafeReadableBytes { source in
                 try validateFrame(source, expectedSize: rawBytes, limit: limits.maxDecompressedBytes, what: what, type: type)
                 return try [Float](unsafeUninitializedCapacity: count) { floats, initialized in
                     try decompress(source, into: UnsafeMutableRawBufferPointer(floats), what: what)
                     initialized = count
                 }
-            }
+            })
         case .shuffledZstd:
-            return try data.withUnsafeReadableBytes { source in
+            return WireFloats(try data.withUnsafeReadableBytes { source in
                 try validateFrame(source, expectedSize: rawBytes, limit: limits.maxDecompressedBytes, what: what, type: type)
                 let planes = scratchBuffer(byteCount: rawBytes)
                 try decompress(source, into: planes, what: what)
@@ -198,9 +204,9 @@ public final class PayloadCodec {
                     }
                     initialized = count
                 }
-            }
+            })
         case .splitZstd:
-            return try readSplit(data, count: count, limits: limits, what: what, type: type)
+            return WireFloats(try readSplit(data, count: count, limits: limits, what: what, type: type))
         }
     }
 
@@ -415,7 +421,7 @@ public final class PayloadCodec {
         #endif
     }
 
-    private static func readLittleEndian(count: Int, from data: inout ByteBuffer) -> [Float] {
+    static func readLittleEndian(count: Int, from data: inout ByteBuffer) -> [Float] {
         #if _endian(little)
         return data.withUnsafeReadableBytes { bytes in
             [Float](unsafeUninitializedCapacity: count) { floats, initialized in

@@ -43,6 +43,38 @@ struct MessageTests {
         #expect(try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature) == message)
     }
 
+    @Test("a raw gradient is read in place from the frame's bytes when aligned for Float, else from a copy; same values")
+    func rawGradientReadInPlace() throws {
+        let values = gradientLikeValues(count: Samples.signature.parameterCount)
+        let message = GradientResult(step: 4, shardID: 2, sampleCount: 10, lossSum: 2.5, correctCount: 3, gradientSum: values)
+        var inPlace = 0
+        // The floats end the payload; shifting its start moves them across every alignment.
+        for shift in 0..<4 {
+            var payload = ByteBuffer()
+            payload.writeRepeatingByte(0xEE, count: shift)
+            try WireMessage.gradient(message).encode(into: &payload, codec: PayloadCodec(.init(floatEncoding: .raw)))
+            payload.moveReaderIndex(forwardBy: shift)
+            let decoded = try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature)
+            guard case .gradient(let received) = decoded else { Issue.record("decoded \(decoded)"); return }
+            let floats = payload.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) + UInt($0.count - 4 * values.count) }
+            let read = received.gradientValues.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+            if floats % UInt(MemoryLayout<Float>.alignment) == 0 {
+                #expect(read == floats, "aligned floats (shift \(shift)) were copied out of the frame")
+                inPlace += 1
+            } else {
+                #expect(read != floats, "misaligned floats (shift \(shift)) were read in place")
+            }
+            #expect(received.gradientValues.count == values.count)
+            #expect(received.gradientValues.withUnsafeBufferPointer { Array($0) } == values, "shift \(shift)")
+            #expect(received.gradientSum == values, "shift \(shift)")
+            #expect(received.isFinite)
+            // Equal to, and hashed like, the same result held as an array, either way round.
+            #expect(received == message && message == received, "shift \(shift)")
+            #expect(Set([message]).contains(received), "shift \(shift)")
+        }
+        #expect(inPlace == 1, "one shift in four aligns the floats")
+    }
+
     @Test("a gradient is finite unless an entry (in the 8-lane part or the tail) or the loss is NaN or infinite")
     func gradientFiniteness() {
         func result(_ values: [Float], loss: Double = 1) -> GradientResult {

@@ -19,14 +19,26 @@ public struct GradientReducer: Sendable {
     public private(set) var nextShard = 0
     private var waiting: [Int: ShardSum] = [:]
 
-    /// One shard's contribution.
+    /// One shard's contribution. Its gradient is read through `withGradient`, so that it can
+    /// stay where it arrived (a coordinator adds a received frame's bytes in place).
     public struct ShardSum: Sendable {
-        public var gradient: [Float]
+        /// Number of gradient values.
+        public var gradientCount: Int
+        /// Calls its argument with the gradient sum's values.
+        public var withGradient: @Sendable ((UnsafeBufferPointer<Float>) -> Void) -> Void
         public var lossSum: Double
         public var correct: Int
         public var count: Int
+
         public init(gradient: [Float], lossSum: Double, correct: Int, count: Int) {
-            self.gradient = gradient
+            self.init(gradientCount: gradient.count, withGradient: { gradient.withUnsafeBufferPointer($0) },
+                      lossSum: lossSum, correct: correct, count: count)
+        }
+
+        public init(gradientCount: Int, withGradient: @escaping @Sendable ((UnsafeBufferPointer<Float>) -> Void) -> Void,
+                    lossSum: Double, correct: Int, count: Int) {
+            self.gradientCount = gradientCount
+            self.withGradient = withGradient
             self.lossSum = lossSum
             self.correct = correct
             self.count = count
@@ -57,12 +69,13 @@ public struct GradientReducer: Sendable {
     @discardableResult
     public mutating func offer(shard index: Int, _ sum: ShardSum) -> Bool {
         guard index >= 0, index < shardCount, !hasReceived(index) else { return false }
-        precondition(sum.gradient.count == gradientSum.count,
-                     "shard gradient has \(sum.gradient.count) entries, the model \(gradientSum.count)")
+        precondition(sum.gradientCount == gradientSum.count,
+                     "shard gradient has \(sum.gradientCount) entries, the model \(gradientSum.count)")
         waiting[index] = sum
         while let next = waiting.removeValue(forKey: nextShard) {
             gradientSum.withUnsafeMutableBufferPointer { total in
-                next.gradient.withUnsafeBufferPointer { g in
+                next.withGradient { g in
+                    precondition(g.count == total.count, "shard gradient has \(g.count) entries, the model \(total.count)")
                     if let t = total.baseAddress { sk_add_f(t, g.baseAddress!, Int64(total.count)) }
                 }
             }
