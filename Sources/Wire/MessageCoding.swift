@@ -32,12 +32,13 @@ extension WireMessage {
     /// cache after the first time.
     private static func parametersPayload(_ update: ParameterUpdate, codec: PayloadCodec,
                                           signature: ModelSignature?) throws -> ByteBuffer {
-        if let signature { try checkCount(update.values.count, signature, "parameters of step \(update.step)") }
+        let values = update.parameterValues
+        if let signature { try checkCount(values.count, signature, "parameters of step \(update.step)") }
         return try update.encoded.bytes(for: codec.configuration) {
             var bytes = ByteBuffer()
-            bytes.reserveCapacity(8 + 4 * update.values.count + 64)
+            bytes.reserveCapacity(8 + 4 * values.count + 64)
             bytes.writeInteger(update.step, endianness: .big)
-            try codec.encodeFloats(update.values, into: &bytes)
+            try values.withUnsafeBufferPointer { try codec.encodeFloats($0, into: &bytes) }
             return bytes
         }
     }
@@ -153,10 +154,10 @@ extension WireMessage {
             message = .dataset(try readDataset(&reader, codec: codec, limits: limits))
         case .parameters:
             let step = try reader.readInteger(UInt64.self, "step")
-            let values = try codec.readFloats(
+            let values = try codec.readFloatValues(
                 &reader, expectedCount: signature?.parameterCount, limits: limits,
                 what: "parameters of step \(step)\(signature.map { " for \($0)" } ?? "")")
-            message = .parameters(ParameterUpdate(step: step, values: values))
+            message = .parameters(ParameterUpdate(step: step, parameterValues: values))
         case .task:
             message = .task(try readTask(&reader, limits: limits))
         case .gradient:

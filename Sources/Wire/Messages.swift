@@ -155,23 +155,32 @@ public struct HelloAck: Hashable, Sendable {
 /// ``ModelSignature/parameterCount`` values.
 public struct ParameterUpdate: Hashable, Sendable {
     public let step: UInt64
-    public let values: [Float]
+    /// The parameters, as received (read in place from the frame when it carried raw floats):
+    /// a worker builds its network from them with one copy, not two.
+    public let parameterValues: WireFloats
     /// The encoded float payload, shared by every copy of this update: a coordinator sending
     /// the same parameters to N workers compresses them once, not N times.
     let encoded = EncodedPayloadCache()
 
+    /// The parameters as an array (a copy of the received bytes).
+    public var values: [Float] { parameterValues.array }
+
     public init(step: UInt64, values: [Float]) {
+        self.init(step: step, parameterValues: WireFloats(values))
+    }
+
+    public init(step: UInt64, parameterValues: WireFloats) {
         self.step = step
-        self.values = values
+        self.parameterValues = parameterValues
     }
 
     public static func == (lhs: ParameterUpdate, rhs: ParameterUpdate) -> Bool {
-        lhs.step == rhs.step && lhs.values == rhs.values
+        lhs.step == rhs.step && lhs.parameterValues == rhs.parameterValues
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(step)
-        hasher.combine(values)
+        hasher.combine(parameterValues)
     }
 }
 

@@ -187,7 +187,7 @@ final class WorkerState {
             return [.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready))]
         case .parameters(let update):
             guard let signature = session.signature else { return [] }
-            session.network = update.values.withUnsafeBufferPointer {
+            session.network = update.parameterValues.withUnsafeBufferPointer {
                 Network(sizes: signature.layerSizes, flattened: $0)
             }
             session.step = update.step

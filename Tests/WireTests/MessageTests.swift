@@ -43,34 +43,48 @@ struct MessageTests {
         #expect(try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature) == message)
     }
 
-    @Test("a raw gradient is read in place from the frame's bytes when aligned for Float, else from a copy; same values")
-    func rawGradientReadInPlace() throws {
+    @Test("raw gradients and parameters are read in place from the frame's bytes when aligned for Float, else from a copy; same values",
+          arguments: ["gradient", "parameters"])
+    func rawFloatsReadInPlace(kind: String) throws {
         let values = gradientLikeValues(count: Samples.signature.parameterCount)
-        let message = GradientResult(step: 4, shardID: 2, sampleCount: 10, lossSum: 2.5, correctCount: 3, gradientSum: values)
+        let message: WireMessage = kind == "gradient"
+            ? .gradient(GradientResult(step: 4, shardID: 2, sampleCount: 10, lossSum: 2.5, correctCount: 3, gradientSum: values))
+            : .parameters(ParameterUpdate(step: 4, values: values))
         var inPlace = 0
         // The floats end the payload; shifting its start moves them across every alignment.
         for shift in 0..<4 {
             var payload = ByteBuffer()
             payload.writeRepeatingByte(0xEE, count: shift)
-            try WireMessage.gradient(message).encode(into: &payload, codec: PayloadCodec(.init(floatEncoding: .raw)))
+            try message.encode(into: &payload, codec: PayloadCodec(.init(floatEncoding: .raw)))
             payload.moveReaderIndex(forwardBy: shift)
-            let decoded = try WireMessage.decode(type: .gradient, payload: payload, codec: PayloadCodec(), signature: Samples.signature)
-            guard case .gradient(let received) = decoded else { Issue.record("decoded \(decoded)"); return }
+            let decoded = try WireMessage.decode(type: message.type, payload: payload, codec: PayloadCodec(), signature: Samples.signature)
+            let received: WireFloats
+            switch decoded {
+            case .gradient(let g):
+                received = g.gradientValues
+                #expect(g.gradientSum == values, "shift \(shift)")
+                #expect(g.isFinite)
+            case .parameters(let p):
+                received = p.parameterValues
+                #expect(p.values == values, "shift \(shift)")
+            default:
+                Issue.record("decoded \(decoded)")
+                return
+            }
             let floats = payload.withUnsafeReadableBytes { UInt(bitPattern: $0.baseAddress) + UInt($0.count - 4 * values.count) }
-            let read = received.gradientValues.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+            let read = received.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
             if floats % UInt(MemoryLayout<Float>.alignment) == 0 {
                 #expect(read == floats, "aligned floats (shift \(shift)) were copied out of the frame")
                 inPlace += 1
             } else {
                 #expect(read != floats, "misaligned floats (shift \(shift)) were read in place")
             }
-            #expect(received.gradientValues.count == values.count)
-            #expect(received.gradientValues.withUnsafeBufferPointer { Array($0) } == values, "shift \(shift)")
-            #expect(received.gradientSum == values, "shift \(shift)")
-            #expect(received.isFinite)
-            // Equal to, and hashed like, the same result held as an array, either way round.
-            #expect(received == message && message == received, "shift \(shift)")
-            #expect(Set([message]).contains(received), "shift \(shift)")
+            #expect(received.count == values.count)
+            #expect(received.withUnsafeBufferPointer { Array($0) } == values, "shift \(shift)")
+            // Equal to, and hashed like, the same message held as an array, either way round.
+            #expect(decoded == message && message == decoded, "shift \(shift)")
+            #expect(Set([message]).contains(decoded), "shift \(shift)")
+            #expect(received == WireFloats(values) && Set([WireFloats(values)]).contains(received))
         }
         #expect(inPlace == 1, "one shift in four aligns the floats")
     }
