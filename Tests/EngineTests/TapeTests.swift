@@ -405,3 +405,44 @@ func shapeDescriptions() {
     #expect(Vector<Double>.zeros(4).description.hasPrefix("Vector[4]("))
     #expect(Matrix<Double>.zeros(rows: 3, columns: 3).description.hasPrefix("Matrix[3x3]("))
 }
+
+// MARK: - Nodes kept for the next call
+
+@Test("an operation whose value shares a parameter's storage leaves it unshared after the call (an update is in place)")
+func keptNodesHoldNothingOfTheirCall() {
+    // The identity shares its input's storage: the node of its result must not keep it.
+    let identity = op1 { (v: Vector<Double>) in (v, { $0 }) }
+    var parameter = Vector<Double>([1, 2, 3])
+    let address = parameter.withUnsafeMutableBufferPointer { UInt(bitPattern: $0.baseAddress) }
+    for round in 1...3 {
+        let g = gradBP({ (p: BVar<Vector<Double>>) in (identity(p) * p).sum() }, parameter)
+        #expect(g == 2 * parameter, "round \(round)")
+        // A descent step: in place only if no kept node still holds the parameter's storage.
+        parameter.withUnsafeMutableBufferPointer { values in
+            #expect(UInt(bitPattern: values.baseAddress) == address, "round \(round): the parameter was copied")
+            for i in values.indices { values[i] -= 0.1 * g[i] }
+        }
+    }
+    // The same when the call's result is constant, so that no backward step runs.
+    _ = gradBP({ (p: BVar<Vector<Double>>) -> BVar<Double> in _ = identity(p); return constVar(0) }, parameter)
+    parameter.withUnsafeMutableBufferPointer { #expect(UInt(bitPattern: $0.baseAddress) == address) }
+}
+
+@Test("calls that record different operations one after another on one thread get their own gradients")
+func keptNodesOfOtherTypesAreReplaced() {
+    // Different sequences of Op1 and Op2 nodes, longer and shorter than the last call's.
+    let cases: [(String, (BVar<Double>) -> BVar<Double>, (Double) -> Double)] = [
+        ("x*x + exp(x)", { $0 * $0 + exp($0) }, { 2 * $0 + Foundation.exp($0) }),
+        ("log(x) * x", { log($0) * $0 }, { Foundation.log($0) + 1 }),
+        ("exp(x*x)", { exp($0 * $0) }, { 2 * $0 * Foundation.exp($0 * $0) }),
+        ("x", { $0 }, { _ in 1 }),
+        ("((x*x)*x)*x - x", { (($0 * $0) * $0) * $0 - $0 }, { 4 * $0 * $0 * $0 - 1 }),
+    ]
+    for round in 0..<3 {
+        for (i, (name, f, derivative)) in cases.enumerated() {
+            let x = 0.5 + Double(i + round) / 4
+            let g = gradBP(f, x)
+            #expect(abs(g - derivative(x)) <= 1e-12 * max(1, abs(derivative(x))), "\(name) at \(x): \(g)")
+        }
+    }
+}

@@ -16,7 +16,18 @@ public struct Op1<A: Backprop, B: Backprop> {
     public func callAsFunction(_ a: BVar<A>) -> BVar<B> {
         let (value, pullback) = run(a.value)
         guard let tape = a.tape, let sink = a.sink, tape.isCurrent else { return constVar(value) }
-        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { $0.sendGradient() }
+        if let kept = tape.tape._withUnsafeGuaranteedRef({ $0.reuse(Op1Node<A, B>.self) }) {
+            // The tape holds the node: no retain for this use of it.
+            unowned(unsafe) let node = kept.takeUnretainedValue()
+            let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+            node.reset(value: consume value, sink: sink, pullback: consume pullback)
+            return result
+        }
+        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { node, backward in
+            if backward { node.sendGradient() }
+            node.dropPullback()
+            node.clear()
+        }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)   // the tape takes the node's one reference (see `Tape.record`)
         return result
@@ -43,7 +54,17 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
         guard let tape = commonTape(a.tape, b.tape), a.sink != nil || b.sink != nil, tape.isCurrent else {
             return constVar(value)
         }
-        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { $0.sendGradient() }
+        if let kept = tape.tape._withUnsafeGuaranteedRef({ $0.reuse(Op2Node<A, B, C>.self) }) {
+            unowned(unsafe) let node = kept.takeUnretainedValue()
+            let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+            node.reset(value: consume value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB))
+            return result
+        }
+        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { node, backward in
+            if backward { node.sendGradient() }
+            node.dropPullbacks()
+            node.clear()
+        }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)
         return result
@@ -69,8 +90,19 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
         let (value, pullA, pullB, pullC) = run(a.value, b.value, c.value)
         guard let tape = commonTape(a.tape, b.tape, c.tape),
               a.sink != nil || b.sink != nil || c.sink != nil, tape.isCurrent else { return constVar(value) }
+        if let kept = tape.tape._withUnsafeGuaranteedRef({ $0.reuse(Op3Node<A, B, C, D>.self) }) {
+            unowned(unsafe) let node = kept.takeUnretainedValue()
+            let result = BVar(value: value, tape: tape, sink: .slot(of: node))
+            node.reset(value: consume value, sinks: (a.sink, b.sink, c.sink),
+                       pullbacks: (consume pullA, consume pullB, consume pullC))
+            return result
+        }
         let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink),
-                           pullbacks: (consume pullA, consume pullB, consume pullC)) { $0.sendGradient() }
+                           pullbacks: (consume pullA, consume pullB, consume pullC)) { node, backward in
+            if backward { node.sendGradient() }
+            node.dropPullbacks()
+            node.clear()
+        }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)
         return result
@@ -94,69 +126,116 @@ public func op3<A, B, C, D>(
 /// next, and the pullback that takes it there.
 @usableFromInline
 final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
-    @usableFromInline let sink: GradientSink<A>
-    @usableFromInline let pullback: (B) -> A
-    @usableFromInline let step: (Op1Node) -> Void
+    @exclusivity(unchecked) @usableFromInline var sink: GradientSink<A>
+    @exclusivity(unchecked) @usableFromInline var pullback: (B) -> A
+    /// The backward step (true) or only `dropPullback` (false).
+    @usableFromInline let step: (Op1Node, Bool) -> Void
 
-    @inlinable init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node) -> Void) {
+    @inlinable init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node, Bool) -> Void) {
         self.sink = sink
         self.pullback = pullback
         self.step = step
-        super.init(value: value)
+        super.init(operationValue: value)
     }
 
-    override func backward() { step(self) }
+    override func backward() { step(self, true) }
+    override func finish() { step(self, false) }
 
     @inlinable @inline(__always) func sendGradient() {
         if let g = take() { sink.accumulate(pullback(g)) }
+    }
+
+    /// The node of a new operation of the next call (see `Tape.reuse`).
+    @inlinable @inline(__always) func reset(value: __owned B, sink: GradientSink<A>, pullback: __owned @escaping (B) -> A) {
+        reset(value: value)
+        self.sink = sink
+        self.pullback = pullback
+    }
+
+    /// Lets go of the pullback and what it keeps.
+    @inlinable @inline(__always) func dropPullback() {
+        pullback = { _ in preconditionFailure("the pullback of an operation of a finished call") }
     }
 }
 
 /// A two-argument operation on the tape (a constant argument has no sink and gets nothing).
 @usableFromInline
 final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
-    @usableFromInline let sinks: (GradientSink<A>?, GradientSink<B>?)
-    @usableFromInline let pullbacks: ((C) -> A, (C) -> B)
-    @usableFromInline let step: (Op2Node) -> Void
+    @exclusivity(unchecked) @usableFromInline var sinks: (GradientSink<A>?, GradientSink<B>?)
+    @exclusivity(unchecked) @usableFromInline var pullbacks: ((C) -> A, (C) -> B)
+    /// The backward step (true) or only `dropPullbacks` (false).
+    @usableFromInline let step: (Op2Node, Bool) -> Void
 
     @inlinable init(value: C, sinks: (GradientSink<A>?, GradientSink<B>?), pullbacks: ((C) -> A, (C) -> B),
-         step: @escaping (Op2Node) -> Void) {
+         step: @escaping (Op2Node, Bool) -> Void) {
         self.sinks = sinks
         self.pullbacks = pullbacks
         self.step = step
-        super.init(value: value)
+        super.init(operationValue: value)
     }
 
-    override func backward() { step(self) }
+    override func backward() { step(self, true) }
+    override func finish() { step(self, false) }
 
     @inlinable @inline(__always) func sendGradient() {
         guard let g = take() else { return }
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
+    }
+
+    /// The node of a new operation of the next call (see `Tape.reuse`).
+    @inlinable @inline(__always) func reset(value: __owned C, sinks: (GradientSink<A>?, GradientSink<B>?),
+                                            pullbacks: __owned ((C) -> A, (C) -> B)) {
+        reset(value: value)
+        self.sinks = sinks
+        self.pullbacks = pullbacks
+    }
+
+    /// Lets go of the pullbacks and what they keep.
+    @inlinable @inline(__always) func dropPullbacks() {
+        pullbacks = ({ _ in preconditionFailure("the pullback of an operation of a finished call") },
+                     { _ in preconditionFailure("the pullback of an operation of a finished call") })
     }
 }
 
 /// A three-argument operation on the tape.
 @usableFromInline
 final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: GradientSlot<D> {
-    @usableFromInline let sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
-    @usableFromInline let pullbacks: ((D) -> A, (D) -> B, (D) -> C)
-    @usableFromInline let step: (Op3Node) -> Void
+    @exclusivity(unchecked) @usableFromInline var sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
+    @exclusivity(unchecked) @usableFromInline var pullbacks: ((D) -> A, (D) -> B, (D) -> C)
+    /// The backward step (true) or only `dropPullbacks` (false).
+    @usableFromInline let step: (Op3Node, Bool) -> Void
 
     @inlinable init(value: D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
-         pullbacks: ((D) -> A, (D) -> B, (D) -> C), step: @escaping (Op3Node) -> Void) {
+         pullbacks: ((D) -> A, (D) -> B, (D) -> C), step: @escaping (Op3Node, Bool) -> Void) {
         self.sinks = sinks
         self.pullbacks = pullbacks
         self.step = step
-        super.init(value: value)
+        super.init(operationValue: value)
     }
 
-    override func backward() { step(self) }
+    override func backward() { step(self, true) }
+    override func finish() { step(self, false) }
 
     @inlinable @inline(__always) func sendGradient() {
         guard let g = take() else { return }
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
         if let s = sinks.2 { s.accumulate(pullbacks.2(g)) }
+    }
+
+    /// The node of a new operation of the next call (see `Tape.reuse`).
+    @inlinable @inline(__always) func reset(value: __owned D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
+                                            pullbacks: __owned ((D) -> A, (D) -> B, (D) -> C)) {
+        reset(value: value)
+        self.sinks = sinks
+        self.pullbacks = pullbacks
+    }
+
+    /// Lets go of the pullbacks and what they keep.
+    @inlinable @inline(__always) func dropPullbacks() {
+        pullbacks = ({ _ in preconditionFailure("the pullback of an operation of a finished call") },
+                     { _ in preconditionFailure("the pullback of an operation of a finished call") },
+                     { _ in preconditionFailure("the pullback of an operation of a finished call") })
     }
 }

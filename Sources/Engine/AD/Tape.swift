@@ -18,7 +18,11 @@ import Darwin
 /// number (`call`), so a variable that escaped its call is known as such (`TapeReference.isCurrent`).
 @usableFromInline
 final class Tape {
+    /// The operations of the current call are `nodes[0..<count]`; the nodes after them were
+    /// recorded by earlier calls and are kept to be reused (see `reuse`).
     @exclusivity(unchecked) @usableFromInline var nodes: ContiguousArray<TapeNode>
+    /// How many of `nodes` the current call has recorded.
+    @exclusivity(unchecked) @usableFromInline var count = 0
     /// The number of the call that the tape serves now (or served last), raised when a call
     /// ends. Atomic only so that reading it is defined even from a variable that escaped to
     /// another thread; relaxed loads and stores are plain moves.
@@ -47,7 +51,7 @@ final class Tape {
     /// the call still refers to the tape, which stays alive, but is no longer current: an
     /// operation on it records nothing.
     @usableFromInline static func end(_ tape: Tape) {
-        if !tape.nodes.isEmpty { tape.nodes.removeAll(keepingCapacity: true) }
+        if tape.count > 0 { tape.finish() }
         tape.call.add(1, ordering: .relaxed)
         let key = spareTapeKey
         if pthread_getspecific(key) == nil {
@@ -63,14 +67,51 @@ final class Tape {
 
     /// Appends an operation. The node is taken, not borrowed: an operation hands over the one
     /// reference it made (the variables refer to the node without counting), so recording
-    /// costs no retain and release.
-    @inlinable func record(_ node: __owned TapeNode) { nodes.append(node) }
+    /// costs no retain and release. It takes the place of a kept node of another type.
+    @inlinable func record(_ node: __owned TapeNode) {
+        if count < nodes.count {
+            nodes.withUnsafeMutableBufferPointer { $0[count] = node }
+        } else {
+            nodes.append(node)
+        }
+        count += 1
+    }
+
+    /// The node an earlier call recorded at this call's next position, if it is of type
+    /// `Node`: the operation resets it and records nothing (`count` moves on). A computation
+    /// repeated call after call (a training step, a sample) so records its operations with
+    /// no allocation, and in code specialised for them, instead of allocating a node and
+    /// destroying it through run-time type metadata. Held without a retain: the tape holds it.
+    @inlinable func reuse<Node: TapeNode>(_ type: Node.Type) -> Unmanaged<Node>? {
+        guard count < nodes.count else { return nil }
+        let kept = nodes.withUnsafeBufferPointer {
+            UnsafeRawPointer($0.baseAddress! + count).load(as: Unmanaged<TapeNode>.self)
+        }
+        guard kept._withUnsafeGuaranteedRef({ ObjectIdentifier(Swift.type(of: $0)) }) == ObjectIdentifier(Node.self) else {
+            return nil
+        }
+        count += 1
+        return Unmanaged<Node>.fromOpaque(kept.toOpaque())
+    }
+
+    /// Lets go of what the current call's nodes hold for their backward steps (pullbacks and
+    /// the operands they keep: a layer's weights, say, which a descent step must find
+    /// unshared); the nodes stay for the next call. A node whose backward step ran has done
+    /// this already.
+    @usableFromInline func finish() {
+        nodes.withUnsafeBufferPointer { kept in
+            for i in 0..<count {
+                UnsafeRawPointer(kept.baseAddress! + i).load(as: Unmanaged<TapeNode>.self)._withUnsafeGuaranteedRef { $0.finish() }
+            }
+        }
+        count = 0
+    }
 
     /// Runs the operations' backward steps in reverse order, then drops them (and with them
     /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
     /// without counting (see `GradientSink`), so every node must live until the last step.
     @usableFromInline func runBackward() {
-        var i = nodes.count
+        var i = count
         while i > 0 {
             i -= 1
             // Read without a retain: the array holds the node while its step runs (a step that
@@ -80,7 +121,7 @@ final class Tape {
             }
             node._withUnsafeGuaranteedRef { $0.backward() }
         }
-        nodes.removeAll(keepingCapacity: true)
+        count = 0
     }
 }
 
@@ -144,8 +185,12 @@ extension Tape: Sendable {}
 class TapeNode {
     @usableFromInline init() {}
 
-    /// Sends the gradient that collected here to the operation's arguments.
+    /// Sends the gradient that collected here to the operation's arguments, then lets go of
+    /// what only that step needed (see `finish`).
     @usableFromInline func backward() {}
+
+    /// Lets go of what the backward step would have needed, when it does not run.
+    @usableFromInline func finish() {}
 }
 
 /// Where the gradient of one variable goes: the slot of an operation's result, or a part of
@@ -235,8 +280,8 @@ class RawRedirect: TapeNode {
 /// unspecialised).
 @usableFromInline
 final class ElementRedirect<Element: Backprop>: RawRedirect {
-    @usableFromInline let parent: GradientSink<[Element]>
-    @usableFromInline let index: Int
+    @exclusivity(unchecked) @usableFromInline var parent: GradientSink<[Element]>
+    @exclusivity(unchecked) @usableFromInline var index: Int
     @usableFromInline let step: (ElementRedirect, (UnsafeMutableRawPointer) -> Void) -> Void
 
     @inlinable init(parent: GradientSink<[Element]>, index: Int,
@@ -255,6 +300,14 @@ extension GradientSink {
     @inlinable func element<Element: Backprop>(_ index: Int, tape: TapeReference?) -> GradientSink<Element>?
     where Value == [Element] {
         guard let tape, tape.isCurrent else { return nil }
+        let kept = tape.tape._withUnsafeGuaranteedRef { $0.reuse(ElementRedirect<Element>.self) }
+        if let kept {
+            kept._withUnsafeGuaranteedRef {
+                $0.parent = self
+                $0.index = index
+            }
+            return .reached(.fromOpaque(kept.toOpaque()), offset: 0)
+        }
         let redirect = ElementRedirect(parent: self, index: index) { redirect, body in
             let index = redirect.index
             redirect.parent.modify { array in
@@ -287,17 +340,48 @@ class AnyGradientSlot: TapeNode {
 /// through the subclasses that `Op1`, `Op2` and `Op3` record, an operation's result.
 @usableFromInline
 class GradientSlot<Value: Backprop>: AnyGradientSlot {
-    /// The variable's value, for the shape of a zero gradient.
-    @usableFromInline final let value: Value
-    /// The gradient, when `hasGradient` (otherwise `value`, a placeholder). Not an optional:
-    /// destroying a `Value?` in this generic class's deinit would look up the optional's type
-    /// metadata at run time, for every variable of every call.
+    /// The variable's value, for the shape of a zero gradient; `placeholder` once the call is
+    /// over, so that a node kept for the next call (`Tape.reuse`) holds nothing of its own
+    /// call (an operation's value may share storage with a parameter that a descent step
+    /// then updates in place).
+    @exclusivity(unchecked) @usableFromInline final var value: Value
+    /// The gradient, when `hasGradient` (otherwise `placeholder`). Not an optional: destroying
+    /// or reaching a `Value?` in this generic class's unspecialised methods (its deinit, the
+    /// lens path `withGradientBytes`) would look up the optional's type metadata at run time.
     @exclusivity(unchecked) @usableFromInline final var gradient: Value
     @exclusivity(unchecked) @usableFromInline final var hasGradient = false
+    /// A value that stands in for `value` and `gradient` when they hold nothing: a zero of the
+    /// first value's shape, made once per node (for tensors, a shared buffer).
+    @usableFromInline final let placeholder: Value
 
+    /// The slot of a call's root, which is not kept: its value stands in for itself.
     @inlinable init(value: Value) {
         self.value = value
+        placeholder = value
         gradient = value
+    }
+
+    /// The slot of an operation's result, kept for later calls: its placeholder is a zero.
+    @inlinable init(operationValue value: Value) {
+        self.value = value
+        placeholder = value.zero()
+        gradient = placeholder
+    }
+
+    /// Lets go of the value and any gradient left when the call is over (the node stays for
+    /// the next call, see `Tape.reuse`).
+    @inlinable final func clear() {
+        value = placeholder
+        if hasGradient {
+            gradient = placeholder
+            hasGradient = false
+        }
+    }
+
+    /// Makes the slot that of a new variable of value `value`, with no gradient (a node reused
+    /// by a later call, see `Tape.reuse`; `clear` has run).
+    @inlinable final func reset(value: __owned Value) {
+        self.value = value
     }
 
     @usableFromInline override final func withGradientBytes(_ body: (UnsafeMutableRawPointer) -> Void) {
@@ -327,7 +411,7 @@ class GradientSlot<Value: Backprop>: AnyGradientSlot {
     @inlinable final func take() -> Value? {
         guard hasGradient else { return nil }
         hasGradient = false
-        var taken = value
+        var taken = placeholder
         swap(&gradient, &taken)
         return taken
     }
