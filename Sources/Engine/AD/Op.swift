@@ -135,7 +135,7 @@ final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
         self.sink = sink
         self.pullback = pullback
         self.step = step
-        super.init(operationValue: value)
+        super.init(value: value)
     }
 
     override func backward() { step(self, true) }
@@ -171,7 +171,7 @@ final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
         self.sinks = sinks
         self.pullbacks = pullbacks
         self.step = step
-        super.init(operationValue: value)
+        super.init(value: value)
     }
 
     override func backward() { step(self, true) }
@@ -211,7 +211,7 @@ final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: Gradien
         self.sinks = sinks
         self.pullbacks = pullbacks
         self.step = step
-        super.init(operationValue: value)
+        super.init(value: value)
     }
 
     override func backward() { step(self, true) }

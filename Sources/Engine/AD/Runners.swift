@@ -5,10 +5,10 @@ func runBackward<A: Backprop, B: Backprop>(
 ) -> (value: B, gradient: A) {
     let tape = Tape.begin()
     let reference = TapeReference(tape)
-    let root = GradientSlot(value: x)
+    let root = tape.root(for: x)   // kept by the tape for its next call
     let value: B
     do {
-        let result = f(BVar(value: x, tape: reference, sink: .slot(of: root)))
+        let result = f(BVar(value: x, tape: reference, sink: .slot(root)))
         value = result.value
         if let sink = result.sink {
             precondition(result.tape == reference, "the function returned a BVar of another backprop call")
@@ -16,8 +16,12 @@ func runBackward<A: Backprop, B: Backprop>(
             tape.runBackward()
         }
     }
+    let gradient = root._withUnsafeGuaranteedRef { slot in
+        defer { slot.clear() }
+        return slot.take() ?? x.zero()
+    }
     Tape.end(tape)
-    return (value, root.current ?? x.zero())
+    return (value, gradient)
 }
 
 /// Runs `f` at `x` like a normal function: nothing is recorded.

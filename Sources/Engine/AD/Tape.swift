@@ -23,6 +23,8 @@ final class Tape {
     @exclusivity(unchecked) @usableFromInline var nodes: ContiguousArray<TapeNode>
     /// How many of `nodes` the current call has recorded.
     @exclusivity(unchecked) @usableFromInline var count = 0
+    /// The gradient slot of the last call's input, kept like the nodes (see `root(for:)`).
+    @exclusivity(unchecked) @usableFromInline var keptRoot: AnyGradientSlot?
     /// The number of the call that the tape serves now (or served last), raised when a call
     /// ends. Atomic only so that reading it is defined even from a variable that escaped to
     /// another thread; relaxed loads and stores are plain moves.
@@ -92,6 +94,20 @@ final class Tape {
         }
         count += 1
         return Unmanaged<Node>.fromOpaque(kept.toOpaque())
+    }
+
+    /// The gradient slot of this call's input `x`: the last call's, if it was of the same
+    /// type, else a new one kept for the next call. Held without a retain: the tape holds it.
+    /// The runner takes its gradient and clears it before the call ends.
+    @inlinable func root<Value: Backprop>(for x: Value) -> Unmanaged<GradientSlot<Value>> {
+        if let kept = keptRoot, ObjectIdentifier(Swift.type(of: kept)) == ObjectIdentifier(GradientSlot<Value>.self) {
+            let slot = Unmanaged<GradientSlot<Value>>.fromOpaque(Unmanaged.passUnretained(kept).toOpaque())
+            slot._withUnsafeGuaranteedRef { $0.reset(value: x) }
+            return slot
+        }
+        let slot = GradientSlot(value: x)
+        keptRoot = slot
+        return .passUnretained(slot)
     }
 
     /// Lets go of what the current call's nodes hold for their backward steps (pullbacks and
@@ -340,48 +356,45 @@ class AnyGradientSlot: TapeNode {
 /// through the subclasses that `Op1`, `Op2` and `Op3` record, an operation's result.
 @usableFromInline
 class GradientSlot<Value: Backprop>: AnyGradientSlot {
-    /// The variable's value, for the shape of a zero gradient; `placeholder` once the call is
-    /// over, so that a node kept for the next call (`Tape.reuse`) holds nothing of its own
-    /// call (an operation's value may share storage with a parameter that a descent step
-    /// then updates in place).
-    @exclusivity(unchecked) @usableFromInline final var value: Value
-    /// The gradient, when `hasGradient` (otherwise `placeholder`). Not an optional: destroying
-    /// or reaching a `Value?` in this generic class's unspecialised methods (its deinit, the
-    /// lens path `withGradientBytes`) would look up the optional's type metadata at run time.
-    @exclusivity(unchecked) @usableFromInline final var gradient: Value
+    /// The variable's value (for the shape of a zero gradient) at `cells[0]` while
+    /// `hasValue`, and its gradient at `cells[1]` while `hasGradient`: initialised and
+    /// destroyed by hand, so that a node kept for the next call (`Tape.reuse`) holds nothing
+    /// of its own call and needs no placeholder values (nor an `Optional`, whose metadata the
+    /// unspecialised methods of this generic class would look up at run time).
+    @usableFromInline final let cells: UnsafeMutablePointer<Value>
+    @exclusivity(unchecked) @usableFromInline final var hasValue = true
     @exclusivity(unchecked) @usableFromInline final var hasGradient = false
-    /// A value that stands in for `value` and `gradient` when they hold nothing: a zero of the
-    /// first value's shape, made once per node (for tensors, a shared buffer).
-    @usableFromInline final let placeholder: Value
 
-    /// The slot of a call's root, which is not kept: its value stands in for itself.
-    @inlinable init(value: Value) {
-        self.value = value
-        placeholder = value
-        gradient = value
+    @inlinable init(value: __owned Value) {
+        cells = .allocate(capacity: 2)
+        cells.initialize(to: value)
     }
 
-    /// The slot of an operation's result, kept for later calls: its placeholder is a zero.
-    @inlinable init(operationValue value: Value) {
-        self.value = value
-        placeholder = value.zero()
-        gradient = placeholder
+    deinit {
+        if hasValue { cells.deinitialize(count: 1) }
+        if hasGradient { (cells + 1).deinitialize(count: 1) }
+        cells.deallocate()
     }
 
     /// Lets go of the value and any gradient left when the call is over (the node stays for
     /// the next call, see `Tape.reuse`).
     @inlinable final func clear() {
-        value = placeholder
+        if hasValue {
+            cells.deinitialize(count: 1)
+            hasValue = false
+        }
         if hasGradient {
-            gradient = placeholder
+            (cells + 1).deinitialize(count: 1)
             hasGradient = false
         }
     }
 
     /// Makes the slot that of a new variable of value `value`, with no gradient (a node reused
-    /// by a later call, see `Tape.reuse`; `clear` has run).
+    /// by a later call, see `Tape.reuse`).
     @inlinable final func reset(value: __owned Value) {
-        self.value = value
+        clear()
+        cells.initialize(to: value)
+        hasValue = true
     }
 
     @usableFromInline override final func withGradientBytes(_ body: (UnsafeMutableRawPointer) -> Void) {
@@ -391,18 +404,18 @@ class GradientSlot<Value: Backprop>: AnyGradientSlot {
     /// Runs `body` on the gradient (a zero gradient if none has arrived yet), in place.
     @inlinable final func modify(_ body: (inout Value) -> Void) {
         if !hasGradient {
-            gradient = value.zero()
+            (cells + 1).initialize(to: cells.pointee.zero())
             hasGradient = true
         }
-        body(&gradient)
+        body(&cells[1])
     }
 
     /// Adds `gradient` to the gradient (the first one is kept as it is).
-    @inlinable final func accumulate(_ gradient: Value) {
+    @inlinable final func accumulate(_ gradient: __owned Value) {
         if hasGradient {
-            self.gradient.add(gradient)
+            cells[1].add(gradient)
         } else {
-            self.gradient = gradient
+            (cells + 1).initialize(to: gradient)
             hasGradient = true
         }
     }
@@ -411,11 +424,9 @@ class GradientSlot<Value: Backprop>: AnyGradientSlot {
     @inlinable final func take() -> Value? {
         guard hasGradient else { return nil }
         hasGradient = false
-        var taken = placeholder
-        swap(&gradient, &taken)
-        return taken
+        return (cells + 1).move()
     }
 
     /// The gradient, if any arrived.
-    @inlinable final var current: Value? { hasGradient ? gradient : nil }
+    @inlinable final var current: Value? { hasGradient ? cells[1] : nil }
 }
