@@ -8,7 +8,8 @@ import Darwin
 /// The record of one gradient computation: every operation applied to a variable, in the order
 /// they ran (and the redirections of array elements read, which must live as long). The runners (`backprop`, `gradBP`) take one per call (`Tape.begin`) and give it
 /// back when the call is over (`end`); a tape is never shared between threads, and each thread
-/// keeps one spare, so a call allocates neither the tape nor room for its operations.
+/// keeps one spare, so a call allocates neither the tape nor room for its operations; and a
+/// call that records the operations of the tape's last call reuses their nodes (`reuse`).
 ///
 /// Variables refer to their tape without counting (`TapeReference`): a tape is never
 /// deallocated. When a call ends, its tape goes back to its thread's spare slot, or, when that
@@ -48,7 +49,8 @@ final class Tape {
         return pool.withLock { $0.popLast() }?.tape ?? Tape()
     }
 
-    /// Ends the call: drops what is left on the tape, numbers its next call, and keeps it as
+    /// Ends the call: empties the nodes that still hold anything of it (`finish`), numbers its
+    /// next call, and keeps it as
     /// this thread's spare (or in the pool if the spare slot is taken). A variable that escaped
     /// the call still refers to the tape, which stays alive, but is no longer current: an
     /// operation on it records nothing.
@@ -123,9 +125,10 @@ final class Tape {
         count = 0
     }
 
-    /// Runs the operations' backward steps in reverse order, then drops them (and with them
-    /// every intermediate value and gradient). Not before: sinks refer to the nodes' slots
-    /// without counting (see `GradientSink`), so every node must live until the last step.
+    /// Runs the operations' backward steps in reverse order; each step then empties its node
+    /// (and with it the intermediate value and gradient), which the tape keeps for its next
+    /// call. Sinks refer to the nodes' slots without counting (see `GradientSink`): every node
+    /// lives at least until the last step.
     @usableFromInline func runBackward() {
         var i = count
         while i > 0 {
@@ -224,8 +227,8 @@ class TapeNode {
 /// operation copies its arguments' sinks into its node) costs no atomic operation. This is
 /// safe because a sink is dereferenced only by the backward pass of the call that made it
 /// (`accumulate`, `modify`), and every slot of a call lives until that call ends: the root
-/// slot is held by the runner, an operation's node by the tape, which drops its nodes only
-/// after the backward pass (`Tape.runBackward`) or when the call ends (`Tape.end`). A variable
+/// slot and the operations' nodes are held by the tape, which keeps them after the call (to
+/// reuse them, emptied: `Tape.reuse`) and never frees itself (see `Tape`). A variable
 /// that escapes its call keeps a dangling sink, but nothing dereferences it: reading a field
 /// only makes a new sink from the same pointer, and an operation on the variable records
 /// nothing (its tape reference is no longer current, checked before any node is made).
