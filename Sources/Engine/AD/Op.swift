@@ -23,11 +23,7 @@ public struct Op1<A: Backprop, B: Backprop> {
             node.reset(value: consume value, sink: sink, pullback: consume pullback)
             return result
         }
-        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { node, backward in
-            if backward { node.sendGradient() }
-            node.dropPullback()
-            node.clear()
-        }
+        let node = Op1Node(value: value, sink: sink, pullback: consume pullback) { $0.finishCall(sendingGradient: $1) }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)   // the tape takes the node's one reference (see `Tape.record`)
         return result
@@ -60,11 +56,7 @@ public struct Op2<A: Backprop, B: Backprop, C: Backprop> {
             node.reset(value: consume value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB))
             return result
         }
-        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { node, backward in
-            if backward { node.sendGradient() }
-            node.dropPullbacks()
-            node.clear()
-        }
+        let node = Op2Node(value: value, sinks: (a.sink, b.sink), pullbacks: (consume pullA, consume pullB)) { $0.finishCall(sendingGradient: $1) }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)
         return result
@@ -98,11 +90,7 @@ public struct Op3<A: Backprop, B: Backprop, C: Backprop, D: Backprop> {
             return result
         }
         let node = Op3Node(value: value, sinks: (a.sink, b.sink, c.sink),
-                           pullbacks: (consume pullA, consume pullB, consume pullC)) { node, backward in
-            if backward { node.sendGradient() }
-            node.dropPullbacks()
-            node.clear()
-        }
+                           pullbacks: (consume pullA, consume pullB, consume pullC)) { $0.finishCall(sendingGradient: $1) }
         let result = BVar(value: value, tape: tape, sink: .slot(of: node))
         tape.record(consume node)
         return result
@@ -128,7 +116,7 @@ public func op3<A, B, C, D>(
 final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
     @exclusivity(unchecked) @usableFromInline var sink: GradientSink<A>
     @exclusivity(unchecked) @usableFromInline var pullback: (B) -> A
-    /// The backward step (true) or only `dropPullback` (false).
+    /// `finishCall`, made where the node's types are known (see above).
     @usableFromInline let step: (Op1Node, Bool) -> Void
 
     @inlinable init(value: B, sink: GradientSink<A>, pullback: @escaping (B) -> A, step: @escaping (Op1Node, Bool) -> Void) {
@@ -143,6 +131,14 @@ final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
 
     @inlinable @inline(__always) func sendGradient() {
         if let g = take() { sink.accumulate(pullback(g)) }
+    }
+
+    /// The node's part of the backward pass (`sendingGradient`) or of a call that ends without
+    /// one: send the gradient, then let go of everything of the call (see `Tape.reuse`).
+    @inlinable @inline(__always) func finishCall(sendingGradient: Bool) {
+        if sendingGradient { sendGradient() }
+        dropPullback()
+        clear()
     }
 
     /// The node of a new operation of the next call (see `Tape.reuse`).
@@ -163,7 +159,7 @@ final class Op1Node<A: Backprop, B: Backprop>: GradientSlot<B> {
 final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
     @exclusivity(unchecked) @usableFromInline var sinks: (GradientSink<A>?, GradientSink<B>?)
     @exclusivity(unchecked) @usableFromInline var pullbacks: ((C) -> A, (C) -> B)
-    /// The backward step (true) or only `dropPullbacks` (false).
+    /// `finishCall`, made where the node's types are known (see above).
     @usableFromInline let step: (Op2Node, Bool) -> Void
 
     @inlinable init(value: C, sinks: (GradientSink<A>?, GradientSink<B>?), pullbacks: ((C) -> A, (C) -> B),
@@ -181,6 +177,14 @@ final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
         guard let g = take() else { return }
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
+    }
+
+    /// The node's part of the backward pass (`sendingGradient`) or of a call that ends without
+    /// one: send the gradient, then let go of everything of the call (see `Tape.reuse`).
+    @inlinable @inline(__always) func finishCall(sendingGradient: Bool) {
+        if sendingGradient { sendGradient() }
+        dropPullbacks()
+        clear()
     }
 
     /// The node of a new operation of the next call (see `Tape.reuse`).
@@ -203,7 +207,7 @@ final class Op2Node<A: Backprop, B: Backprop, C: Backprop>: GradientSlot<C> {
 final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: GradientSlot<D> {
     @exclusivity(unchecked) @usableFromInline var sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?)
     @exclusivity(unchecked) @usableFromInline var pullbacks: ((D) -> A, (D) -> B, (D) -> C)
-    /// The backward step (true) or only `dropPullbacks` (false).
+    /// `finishCall`, made where the node's types are known (see above).
     @usableFromInline let step: (Op3Node, Bool) -> Void
 
     @inlinable init(value: D, sinks: (GradientSink<A>?, GradientSink<B>?, GradientSink<C>?),
@@ -222,6 +226,14 @@ final class Op3Node<A: Backprop, B: Backprop, C: Backprop, D: Backprop>: Gradien
         if let s = sinks.0 { s.accumulate(pullbacks.0(g)) }
         if let s = sinks.1 { s.accumulate(pullbacks.1(g)) }
         if let s = sinks.2 { s.accumulate(pullbacks.2(g)) }
+    }
+
+    /// The node's part of the backward pass (`sendingGradient`) or of a call that ends without
+    /// one: send the gradient, then let go of everything of the call (see `Tape.reuse`).
+    @inlinable @inline(__always) func finishCall(sendingGradient: Bool) {
+        if sendingGradient { sendGradient() }
+        dropPullbacks()
+        clear()
     }
 
     /// The node of a new operation of the next call (see `Tape.reuse`).
