@@ -17,6 +17,12 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
         self.biases = biases
     }
 
+    /// A layer whose shapes are known to fit (a gradient made from this layer's shapes).
+    init(checkedWeights weights: Matrix<Scalar>, biases: Vector<Scalar>) {
+        self.weights = weights
+        self.biases = biases
+    }
+
     /// A layer from `inputs` to `outputs` with every parameter drawn uniformly from `range`.
     /// The weights are drawn output by output (each output's weights from every input, then
     /// the next output's), then the biases.
@@ -56,7 +62,26 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
-    transposedMatvec(layer[Lenses.weights()], x, plus: layer[Lenses.biases()])
+    op2 { (layer: Layer<S>, x: Vector<S>) in
+        precondition(layer.inputs == x.count,
+                     "shape mismatch in runLayer: a layer of \(layer.inputs) inputs applied to Vector[\(x.count)]")
+        let saved = LayerOperands(layer.weights, SparseEntries(x))
+        let y = layer.weights.transposedMatvec(saved.x, plus: layer.biases)
+        return (y, { g in Layer(checkedWeights: Matrix.outer(saved.x, g), biases: g) },
+                { g in saved.weights.matvec(SparseEntries(dense: g)) })
+    }(layer, x)
+}
+
+/// What the pullbacks of a layer applied to one sample keep: the weights, and the input's
+/// nonzeros.
+final class LayerOperands<S: TensorScalar> {
+    let weights: Matrix<S>
+    let x: SparseEntries<S>
+
+    init(_ weights: Matrix<S>, _ x: SparseEntries<S>) {
+        self.weights = weights
+        self.x = x
+    }
 }
 
 /// A layer applied to a batch (one sample per row): `X * weights + biases` on every row.
