@@ -58,7 +58,12 @@ public struct Layer<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
     }
 }
 
-/// A layer applied to one sample: `weightsᵀ * x + biases`.
+/// A layer applied to one sample: `weightsᵀ * x + biases`, as one primitive of the whole
+/// layer, whose pullback gives the layer's gradient (the weights' as a pending outer product).
+/// The same values as `transposedMatvec(layer.weights, x, plus: layer.biases)`; recorded as one
+/// operation of the layer rather than one of its two fields, the gradient reaches the
+/// network's with less bookkeeping per sample (this is the per-sample training loop's inner
+/// step).
 @_specialize(exported: true, where S == Float)
 @_specialize(exported: true, where S == Double)
 public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<Vector<S>> {
