@@ -33,6 +33,8 @@ let package = Package(
         // CRC-32C for the wire protocol's split float payloads (the processor's instruction
         // where there is one).
         .target(name: "CChecksum"),
+        // Atomic loads and stores on memory shared with another process (Wire's shared payload region).
+        .target(name: "CSharedMemory"),
         // Tensors on OpenBLAS and the reverse-mode AD engine.
         .target(name: "Engine", dependencies: ["COpenBLAS", "CSparseKernels"]),
         // What the programs share: the MNIST model, IDX data sets.
@@ -58,7 +60,7 @@ let package = Package(
         // imports CCryptoBoringSSL, swift-crypto's internal BoringSSL module (not a product; visible
         // through Crypto on Linux, and free to change in any swift-crypto release).
         .target(name: "Wire", dependencies: [
-            "CZstd", "CChecksum",
+            "CZstd", "CChecksum", "CSharedMemory",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Crypto", package: "swift-crypto"),
         ]),

@@ -88,6 +88,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Compress the parameters sent: auto (not to workers on this machine), zstd, or none. Workers choose for their gradients (worker --compression).")
     var compression: CompressionPolicy = .auto
 
+    @Option(help: "Pass parameters and gradients through shared memory with workers on this machine (reached over loopback): on or off. The control messages still go over TCP.")
+    var sharedMemory: SharedMemoryPolicy = .on
+
     @Flag(help: "Check the set-up without training: load the data, reach every worker, check its protocol version and model, and report its BLAS kernel and threads.")
     var dryRun = false
 
@@ -163,7 +166,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             optimizer: Optimizer(kind: optimizer, learningRate: rate), schedule: schedule, maxSteps: maxSteps,
             evalEvery: evalEvery, modelOut: modelOut, metricsPath: metrics, plotPath: plot, workerTimeout: workerTimeout,
             checkpointDirectory: checkpointDir, checkpointEvery: checkpointEvery, resume: resume,
-            security: secret.map(WireSecurity.sharedSecret) ?? .none, compression: compression)
+            security: secret.map(WireSecurity.sharedSecret) ?? .none, compression: compression,
+            sharedMemory: sharedMemory)
 
         var localWorkers: LocalWorkers?
         let addresses: [String]
@@ -231,3 +235,4 @@ final class SignalCleanup: @unchecked Sendable {
     }
 }
 extension CompressionPolicy: ExpressibleByArgument {}
+extension SharedMemoryPolicy: ExpressibleByArgument {}

@@ -37,6 +37,8 @@ struct TrainingConfiguration: Sendable {
     var security: WireSecurity = .none
     /// Whether the parameters sent to the workers are compressed.
     var compression: CompressionPolicy = .auto
+    /// Whether parameters and gradients pass through shared memory with workers on this host.
+    var sharedMemory: SharedMemoryPolicy = .on
     /// Where the checkpoint goes when every worker is lost and no directory was given.
     static let fallbackCheckpointDirectory = "checkpoints"
 }
@@ -85,7 +87,8 @@ final class TrainingRun {
         self.train = train
         self.test = test
         links = addresses.enumerated().map { WorkerLink(index: $0.offset, address: $0.element, security: configuration.security,
-                                                              compression: configuration.compression) }
+                                                              compression: configuration.compression,
+                                                              sharedMemory: configuration.sharedMemory) }
         counters = addresses.map { _ in ByteCounter() }
         (eventStream, eventSink) = AsyncStream.makeStream(of: WorkerEvent.self)
         events = eventStream.makeAsyncIterator()

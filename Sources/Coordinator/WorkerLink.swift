@@ -32,6 +32,8 @@ final class WorkerLink: Sendable {
     let security: WireSecurity
     /// Whether the parameters sent are compressed.
     let compression: CompressionPolicy
+    /// Whether parameters and gradients may pass through shared memory with a worker on this host.
+    let sharedMemory: SharedMemoryPolicy
     private let state = Mutex(State())
 
     private struct State {
@@ -43,7 +45,9 @@ final class WorkerLink: Sendable {
         var refusedForGood = false
     }
 
-    init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto) {
+    init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto,
+         sharedMemory: SharedMemoryPolicy = .off) {
+        self.sharedMemory = sharedMemory
         self.index = index
         self.address = address
         self.security = security
@@ -145,7 +149,7 @@ final class WorkerLink: Sendable {
             throw CoordinatorError("worker address '\(address)' is not HOST:PORT")
         }
         let host = String(address[..<colon])
-        let security = self.security
+        let security = self.security, sharedMemory = self.sharedMemory
         let codec = compression.configuration(peerIsLoopback: isLoopbackHost(host))
         do {
             return try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
@@ -154,7 +158,8 @@ final class WorkerLink: Sendable {
                 .connect(host: host, port: port) { channel in
                     channel.eventLoop.makeCompletedFuture {
                         if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
-                        try WirePipeline.configure(channel, role: .coordinator, compression: codec, security: security)
+                        try WirePipeline.configure(channel, role: .coordinator, compression: codec, security: security,
+                                                   sharedMemory: sharedMemory)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }

@@ -18,6 +18,33 @@ extension WireMessage {
         return buffer
     }
 
+    /// This message's payload with its floats written into a free slot of `region` (a
+    /// coordinator's parameters, a worker's gradient), or nil when the message carries no
+    /// floats of that side or every slot is still held (then send ``payload(codec:signature:allocator:)``).
+    func sharedPayload(in region: SharedPayloadRegion, role: SessionRole, signature: ModelSignature?,
+                       allocator: ByteBufferAllocator) throws -> ByteBuffer? {
+        switch (role, self) {
+        case (.coordinator, .parameters(let update)):
+            let values = update.parameterValues
+            if let signature { try checkCount(values.count, signature, "parameters of step \(update.step)") }
+            guard let slot = values.withUnsafeBufferPointer({ region.write($0, into: .parameters) }) else { return nil }
+            var buffer = allocator.buffer(capacity: 32)
+            buffer.writeInteger(update.step, endianness: .big)
+            PayloadCodec.writeSharedSlot(count: values.count, index: slot, into: &buffer)
+            return buffer
+        case (.worker, .gradient(let result)):
+            let values = result.gradientValues
+            if let signature { try checkCount(values.count, signature, "gradient of shard \(result.shardID)") }
+            var buffer = allocator.buffer(capacity: 64)
+            try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
+            guard let slot = values.withUnsafeBufferPointer({ region.write($0, into: .gradients) }) else { return nil }
+            PayloadCodec.writeSharedSlot(count: values.count, index: slot, into: &buffer)
+            return buffer
+        default:
+            return nil
+        }
+    }
+
     /// A first capacity for the payload's buffer: enough for most messages without growing.
     private var estimatedPayloadSize: Int {
         switch self {
@@ -118,7 +145,7 @@ extension WireMessage {
     /// decompressing).
     public static func decode(
         type: MessageType, payload: ByteBuffer, codec: PayloadCodec, limits: FrameLimits = .default,
-        signature: ModelSignature? = nil
+        signature: ModelSignature? = nil, shared: SharedPayloadRegion? = nil
     ) throws -> WireMessage {
         var reader = PayloadReader(payload, type: type)
         let message: WireMessage
@@ -156,7 +183,8 @@ extension WireMessage {
             let step = try reader.readInteger(UInt64.self, "step")
             let values = try codec.readFloatValues(
                 &reader, expectedCount: signature?.parameterCount, limits: limits,
-                what: "parameters of step \(step)\(signature.map { " for \($0)" } ?? "")")
+                what: "parameters of step \(step)\(signature.map { " for \($0)" } ?? "")",
+                shared: shared.map { ($0, .parameters) })
             message = .parameters(ParameterUpdate(step: step, parameterValues: values))
         case .task:
             message = .task(try readTask(&reader, limits: limits))
@@ -164,7 +192,8 @@ extension WireMessage {
             let header = try readResultHeader(&reader)
             let values = try codec.readFloatValues(
                 &reader, expectedCount: signature?.parameterCount, limits: limits,
-                what: "gradient of shard \(header.shard) (step \(header.step))\(signature.map { " for \($0)" } ?? "")")
+                what: "gradient of shard \(header.shard) (step \(header.step))\(signature.map { " for \($0)" } ?? "")",
+                shared: shared.map { ($0, .gradients) })
             message = .gradient(GradientResult(
                 step: header.step, shardID: header.shard, sampleCount: header.samples, lossSum: header.loss,
                 correctCount: header.correct, gradientValues: values))

@@ -70,6 +70,19 @@ public struct WireExtension: Hashable, Sendable {
 }
 
 extension WireExtension {
+    /// Tag of the hello's offer of a shared payload region (``SharedPayloadRegion``): the
+    /// number of gradient slots `u8`, the region's 16-byte token, then its path (UTF-8, the
+    /// rest of the value). In a helloAck, the same tag with the value `[1]` accepts it.
+    public static let sharedMemoryTag: UInt16 = 2
+
+    /// The hello's offer of `region`.
+    public static func sharedMemoryOffer(_ region: SharedPayloadRegion) -> WireExtension {
+        WireExtension(tag: sharedMemoryTag, value: [UInt8(region.gradientSlots)] + region.token + Array(region.path.utf8))
+    }
+
+    /// A helloAck's acceptance of the hello's shared payload region.
+    public static let sharedMemoryAccepted = WireExtension(tag: sharedMemoryTag, value: [1])
+
     /// Tag of the hello's training shard size: the samples of each training task of the
     /// session, `u32` big-endian. A worker uses it to warm up on shards of that size before the
     /// first step.
@@ -100,6 +113,15 @@ public struct Hello: Hashable, Sendable {
         for e in extensions where e.tag == WireExtension.shardSizeTag && e.value.count == 4 {
             let n = e.value.reduce(0) { $0 << 8 | Int($1) }
             if n >= 1 { return n }
+        }
+        return nil
+    }
+
+    /// The shared payload region the coordinator offers (path, token, gradient slots), if any.
+    public var sharedMemoryOffer: (path: String, token: [UInt8], gradientSlots: Int)? {
+        for e in extensions where e.tag == WireExtension.sharedMemoryTag && e.value.count > 17 {
+            guard let path = String(validating: e.value[17...], as: UTF8.self) else { continue }
+            return (path, Array(e.value[1..<17]), Int(e.value[0]))
         }
         return nil
     }
@@ -323,6 +345,8 @@ public struct WireFloats: Sendable {
         case array([Float])
         /// IEEE-754 floats, little-endian: the buffer's readable bytes (a multiple of 4).
         case littleEndian(ByteBuffer)
+        /// A slot of a shared payload region, held until these values are dropped.
+        case shared(SharedSlotLease)
     }
     private var storage: Storage
 
@@ -337,11 +361,23 @@ public struct WireFloats: Sendable {
         storage = .littleEndian(bytes)
     }
 
+    /// The floats of a shared payload region's slot, read in place.
+    init(shared lease: SharedSlotLease) {
+        storage = .shared(lease)
+    }
+
+    /// Whether the values are read in place from a shared payload region's slot.
+    public var isShared: Bool {
+        if case .shared = storage { return true }
+        return false
+    }
+
     /// Number of values.
     public var count: Int {
         switch storage {
         case .array(let values): values.count
         case .littleEndian(let bytes): bytes.readableBytes / 4
+        case .shared(let lease): lease.values.count
         }
     }
 
@@ -351,6 +387,8 @@ public struct WireFloats: Sendable {
         switch storage {
         case .array(let values):
             return try values.withUnsafeBufferPointer(body)
+        case .shared(let lease):
+            return try withExtendedLifetime(lease) { try body(lease.values) }
         case .littleEndian(let bytes):
             #if _endian(little)
             let inPlace: R? = try bytes.withUnsafeReadableBytes { raw in
@@ -371,6 +409,8 @@ public struct WireFloats: Sendable {
             return values
         case .littleEndian(var bytes):
             return PayloadCodec.readLittleEndian(count: bytes.readableBytes / 4, from: &bytes)
+        case .shared(let lease):
+            return withExtendedLifetime(lease) { Array(lease.values) }
         }
     }
 }

@@ -145,6 +145,19 @@ public final class PayloadCodec {
         buffer.setInteger(UInt32(buffer.writerIndex - dataStart), at: encodingIndex + 1, endianness: .big)
     }
 
+    /// The encoding byte of a float payload whose floats are in a slot of the session's shared
+    /// payload region (docs/PROTOCOL.md, "Shared memory"); its data is the slot's index (UInt32
+    /// big-endian). Not a ``FloatEncoding``: a codec never chooses it, the session's handler does.
+    static let sharedSlotEncoding: UInt8 = 4
+
+    /// Appends a float payload of `count` floats that names slot `index` of the shared region.
+    static func writeSharedSlot(count: Int, index: Int, into buffer: inout ByteBuffer) {
+        buffer.writeInteger(UInt32(count), endianness: .big)
+        buffer.writeInteger(sharedSlotEncoding)
+        buffer.writeInteger(UInt32(4), endianness: .big)
+        buffer.writeInteger(UInt32(index), endianness: .big)
+    }
+
     /// Reads a float payload from the front of `buffer` and advances past it. `what` names the
     /// array in errors ("gradient of shard 3"); `expectedCount`, when known, is the only count
     /// accepted (checked first, before any allocation). Throws ``WireError`` on every violation
@@ -165,14 +178,37 @@ public final class PayloadCodec {
 
     /// The same checks as ``readFloats(_:expectedCount:limits:what:)``, but raw floats are
     /// kept as the payload's bytes (``WireFloats``), to be read in place.
-    func readFloatValues(_ reader: inout PayloadReader, expectedCount: Int?, limits: FrameLimits, what: String) throws -> WireFloats {
+    /// With `shared`, a payload may name a slot of that region's family instead of carrying
+    /// the floats (encoding 4, ``sharedSlotEncoding``).
+    func readFloatValues(_ reader: inout PayloadReader, expectedCount: Int?, limits: FrameLimits, what: String,
+                         shared: (region: SharedPayloadRegion, family: SharedPayloadRegion.Family)? = nil) throws -> WireFloats {
         let type = reader.type
         let count = Int(try reader.readInteger(UInt32.self, "\(what) count"))
-        let encoding = try reader.readEnum(FloatEncoding.self, "\(what) encoding")
+        let encodingByte = try reader.readInteger(UInt8.self, "\(what) encoding")
+        let encoding = FloatEncoding(rawValue: encodingByte)
+        guard encoding != nil || encodingByte == Self.sharedSlotEncoding else {
+            throw WireError.malformedPayload(type, "unknown \(what) encoding \(encodingByte)")
+        }
         let byteLength = Int(try reader.readInteger(UInt32.self, "\(what) byte length"))
         if let expectedCount, count != expectedCount {
             throw WireError.shapeMismatch(what, expected: "\(expectedCount) floats", actual: "\(count) floats")
         }
+        if encodingByte == Self.sharedSlotEncoding {
+            guard let shared else {
+                throw WireError.malformedPayload(type, "\(what) names a shared-memory slot, but this session maps no shared region")
+            }
+            guard byteLength == 4 else {
+                throw WireError.malformedPayload(type, "\(what): a shared-memory slot is named in 4 bytes, the payload has \(byteLength)")
+            }
+            var slot = PayloadReader(try reader.readSlice(length: 4, what), type: type)
+            let index = Int(try slot.readInteger(UInt32.self, "\(what) slot"))
+            do {
+                return WireFloats(shared: try shared.region.lease(shared.family, index: index, count: count))
+            } catch let error as SharedMemoryError {
+                throw WireError.malformedPayload(type, "\(what): \(error)")
+            }
+        }
+        guard let encoding else { preconditionFailure("checked above") }
         let rawBytes = count * 4
         guard rawBytes <= limits.maxDecompressedBytes else {
             throw WireError.decompressedSizeTooLarge(what, declared: UInt64(rawBytes), limit: limits.maxDecompressedBytes)

@@ -59,16 +59,30 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     public let limits: FrameLimits
     private let codec: PayloadCodec
     private var state: State = .idle
+    private let sharedMemory: SharedMemoryPolicy
+    /// Coordinator: the region offered in the hello, until the helloAck answers. Worker: the
+    /// region mapped for the hello's offer, until the helloAck is sent.
+    private var offeredRegion: SharedPayloadRegion?
+    /// The region the session's float payloads may use, once both sides agreed on it.
+    private var region: SharedPayloadRegion?
 
     /// - Parameters:
     ///   - role: the end of the connection this pipeline serves.
     ///   - limits: the limits payloads are checked against (use the ones given to ``FrameDecoder``).
     ///   - compression: how this side compresses the float arrays it sends.
-    public init(role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init()) {
+    ///   - sharedMemory: whether parameters and gradients may pass through a shared payload
+    ///     region when the peer is on this host (a coordinator offers one to a worker it reaches
+    ///     over loopback; a worker accepts an offer it can verify).
+    public init(role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init(),
+                sharedMemory: SharedMemoryPolicy = .off) {
         self.role = role
         self.limits = limits
         self.codec = PayloadCodec(compression)
+        self.sharedMemory = sharedMemory
     }
+
+    /// Whether this session's parameters and gradients pass through shared memory.
+    public var usesSharedMemory: Bool { region != nil }
 
     /// The model agreed in the handshake, once it is complete.
     public var agreedSignature: ModelSignature? {
@@ -83,7 +97,8 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         let frame = unwrapInboundIn(data)
         do {
             let message = try WireMessage.decode(
-                type: frame.type, payload: frame.payload, codec: codec, limits: limits, signature: agreedSignature)
+                type: frame.type, payload: frame.payload, codec: codec, limits: limits, signature: agreedSignature,
+                shared: region)
             try acceptInbound(message)
             context.fireChannelRead(wrapInboundOut(message))
             if case .error = message {
@@ -118,6 +133,12 @@ public final class WireMessageHandler: ChannelDuplexHandler {
                 throw WireError.handshakeMismatch("this worker cannot train the model: \(error)")
             }
             state = .handshaking(hello)
+            if sharedMemory == .on, let offer = hello.sharedMemoryOffer {
+                // A region that cannot be verified is declined: the session sends floats in frames.
+                offeredRegion = try? SharedPayloadRegion.open(
+                    path: offer.path, token: offer.token, parameterCount: hello.signature.parameterCount,
+                    gradientSlots: offer.gradientSlots)
+            }
         case (.worker, .idle, _):
             throw WireError.unexpectedMessage(type, "the first message of a session must be hello")
         case (.worker, .handshaking, _):
@@ -136,6 +157,11 @@ public final class WireMessageHandler: ChannelDuplexHandler {
                 throw WireError.handshakeMismatch("worker acknowledged model \(ack.signature), the session trains \(hello.signature)")
             }
             state = .established(hello.signature)
+            if let offered = offeredRegion {
+                offered.unlink()   // both sides have it mapped, or the worker declined
+                offeredRegion = nil
+                if ack.extensions.contains(.sharedMemoryAccepted) { region = offered }
+            }
         case (.coordinator, .handshaking, _):
             throw WireError.unexpectedMessage(type, "the answer to hello must be helloAck")
         case (_, .established, .hello), (_, .established, .helloAck):
@@ -148,16 +174,49 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     // MARK: Outbound
 
     public func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
-        let message = unwrapOutboundIn(data)
+        var message = unwrapOutboundIn(data)
         do {
+            message = offeringSharedMemory(message, to: context.channel.remoteAddress)
             try acceptOutbound(message)
-            let payload = try message.payload(codec: codec, signature: agreedSignature, allocator: context.channel.allocator)
+            let allocator = context.channel.allocator
+            let shared = try region.flatMap {
+                try message.sharedPayload(in: $0, role: role, signature: agreedSignature, allocator: allocator)
+            }
+            let payload = try shared ?? message.payload(codec: codec, signature: agreedSignature, allocator: allocator)
             // Whatever closes the connection after an error frame lets the peer read it first.
             if case .error = message { context.triggerUserOutboundEvent(LingerOnClose(), promise: nil) }
             context.write(wrapOutboundOut(WireFrame(type: message.type, payload: payload)), promise: promise)
         } catch {
             promise?.fail(error)
         }
+    }
+
+    /// The coordinator's hello with the offer of a new shared payload region when the peer is
+    /// on this host; the worker's helloAck with the acceptance of the region it mapped. Any
+    /// other message as it is.
+    private func offeringSharedMemory(_ message: WireMessage, to peer: SocketAddress?) -> WireMessage {
+        switch (role, state, message) {
+        case (.coordinator, .idle, .hello(var hello)):
+            guard sharedMemory == .on, let peer, Self.isLoopback(peer),
+                  let made = try? SharedPayloadRegion.create(parameterCount: hello.signature.parameterCount) else { return message }
+            offeredRegion = made
+            hello.extensions.append(.sharedMemoryOffer(made))
+            return .hello(hello)
+        case (.worker, .handshaking, .helloAck(var ack)):
+            guard let mapped = offeredRegion else { return message }
+            offeredRegion = nil
+            region = mapped
+            ack.extensions.append(.sharedMemoryAccepted)
+            return .helloAck(ack)
+        default:
+            return message
+        }
+    }
+
+    /// Whether `address` is this host's loopback (IPv4 127/8, IPv6 ::1, or 127/8 mapped to IPv6).
+    static func isLoopback(_ address: SocketAddress) -> Bool {
+        guard let ip = address.ipAddress else { return false }
+        return ip.hasPrefix("127.") || ip == "::1" || ip.hasPrefix("::ffff:127.")
     }
 
     private func acceptOutbound(_ message: WireMessage) throws {
@@ -219,6 +278,16 @@ public final class WireMessageHandler: ChannelDuplexHandler {
 @available(*, unavailable)
 extension WireMessageHandler: Sendable {}
 
+/// Whether a session may pass parameters and gradients through shared memory (see
+/// ``SharedPayloadRegion``).
+public enum SharedMemoryPolicy: String, Sendable, CaseIterable {
+    /// Coordinator: offer a region to a worker on this host (reached over loopback). Worker:
+    /// accept an offered region that checks out.
+    case on
+    /// Floats always travel in the frames.
+    case off
+}
+
 extension ChannelPipeline.SynchronousOperations {
     /// Adds the protocol's handlers to a connection's pipeline: ``LingeringCloseHandler``,
     /// ``FrameReadSizer``, ``FrameDeadlineHandler``, ``FrameEncoder``, ``FrameDecoder`` (with the buffer capped at one maximal frame),
@@ -227,7 +296,7 @@ extension ChannelPipeline.SynchronousOperations {
     /// session.
     public func addWireHandlers(
         role: SessionRole, limits: FrameLimits = .default, compression: PayloadCodec.Configuration = .init(),
-        security: WireSecurity = .none, deadlines: WireDeadlines = .default
+        security: WireSecurity = .none, deadlines: WireDeadlines = .default, sharedMemory: SharedMemoryPolicy = .off
     ) throws {
         try addHandler(LingeringCloseHandler())
         try addHandler(FrameReadSizer())
@@ -237,6 +306,6 @@ extension ChannelPipeline.SynchronousOperations {
             FrameDecoder(limits: limits),
             maximumBufferSize: FrameHeader.byteCount + limits.maxPayloadBytes + FrameFlags.sealOverhead))
         try addHandler(FrameSecurityHandler(role: role, security: security, deadlines: deadlines))
-        try addHandler(WireMessageHandler(role: role, limits: limits, compression: compression))
+        try addHandler(WireMessageHandler(role: role, limits: limits, compression: compression, sharedMemory: sharedMemory))
     }
 }

@@ -11,17 +11,19 @@ import NIOCore
 /// complete within ``WireDeadlines/frame``), ``FrameEncoder`` / ``FrameDecoder`` (framing),
 /// ``FrameSecurityHandler`` (with a secret: mutual authentication, then every frame sealed;
 /// without: plain frames, authenticating peers refused), ``WireMessageHandler`` (messages,
-/// direction, handshake, shape checks).
+/// direction, handshake, shape checks; and with `sharedMemory` on, the shared payload region
+/// of a peer on this host, ``SharedPayloadRegion``).
 ///
-/// Same as `channel.pipeline.syncOperations.addWireHandlers(role:limits:compression:security:deadlines:)`;
+/// Same as `channel.pipeline.syncOperations.addWireHandlers(role:limits:compression:security:deadlines:sharedMemory:)`;
 /// call it on the channel's event loop (in a `channelInitializer`).
 public enum WirePipeline {
     public static func configure(
         _ channel: Channel, role: SessionRole, limits: FrameLimits = .default,
         compression: PayloadCodec.Configuration = .init(), security: WireSecurity = .none,
-        deadlines: WireDeadlines = .default
+        deadlines: WireDeadlines = .default, sharedMemory: SharedMemoryPolicy = .off
     ) throws {
         try channel.pipeline.syncOperations.addWireHandlers(
-            role: role, limits: limits, compression: compression, security: security, deadlines: deadlines)
+            role: role, limits: limits, compression: compression, security: security, deadlines: deadlines,
+            sharedMemory: sharedMemory)
     }
 }

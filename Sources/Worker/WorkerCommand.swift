@@ -43,6 +43,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Compress the gradients sent: auto (not to a coordinator on this machine), zstd, or none.")
     var compression: CompressionPolicy = .auto
 
+    @Option(help: "Accept a coordinator's offer to pass parameters and gradients through shared memory (a coordinator on this machine): on or off.")
+    var sharedMemory: SharedMemoryPolicy = .on
+
     @Option(help: "Least important log messages shown: trace, debug, info, notice, warning, error or critical.")
     var logLevel: Logger.Level = .info
 
@@ -119,7 +122,7 @@ struct WorkerCommand: AsyncParsableCommand {
                         let local = channel.remoteAddress?.ipAddress.map(isLoopbackHost) ?? false
                         try WirePipeline.configure(channel, role: .worker,
                                                    compression: compression.configuration(peerIsLoopback: local),
-                                                   security: security, deadlines: deadlines)
+                                                   security: security, deadlines: deadlines, sharedMemory: sharedMemory)
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }
@@ -178,3 +181,4 @@ enum ParentWatch {
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
 extension CompressionPolicy: ExpressibleByArgument {}
+extension SharedMemoryPolicy: ExpressibleByArgument {}

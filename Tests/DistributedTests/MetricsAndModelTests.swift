@@ -84,12 +84,14 @@ struct MetricsAndModelTests {
 }
 
 extension MetricsAndModelTests {
-    @Test("--compression none sends raw floats, zstd fewer bytes, auto (loopback) raw; all train the same model")
+    @Test("--compression none sends raw floats, zstd fewer bytes, auto (loopback) raw; shared memory (the default on loopback) no floats in the frames; all train the same model")
     func compressionPolicies() async throws {
         var results: [String: (sent: Int, received: Int, digest: String)] = [:]
-        for policy in ["none", "zstd", "auto"] {
+        for policy in ["none", "zstd", "auto", "shared"] {
             let metrics = try temporaryDirectory("compression-\(policy)").appendingPathComponent("run.jsonl").path
-            let outcome = try await TinyRun.coordinator(["--local", "2", "--max-steps", "2", "--compression", policy, "--metrics", metrics])
+            // The floats travel in the frames only with --shared-memory off.
+            let transport = policy == "shared" ? ["--compression", "auto"] : ["--compression", policy, "--shared-memory", "off"]
+            let outcome = try await TinyRun.coordinator(["--local", "2", "--max-steps", "2", "--metrics", metrics] + transport)
             try #require(outcome.status == 0, "\(outcome)")
             let file = try MetricsFile(path: metrics)
             // Both steps together: a worker that finishes early is sent the next step's tasks
@@ -100,13 +102,39 @@ extension MetricsAndModelTests {
         print("[DistributedTests] bytes sent/received in 2 steps by policy: \(results.mapValues { ($0.sent, $0.received) })")
         // 784-20-10: 15,910 parameters, 63,640 bytes raw, to each of 2 workers, each step.
         let raw = 2 * 2 * 63_640
-        let (none, zstd, auto) = (results["none"]!, results["zstd"]!, results["auto"]!)
+        let (none, zstd, auto, shared) = (results["none"]!, results["zstd"]!, results["auto"]!, results["shared"]!)
         #expect(none.sent >= raw, "raw parameters to two workers in two steps are at least \(raw) bytes")
         #expect(zstd.sent < none.sent, "zstd did not make the parameters smaller")
         #expect(zstd.received < none.received, "zstd did not make the gradients smaller")
         // Raw on loopback: the same bytes as `none` but for the odd heartbeat (a few dozen bytes),
         // far from what zstd saves.
         #expect(abs(auto.sent - none.sent) < (none.sent - zstd.sent) / 10, "auto compressed on loopback: \(auto.sent) bytes, none \(none.sent), zstd \(zstd.sent)")
+        // Through shared memory, a parameters or gradient frame names a slot: a few bytes.
+        #expect(shared.sent < raw / 10 && shared.received < raw / 10,
+                "with shared memory, \(shared.sent) bytes sent and \(shared.received) received in two steps")
         #expect(Set(results.values.map(\.digest)).count == 1, "the encodings trained different models")
+    }
+}
+
+extension MetricsAndModelTests {
+    @Test("a worker started with --shared-memory off declines the region: the floats come in the frames, and the model is the same")
+    func workerDeclinesSharedMemory() async throws {
+        let (_, workerPath) = try Products.require()
+        var runs: [String: (received: Int, digest: String)] = [:]
+        for setting in ["on", "off"] {
+            let worker = try BackgroundWorker(executable: workerPath, arguments: ["--shared-memory", setting])
+            defer { worker.stop() }
+            let metrics = try temporaryDirectory("worker-shared-\(setting)").appendingPathComponent("run.jsonl").path
+            let outcome = try await TinyRun.coordinator(["--workers", worker.address, "--max-steps", "2", "--metrics", metrics])
+            try #require(outcome.status == 0, "\(outcome)\n--- worker ---\n\(worker.stderr)")
+            let file = try MetricsFile(path: metrics)
+            runs[setting] = (file.steps.map(\.bytes_received).reduce(0, +), file.modelDigest)
+        }
+        print("[DistributedTests] gradient bytes received in 2 steps, worker --shared-memory on/off: \(runs.mapValues(\.received))")
+        // 784-20-10: 15,910 parameters; four 150-point shards a step, each a gradient.
+        let rawGradients = 2 * 4 * 4 * 15_910
+        #expect(runs["off"]!.received >= rawGradients, "the declining worker's gradients did not come in the frames")
+        #expect(runs["on"]!.received < rawGradients / 10, "the accepting worker's gradients came in the frames")
+        #expect(runs["on"]!.digest == runs["off"]!.digest, "shared memory changed the model")
     }
 }
