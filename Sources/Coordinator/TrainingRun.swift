@@ -142,7 +142,8 @@ final class TrainingRun {
                 console.line(String(format: "worker %@ is back after %.1f s; using it again", address(w),
                                     (ContinuousClock.now - since).seconds))
             } else {
-                console.line("worker \(address(w)) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)")
+                let transport = ack.extensions.contains(.sharedMemoryAccepted) ? ", floats through shared memory" : ""
+                console.line("worker \(address(w)) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)\(transport)")
             }
             return true
         case .closed(let w, let c, let reason):

@@ -113,10 +113,12 @@ public final class SharedPayloadRegion: @unchecked Sendable {
         let fd = Glibc.open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o600)
         guard fd >= 0 else { throw SharedMemoryError("cannot create \(path): \(errnoText())") }
         defer { close(fd) }
-        guard ftruncate(fd, off_t(layout.bytes)) == 0 else {
-            let text = errnoText()
+        // Allocated now, not only sized: a tmpfs that runs out of room later would kill both
+        // processes with SIGBUS at their next write to the region, where this fails cleanly.
+        let allocated = posix_fallocate(fd, 0, off_t(layout.bytes))
+        guard allocated == 0 else {
             Glibc.unlink(path)
-            throw SharedMemoryError("cannot size \(path) to \(layout.bytes) bytes: \(text)")
+            throw SharedMemoryError("cannot allocate \(layout.bytes) bytes for \(path): \(String(cString: strerror(allocated)))")
         }
         guard let base = map(fd, bytes: layout.bytes) else {
             let text = errnoText()
