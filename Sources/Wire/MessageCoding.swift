@@ -37,7 +37,8 @@ extension WireMessage {
             if let signature { try checkCount(values.count, signature, "gradient of shard \(result.shardID)") }
             var buffer = allocator.buffer(capacity: 64)
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
-            guard let slot = values.withUnsafeBufferPointer({ region.write($0, into: .gradients) }) else { return nil }
+            guard values.count == region.parameterCount,
+                  let slot = region.write(into: .gradients, { values.write(into: $0) }) else { return nil }
             PayloadCodec.writeSharedSlot(count: values.count, index: slot, into: &buffer)
             return buffer
         default:

@@ -347,6 +347,8 @@ public struct WireFloats: Sendable {
         case littleEndian(ByteBuffer)
         /// A slot of a shared payload region, held until these values are dropped.
         case shared(SharedSlotLease)
+        /// `count` values that `write` produces on demand (see ``init(count:writingInto:)``).
+        case deferred(count: Int, write: @Sendable (UnsafeMutableBufferPointer<Float>) -> Void)
     }
     private var storage: Storage
 
@@ -366,6 +368,22 @@ public struct WireFloats: Sendable {
         storage = .shared(lease)
     }
 
+    /// `count` values that `write` puts into the buffer it is given (exactly `count` long),
+    /// each time they are needed: a worker's gradient, flattened from the network's tensors
+    /// straight into a shared payload region's slot, with no array in between.
+    public init(count: Int, writingInto write: @escaping @Sendable (UnsafeMutableBufferPointer<Float>) -> Void) {
+        storage = .deferred(count: count, write: write)
+    }
+
+    /// Writes the values into `destination`, which holds exactly ``count`` floats.
+    func write(into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(destination.count == count, "\(count) values written into room for \(destination.count)")
+        if case .deferred(_, let write) = storage { return write(destination) }
+        withUnsafeBufferPointer { values in
+            if let source = values.baseAddress, let target = destination.baseAddress { target.update(from: source, count: values.count) }
+        }
+    }
+
     /// Whether the values are read in place from a shared payload region's slot.
     public var isShared: Bool {
         if case .shared = storage { return true }
@@ -378,6 +396,7 @@ public struct WireFloats: Sendable {
         case .array(let values): values.count
         case .littleEndian(let bytes): bytes.readableBytes / 4
         case .shared(let lease): lease.values.count
+        case .deferred(let count, _): count
         }
     }
 
@@ -389,6 +408,8 @@ public struct WireFloats: Sendable {
             return try values.withUnsafeBufferPointer(body)
         case .shared(let lease):
             return try withExtendedLifetime(lease) { try body(lease.values) }
+        case .deferred:
+            return try array.withUnsafeBufferPointer(body)
         case .littleEndian(let bytes):
             #if _endian(little)
             let inPlace: R? = try bytes.withUnsafeReadableBytes { raw in
@@ -411,6 +432,11 @@ public struct WireFloats: Sendable {
             return PayloadCodec.readLittleEndian(count: bytes.readableBytes / 4, from: &bytes)
         case .shared(let lease):
             return withExtendedLifetime(lease) { Array(lease.values) }
+        case .deferred(let count, let write):
+            return [Float](unsafeUninitializedCapacity: count) { buffer, initialized in
+                write(buffer)
+                initialized = count
+            }
         }
     }
 }

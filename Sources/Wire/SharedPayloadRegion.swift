@@ -208,8 +208,14 @@ public final class SharedPayloadRegion: @unchecked Sendable {
     /// receiver (send the floats in the frame then).
     public func write(_ values: UnsafeBufferPointer<Float>, into family: Family) -> Int? {
         guard values.count == parameterCount, let source = values.baseAddress else { return nil }
+        return write(into: family) { $0.baseAddress!.update(from: source, count: parameterCount) }
+    }
+
+    /// As ``write(_:into:)``, with `fill` writing the values into the slot (all
+    /// `parameterCount` of them).
+    func write(into family: Family, _ fill: (UnsafeMutableBufferPointer<Float>) -> Void) -> Int? {
         for index in 0..<slotCount(family) where bp_shared_load_acquire(state(family, index)) == Self.stateFree {
-            data(family, index).update(from: source, count: parameterCount)
+            fill(UnsafeMutableBufferPointer(start: data(family, index), count: parameterCount))
             bp_shared_store_release(state(family, index), Self.stateWritten)
             return index
         }

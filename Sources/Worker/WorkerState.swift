@@ -294,7 +294,9 @@ final class WorkerState {
             @Sendable func answer(_ result: ShardResult<Float>) -> WireMessage {
                 .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
                                          lossSum: result.lossSum, correctCount: result.correct,
-                                         gradientSum: result.gradient.flattened()))
+                                         gradientValues: WireFloats(count: result.gradient.parameterCount) { [gradient = result.gradient] in
+                                             gradient.flatten(into: $0)
+                                         }))
             }
             let timing = gatherings?.timing
             if ahead, let gatherings {

@@ -81,13 +81,25 @@ public struct Network<Scalar: TensorScalar>: Backprop, Sendable, Equatable {
 
     /// All parameters in one flat contiguous vector, in the order of `withParameterBuffers`.
     public func flattened() -> [Scalar] {
-        var flat = [Scalar]()
-        flat.reserveCapacity(parameterCount)
-        for layer in layers {
-            layer.weights.withUnsafeBufferPointer { flat.append(contentsOf: $0) }
-            layer.biases.withUnsafeBufferPointer { flat.append(contentsOf: $0) }
+        [Scalar](unsafeUninitializedCapacity: parameterCount) { buffer, initialized in
+            flatten(into: buffer)
+            initialized = buffer.count
         }
-        return flat
+    }
+
+    /// Writes `flattened()` into `destination`, which holds exactly `parameterCount` values.
+    public func flatten(into destination: UnsafeMutableBufferPointer<Scalar>) {
+        precondition(destination.count == parameterCount,
+                     "Network\(sizes) has \(parameterCount) parameters, room for \(destination.count)")
+        var offset = 0
+        func append(_ part: UnsafeBufferPointer<Scalar>) {
+            if let source = part.baseAddress { (destination.baseAddress! + offset).initialize(from: source, count: part.count) }
+            offset += part.count
+        }
+        for layer in layers {
+            layer.weights.withUnsafeBufferPointer(append)
+            layer.biases.withUnsafeBufferPointer(append)
+        }
     }
 
     /// A network of layer sizes `sizes` holding the parameters of `flat` (as `flattened()` gives).
