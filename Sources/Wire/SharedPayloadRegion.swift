@@ -106,6 +106,7 @@ public final class SharedPayloadRegion: @unchecked Sendable {
         guard let layout = layout(parameterCount: parameterCount, gradientSlots: gradientSlots) else {
             throw SharedMemoryError("a region for \(parameterCount) parameters and \(gradientSlots) gradient slots would exceed \(maximumBytes) bytes")
         }
+        _ = staleRegionsRemoved
         var generator = SystemRandomNumberGenerator()
         let token = (0..<16).map { _ in UInt8.random(in: 0...255, using: &generator) }
         let suffix = (0..<16).map { _ in String(UInt8.random(in: 0...255, using: &generator), radix: 16) }.joined()
@@ -171,17 +172,49 @@ public final class SharedPayloadRegion: @unchecked Sendable {
                                    base: base, byteCount: layout.bytes, linked: false)
     }
 
+    /// `removeStaleRegions()`, once per process, before its first region.
+    private static let staleRegionsRemoved: Void = removeStaleRegions()
+
+    /// Removes the regions left in `/dev/shm` by processes of this user that no longer run (a
+    /// coordinator killed between making a region and the end of that handshake).
+    static func removeStaleRegions() {
+        guard let listing = opendir(directory) else { return }
+        var names: [String] = []
+        while let entry = readdir(listing) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+            if name.hasPrefix(namePrefix) { names.append(name) }
+        }
+        closedir(listing)
+        for name in names {
+            let fields = name.dropFirst(namePrefix.count).split(separator: "-")
+            guard fields.count == 2, let pid = pid_t(fields[0]), pid > 0, pid != getpid() else { continue }
+            let path = directory + name
+            var info = stat()
+            guard lstat(path, &info) == 0, info.st_uid == geteuid(), kill(pid, 0) != 0, errno == ESRCH else { continue }
+            Glibc.unlink(path)
+        }
+    }
+
     private static func map(_ fd: Int32, bytes: Int) -> UnsafeMutableRawPointer? {
         let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         guard let address, address != MAP_FAILED else { return nil }
         return address
     }
 
-    /// Removes the file (the coordinator's side, once the worker has mapped it or declined);
-    /// both mappings stay valid. Later calls do nothing.
+    /// Removes the file if this side made it and has not removed it yet (the coordinator, once
+    /// the worker has answered); both mappings stay valid.
     public func unlink() {
         linked.withLock { linked in
             if linked { Glibc.unlink(path) }
+            linked = false
+        }
+    }
+
+    /// Removes the file whichever side made it (the worker, once it has mapped it: the name is
+    /// not needed any more, even if the coordinator dies before the handshake ends).
+    public func removeName() {
+        linked.withLock { linked in
+            Glibc.unlink(path)
             linked = false
         }
     }

@@ -138,6 +138,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
                 offeredRegion = try? SharedPayloadRegion.open(
                     path: offer.path, token: offer.token, parameterCount: hello.signature.parameterCount,
                     gradientSlots: offer.gradientSlots)
+                offeredRegion?.removeName()   // mapped: the name is no longer needed, even if the coordinator dies now
             }
         case (.worker, .idle, _):
             throw WireError.unexpectedMessage(type, "the first message of a session must be hello")

@@ -143,4 +143,21 @@ struct SharedPayloadRegionTests {
         #expect(try WireMessage.gradient(result).sharedPayload(in: made, role: .coordinator, signature: nil, allocator: allocator) == nil)
         #expect(try update.sharedPayload(in: mapped, role: .worker, signature: nil, allocator: allocator) == nil)
     }
+
+    @Test("regions left by processes that no longer run are removed; a live process's are kept")
+    func staleRegions() throws {
+        guard let (made, _) = try Self.pair() else { return }
+        defer { made.unlink() }
+        // A process that has ended: its pid is free (until the system reuses it).
+        let ended = Process()
+        ended.executableURL = URL(fileURLWithPath: "/bin/true")
+        try ended.run()
+        ended.waitUntilExit()
+        let stale = "/dev/shm/backprop-\(ended.processIdentifier)-0123abcd"
+        #expect(FileManager.default.createFile(atPath: stale, contents: Data(count: 8), attributes: [.posixPermissions: 0o600]))
+        defer { unlink(stale) }
+        SharedPayloadRegion.removeStaleRegions()
+        #expect(!FileManager.default.fileExists(atPath: stale), "a dead process's region was left")
+        #expect(FileManager.default.fileExists(atPath: made.path), "this process's region was removed")
+    }
 }
