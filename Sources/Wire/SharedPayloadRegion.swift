@@ -196,7 +196,13 @@ public final class SharedPayloadRegion: @unchecked Sendable {
     }
 
     private static func map(_ fd: Int32, bytes: Int) -> UnsafeMutableRawPointer? {
-        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+        // Populated now, during the handshake, rather than page by page in the first steps.
+        #if os(Linux)
+        let flags = MAP_SHARED | MAP_POPULATE
+        #else
+        let flags = MAP_SHARED
+        #endif
+        let address = mmap(nil, bytes, PROT_READ | PROT_WRITE, flags, fd, 0)
         guard let address, address != MAP_FAILED else { return nil }
         return address
     }
