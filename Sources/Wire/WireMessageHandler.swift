@@ -38,6 +38,10 @@ public enum SessionRole: Sendable, CustomStringConvertible {
 ///   ``ModelSignature/validate(limits:)``; nothing else is read until our `helloAck` is sent.
 /// - coordinator: nothing is read before our `hello` is sent; the answer must be a `helloAck`
 ///   echoing its version, session id and model.
+///
+/// With `sharedMemory` on, it also offers (coordinator, to a peer on loopback) or accepts
+/// (worker) a ``SharedPayloadRegion`` in the handshake's extensions; then the floats of
+/// parameters and gradients go through the region's slots and the frames only name the slot.
 /// Before the handshake completes only `error` and `goodbye` may cross besides these.
 public final class WireMessageHandler: ChannelDuplexHandler {
     public typealias InboundIn = WireFrame
@@ -80,9 +84,6 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         self.codec = PayloadCodec(compression)
         self.sharedMemory = sharedMemory
     }
-
-    /// Whether this session's parameters and gradients pass through shared memory.
-    public var usesSharedMemory: Bool { region != nil }
 
     /// The model agreed in the handshake, once it is complete.
     public var agreedSignature: ModelSignature? {
