@@ -142,7 +142,11 @@ final class TrainingRun {
                 console.line(String(format: "worker %@ is back after %.1f s; using it again", address(w),
                                     (ContinuousClock.now - since).seconds))
             } else {
-                let transport = ack.extensions.contains(.sharedMemoryAccepted) ? ", floats through shared memory" : ""
+                let transport = switch ack.sharedMemoryAnswer {
+                case (true, _)?: ", floats through shared memory"
+                case (false, let reason)?: ", floats in the frames (it could not use shared memory: \(reason))"
+                case nil: ""
+                }
                 console.line("worker \(address(w)) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)\(transport)")
             }
             return true

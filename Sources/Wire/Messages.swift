@@ -83,6 +83,12 @@ extension WireExtension {
     /// A helloAck's acceptance of the hello's shared payload region.
     public static let sharedMemoryAccepted = WireExtension(tag: sharedMemoryTag, value: [1])
 
+    /// A helloAck's refusal of the hello's shared payload region, and why (for the
+    /// coordinator's log; at most 1000 bytes of it are sent).
+    public static func sharedMemoryDeclined(_ reason: String) -> WireExtension {
+        WireExtension(tag: sharedMemoryTag, value: [0] + Array(reason.utf8.prefix(1000)))
+    }
+
     /// Tag of the hello's training shard size: the samples of each training task of the
     /// session, `u32` big-endian. A worker uses it to warm up on shards of that size before the
     /// first step.
@@ -141,6 +147,15 @@ public struct Hello: Hashable, Sendable {
 /// The worker's acceptance of a ``Hello``. Its version, session and signature must equal the
 /// hello's, or the coordinator refuses the worker.
 public struct HelloAck: Hashable, Sendable {
+    /// What the worker said of the hello's shared payload region: nil when it said nothing (no
+    /// offer, or a worker with `--shared-memory off`), else whether it accepted, and why not.
+    public var sharedMemoryAnswer: (accepted: Bool, reason: String)? {
+        for e in extensions where e.tag == WireExtension.sharedMemoryTag && !e.value.isEmpty {
+            return (e.value[0] == 1, String(decoding: e.value.dropFirst(), as: UTF8.self))
+        }
+        return nil
+    }
+
     public var protocolVersion: UInt8
     public var sessionID: UInt64
     public var signature: ModelSignature

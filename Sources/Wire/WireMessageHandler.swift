@@ -69,6 +69,8 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     private var offeredRegion: SharedPayloadRegion?
     /// The region the session's float payloads may use, once both sides agreed on it.
     private var region: SharedPayloadRegion?
+    /// Worker: why the offered region could not be mapped (said in the helloAck).
+    private var declineReason: String?
 
     /// - Parameters:
     ///   - role: the end of the connection this pipeline serves.
@@ -136,10 +138,15 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             state = .handshaking(hello)
             if sharedMemory == .on, let offer = hello.sharedMemoryOffer {
                 // A region that cannot be verified is declined: the session sends floats in frames.
-                offeredRegion = try? SharedPayloadRegion.open(
-                    path: offer.path, token: offer.token, parameterCount: hello.signature.parameterCount,
-                    gradientSlots: offer.gradientSlots)
-                offeredRegion?.removeName()   // mapped: the name is no longer needed, even if the coordinator dies now
+                do {
+                    let mapped = try SharedPayloadRegion.open(
+                        path: offer.path, token: offer.token, parameterCount: hello.signature.parameterCount,
+                        gradientSlots: offer.gradientSlots)
+                    mapped.removeName()   // the name is no longer needed, even if the coordinator dies now
+                    offeredRegion = mapped
+                } catch {
+                    declineReason = "\(error)"
+                }
             }
         case (.worker, .idle, _):
             throw WireError.unexpectedMessage(type, "the first message of a session must be hello")
@@ -162,7 +169,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             if let offered = offeredRegion {
                 offered.unlink()   // both sides have it mapped, or the worker declined
                 offeredRegion = nil
-                if ack.extensions.contains(.sharedMemoryAccepted) { region = offered }
+                if ack.sharedMemoryAnswer?.accepted == true { region = offered }
             }
         case (.coordinator, .handshaking, _):
             throw WireError.unexpectedMessage(type, "the answer to hello must be helloAck")
@@ -205,6 +212,10 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             hello.extensions.append(.sharedMemoryOffer(made))
             return .hello(hello)
         case (.worker, .handshaking, .helloAck(var ack)):
+            if let reason = declineReason {
+                ack.extensions.append(.sharedMemoryDeclined(reason))
+                return .helloAck(ack)
+            }
             guard let mapped = offeredRegion else { return message }
             offeredRegion = nil
             region = mapped

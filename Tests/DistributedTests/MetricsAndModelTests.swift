@@ -138,3 +138,24 @@ extension MetricsAndModelTests {
         #expect(runs["on"]!.digest == runs["off"]!.digest, "shared memory changed the model")
     }
 }
+
+extension MetricsAndModelTests {
+    @Test("a worker that cannot see the coordinator's /dev/shm (its own mount namespace) declines and says why; training goes on in the frames")
+    func workerWithoutTheRegion() async throws {
+        let unshare = "/usr/bin/unshare"
+        guard getuid() == 0, FileManager.default.isExecutableFile(atPath: unshare) else {
+            print("[DistributedTests] skipped: needs root and \(unshare) to give a worker a /dev/shm of its own")
+            return
+        }
+        let (_, workerPath) = try Products.require()
+        // A private mount namespace with an empty tmpfs on /dev/shm; the script then execs the worker.
+        let launcher = [unshare, "--mount", "--propagation", "private", "/bin/sh", "-c",
+                        "mount -t tmpfs tmpfs /dev/shm && exec \"$0\" \"$@\""]
+        let worker = try BackgroundWorker(executable: workerPath, launcher: launcher)
+        defer { worker.stop() }
+        let outcome = try await TinyRun.coordinator(["--workers", worker.address, "--max-steps", "1"])
+        #expect(outcome.status == 0 && outcome.stdout.contains("test error "), "\(outcome)\n--- worker ---\n\(worker.stderr)")
+        #expect(outcome.output.contains("floats in the frames (it could not use shared memory: cannot open /dev/shm/backprop-"),
+                "the ready line does not say why: \(outcome.output)")
+    }
+}

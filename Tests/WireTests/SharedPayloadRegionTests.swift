@@ -160,4 +160,22 @@ struct SharedPayloadRegionTests {
         #expect(!FileManager.default.fileExists(atPath: stale), "a dead process's region was left")
         #expect(FileManager.default.fileExists(atPath: made.path), "this process's region was removed")
     }
+
+    @Test("the handshake's extensions: the offer names the region; the answer says accepted, or declined and why")
+    func handshakeExtensions() throws {
+        guard let (made, _) = try Self.pair() else { return }
+        defer { made.unlink() }
+        let hello = Hello(sessionID: 1, signature: Samples.signature, coordinatorName: "c",
+                          extensions: [.shardSize(150), .sharedMemoryOffer(made)])
+        let offer = try #require(hello.sharedMemoryOffer)
+        #expect(offer.path == made.path && offer.token == made.token && offer.gradientSlots == made.gradientSlots)
+        func answer(_ extensions: [WireExtension]) -> (accepted: Bool, reason: String)? {
+            HelloAck(answering: hello, workerName: "w", blasKernel: "k", threadCount: 1, extensions: extensions).sharedMemoryAnswer
+        }
+        #expect(answer([]) == nil)
+        #expect(answer([.sharedMemoryAccepted])?.accepted == true)
+        let declined = answer([.sharedMemoryDeclined("cannot open /dev/shm/x: No such file or directory")])
+        #expect(declined?.accepted == false && declined?.reason.contains("No such file") == true)
+        #expect(WireExtension.sharedMemoryDeclined(String(repeating: "x", count: 5000)).value.count == 1001)
+    }
 }
