@@ -60,6 +60,18 @@ struct HostileSessionTests {
          { try frame(.parameters(ParameterUpdate(step: 1, values: [Float](repeating: 0, count: signature.parameterCount))))
              + frame(.task(ShardTask(step: 2, shardID: 0, kind: .evaluate, dataset: .test, samples: .range(start: 0, count: 3)))) },
          "parameters are for step 1"),
+        ("parameters naming a shared-memory slot in a session that agreed on no shared memory",
+         {
+             var payload = ByteBuffer()
+             payload.writeInteger(UInt64(1))
+             payload.writeInteger(UInt32(signature.parameterCount))
+             payload.writeInteger(UInt8(4))     // encoding: shared slot
+             payload.writeInteger(UInt32(4))
+             payload.writeInteger(UInt32(0))    // slot 0
+             var out = ByteBuffer()
+             try FrameEncoder().encode(data: WireFrame(type: .parameters, payload: payload), out: &out)
+             return Array(out.readableBytesView)
+         }, "maps no shared region"),
         ("a worker's message sent to a worker",
          { try frame(.gradient(GradientResult(step: 1, shardID: 0, sampleCount: 1, lossSum: 0, correctCount: 0, gradientSum: []))) },
          "gradient"),
