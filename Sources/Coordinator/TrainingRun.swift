@@ -144,7 +144,7 @@ final class TrainingRun {
             } else {
                 let transport = switch ack.sharedMemoryAnswer {
                 case (true, _)?: ", floats through shared memory"
-                case (false, let reason)?: ", floats in the frames (it could not use shared memory: \(reason))"
+                case (false, let reason)?: ", floats in the frames, not shared memory: \(reason)"
                 case nil: ""
                 }
                 console.line("worker \(address(w)) ready: \(ack.workerName), OpenBLAS \(ack.blasKernel), \(ack.threadCount) thread(s)\(transport)")

@@ -69,7 +69,9 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     private var offeredRegion: SharedPayloadRegion?
     /// The region the session's float payloads may use, once both sides agreed on it.
     private var region: SharedPayloadRegion?
-    /// Worker: why the offered region could not be mapped (said in the helloAck).
+    /// Worker: why the offered region could not be mapped (said in the helloAck). Coordinator:
+    /// why no region could be made for the offer (added to the helloAck passed on, so that the
+    /// session can report it).
     private var declineReason: String?
 
     /// - Parameters:
@@ -102,8 +104,8 @@ public final class WireMessageHandler: ChannelDuplexHandler {
             let message = try WireMessage.decode(
                 type: frame.type, payload: frame.payload, codec: codec, limits: limits, signature: agreedSignature,
                 shared: region)
-            try acceptInbound(message)
-            context.fireChannelRead(wrapInboundOut(message))
+            let accepted = try acceptInbound(message)
+            context.fireChannelRead(wrapInboundOut(accepted))
             if case .error = message {
                 state = .failed
                 context.close(promise: nil)
@@ -115,13 +117,16 @@ public final class WireMessageHandler: ChannelDuplexHandler {
         }
     }
 
-    private func acceptInbound(_ message: WireMessage) throws {
+    /// Checks `message` against the protocol's rules and the handshake, and returns it as the
+    /// session should see it (a helloAck with a note of why the coordinator could not offer
+    /// shared memory, when it could not).
+    private func acceptInbound(_ message: WireMessage) throws -> WireMessage {
         let type = message.type
         guard role.peer.maySend(type) else {
             throw WireError.unexpectedMessage(type, "a \(role) does not accept it (only a \(role) sends it)")
         }
         switch type {
-        case .error, .goodbye: return
+        case .error, .goodbye: return message
         default: break
         }
         switch (role, state, message) {
@@ -145,7 +150,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
                     mapped.removeName()   // the name is no longer needed, even if the coordinator dies now
                     offeredRegion = mapped
                 } catch {
-                    declineReason = "\(error)"
+                    declineReason = "the worker could not map the coordinator's region: \(error)"
                 }
             }
         case (.worker, .idle, _):
@@ -171,13 +176,19 @@ public final class WireMessageHandler: ChannelDuplexHandler {
                 offeredRegion = nil
                 if ack.sharedMemoryAnswer?.accepted == true { region = offered }
             }
+            if let reason = declineReason {
+                var noted = ack
+                noted.extensions.append(.sharedMemoryDeclined(reason))
+                return .helloAck(noted)
+            }
         case (.coordinator, .handshaking, _):
             throw WireError.unexpectedMessage(type, "the answer to hello must be helloAck")
         case (_, .established, .hello), (_, .established, .helloAck):
             throw WireError.unexpectedMessage(type, "the handshake is already complete")
         case (_, .established, _), (_, .failed, _):
-            return
+            break
         }
+        return message
     }
 
     // MARK: Outbound
@@ -206,8 +217,14 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     private func offeringSharedMemory(_ message: WireMessage, to peer: SocketAddress?) -> WireMessage {
         switch (role, state, message) {
         case (.coordinator, .idle, .hello(var hello)):
-            guard sharedMemory == .on, let peer, Self.isLoopback(peer),
-                  let made = try? SharedPayloadRegion.create(parameterCount: hello.signature.parameterCount) else { return message }
+            guard sharedMemory == .on, let peer, Self.isLoopback(peer) else { return message }
+            let made: SharedPayloadRegion
+            do {
+                made = try SharedPayloadRegion.create(parameterCount: hello.signature.parameterCount)
+            } catch {
+                declineReason = "this coordinator could not make a region: \(error)"
+                return message
+            }
             offeredRegion = made
             hello.extensions.append(.sharedMemoryOffer(made))
             return .hello(hello)

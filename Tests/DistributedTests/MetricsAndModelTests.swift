@@ -155,7 +155,7 @@ extension MetricsAndModelTests {
         defer { worker.stop() }
         let outcome = try await TinyRun.coordinator(["--workers", worker.address, "--max-steps", "1"])
         #expect(outcome.status == 0 && outcome.stdout.contains("test error "), "\(outcome)\n--- worker ---\n\(worker.stderr)")
-        #expect(outcome.output.contains("floats in the frames (it could not use shared memory: cannot open /dev/shm/backprop-"),
+        #expect(outcome.output.contains("floats in the frames, not shared memory: the worker could not map the coordinator's region: cannot open /dev/shm/backprop-"),
                 "the ready line does not say why: \(outcome.output)")
     }
 }
