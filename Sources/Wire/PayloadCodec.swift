@@ -208,7 +208,7 @@ public final class PayloadCodec {
                 throw WireError.malformedPayload(type, "\(what): \(error)")
             }
         }
-        guard let encoding else { preconditionFailure("checked above") }
+        guard let encoding else { throw WireError.malformedPayload(type, "unknown \(what) encoding \(encodingByte)") }
         let rawBytes = count * 4
         guard rawBytes <= limits.maxDecompressedBytes else {
             throw WireError.decompressedSizeTooLarge(what, declared: UInt64(rawBytes), limit: limits.maxDecompressedBytes)
