@@ -9,17 +9,13 @@ import Glibc
 
 /// The shared payload region (docs/PROTOCOL.md, "Shared memory"): made by one side, mapped by
 /// the other after its checks, slots handed back and forth, and the messages that name them.
-@Suite("Shared payload region")
+@Suite("Shared payload region", .enabled(if: access("/dev/shm", W_OK) == 0,
+                                         "needs a writable /dev/shm, where shared payload regions are made"))
 struct SharedPayloadRegionTests {
     static let count = Samples.signature.parameterCount
 
-    /// A coordinator's region and a worker's mapping of it, or nil (with the reason printed)
-    /// where this machine has no /dev/shm.
-    static func pair() throws -> (coordinator: SharedPayloadRegion, worker: SharedPayloadRegion)? {
-        guard FileManager.default.fileExists(atPath: "/dev/shm") else {
-            print("[WireTests] skipped: no /dev/shm on this machine, so no shared payload region")
-            return nil
-        }
+    /// A coordinator's region and a worker's mapping of it.
+    static func pair() throws -> (coordinator: SharedPayloadRegion, worker: SharedPayloadRegion) {
         let made = try SharedPayloadRegion.create(parameterCount: count)
         let mapped = try SharedPayloadRegion.open(path: made.path, token: made.token, parameterCount: count,
                                                   gradientSlots: made.gradientSlots)
@@ -28,7 +24,7 @@ struct SharedPayloadRegionTests {
 
     @Test("a region is a private file until the handshake ends, then no file at all; the mappings outlive it")
     func fileLifetime() throws {
-        guard let (made, mapped) = try Self.pair() else { return }
+        let (made, mapped) = try Self.pair()
         var info = stat()
         #expect(stat(made.path, &info) == 0)
         #expect(info.st_mode & 0o777 == 0o600, "mode \(String(info.st_mode & 0o777, radix: 8))")
@@ -42,7 +38,7 @@ struct SharedPayloadRegionTests {
 
     @Test("slots: written, read, handed back when the lease goes; a full family declines to write")
     func slotHandOff() throws {
-        guard let (made, mapped) = try Self.pair() else { return }
+        let (made, mapped) = try Self.pair()
         defer { made.unlink() }
         var leases: [SharedSlotLease] = []
         for round in 0..<mapped.gradientSlots {
@@ -64,7 +60,7 @@ struct SharedPayloadRegionTests {
 
     @Test("a message that names a slot never written, out of range, twice, or with another count is refused")
     func badSlotNames() throws {
-        guard let (made, mapped) = try Self.pair() else { return }
+        let (made, mapped) = try Self.pair()
         defer { made.unlink() }
         #expect(throws: SharedMemoryError.self) { try mapped.lease(.parameters, index: 0, count: Self.count) }
         #expect(throws: SharedMemoryError.self) { try mapped.lease(.parameters, index: 2, count: Self.count) }
@@ -79,7 +75,7 @@ struct SharedPayloadRegionTests {
 
     @Test("a worker maps only a region it can verify: name, owner, mode, size, header and token")
     func verification() throws {
-        guard let (made, _) = try Self.pair() else { return }
+        let (made, _) = try Self.pair()
         defer { made.unlink() }
         func refused(_ path: String, token: [UInt8]? = nil, count: Int = Self.count, slots: Int? = nil) -> String? {
             do {
@@ -112,7 +108,7 @@ struct SharedPayloadRegionTests {
 
     @Test("parameters and gradients that name slots decode in place; without a region they are refused")
     func messagesNamingSlots() throws {
-        guard let (made, mapped) = try Self.pair() else { return }
+        let (made, mapped) = try Self.pair()
         defer { made.unlink() }
         let values = (0..<Self.count).map { Float($0 % 97) - 48.5 }
         let allocator = ByteBufferAllocator()
@@ -146,7 +142,7 @@ struct SharedPayloadRegionTests {
 
     @Test("regions left by processes that no longer run are removed; a live process's are kept")
     func staleRegions() throws {
-        guard let (made, _) = try Self.pair() else { return }
+        let (made, _) = try Self.pair()
         defer { made.unlink() }
         // A process that has ended: its pid is free (until the system reuses it).
         let ended = Process()
@@ -163,7 +159,7 @@ struct SharedPayloadRegionTests {
 
     @Test("the handshake's extensions: the offer names the region; the answer says accepted, or declined and why")
     func handshakeExtensions() throws {
-        guard let (made, _) = try Self.pair() else { return }
+        let (made, _) = try Self.pair()
         defer { made.unlink() }
         let hello = Hello(sessionID: 1, signature: Samples.signature, coordinatorName: "c",
                           extensions: [.shardSize(150), .sharedMemoryOffer(made)])
