@@ -287,7 +287,7 @@ public final class SharedPayloadRegion: @unchecked Sendable {
 
 /// The values of one slot of a ``SharedPayloadRegion`` that a received message named: held for
 /// as long as the message's values are, then handed back to the writer.
-public final class SharedSlotLease: @unchecked Sendable {
+final class SharedSlotLease: @unchecked Sendable {
     let region: SharedPayloadRegion
     let family: SharedPayloadRegion.Family
     let index: Int

@@ -215,6 +215,7 @@ public final class WireMessageHandler: ChannelDuplexHandler {
     /// on this host; the worker's helloAck with the acceptance of the region it mapped. Any
     /// other message as it is.
     private func offeringSharedMemory(_ message: WireMessage, to peer: SocketAddress?) -> WireMessage {
+        if case .established = state { return message }   // every message after the handshake
         switch (role, state, message) {
         case (.coordinator, .idle, .hello(var hello)):
             guard sharedMemory == .on, let peer, Self.isLoopback(peer) else { return message }

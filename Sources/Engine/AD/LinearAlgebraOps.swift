@@ -48,13 +48,15 @@ public func transposedMatvec<S>(_ m: BVar<Matrix<S>>, _ x: BVar<Vector<S>>, plus
     }(m, x, b)
 }
 
-/// What the pullbacks of `matvec(_:_:plus:)` and `transposedMatvec(_:_:plus:)` keep of their
-/// operands.
-final class MatvecOperands<S: TensorScalar> {
-    let m: Matrix<S>
-    let x: SparseEntries<S>
+/// What the pullbacks of a matrix-vector product keep of its operands, as one object that both
+/// capture (a closure whose only capture is one object uses it as its context: no allocation per
+/// pullback). `matvec(_:_:plus:)`, `transposedMatvec(_:_:plus:)` and the model's per-sample
+/// layer use it.
+public final class MatvecOperands<S: TensorScalar> {
+    public let m: Matrix<S>
+    public let x: SparseEntries<S>
 
-    init(_ m: Matrix<S>, _ x: SparseEntries<S>) {
+    public init(_ m: Matrix<S>, _ x: SparseEntries<S>) {
         self.m = m
         self.x = x
     }

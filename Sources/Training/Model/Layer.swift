@@ -70,23 +70,11 @@ public func runLayer<S>(_ layer: BVar<Layer<S>>, _ x: BVar<Vector<S>>) -> BVar<V
     op2 { (layer: Layer<S>, x: Vector<S>) in
         precondition(layer.inputs == x.count,
                      "shape mismatch in runLayer: a layer of \(layer.inputs) inputs applied to Vector[\(x.count)]")
-        let saved = LayerOperands(layer.weights, SparseEntries(x))
+        let saved = MatvecOperands(layer.weights, SparseEntries(x))
         let y = layer.weights.transposedMatvec(saved.x, plus: layer.biases)
         return (y, { g in Layer(checkedWeights: Matrix.outer(saved.x, g), biases: g) },
-                { g in saved.weights.matvec(SparseEntries(dense: g)) })
+                { g in saved.m.matvec(SparseEntries(dense: g)) })
     }(layer, x)
-}
-
-/// What the pullbacks of a layer applied to one sample keep: the weights, and the input's
-/// nonzeros.
-final class LayerOperands<S: TensorScalar> {
-    let weights: Matrix<S>
-    let x: SparseEntries<S>
-
-    init(_ weights: Matrix<S>, _ x: SparseEntries<S>) {
-        self.weights = weights
-        self.x = x
-    }
 }
 
 /// A layer applied to a batch (one sample per row): `X * weights + biases` on every row.
