@@ -60,17 +60,18 @@ final class WorkerState {
                         }
                     }
                     defer { answerSink.finish() }
-                    try await withThrowingTaskGroup(of: Void.self) { group in
+                    // Children are computations (true) and gatherers (false); only the
+                    // computations take a slot.
+                    try await withThrowingTaskGroup(of: Bool.self) { group in
                         var running = 0
                         /// Tasks for the step after the latest parameters, held until its
-                        /// parameters arrive; their samples are gathered by the first free
+                        /// parameters arrive; their samples are gathered meanwhile by a free
                         /// computation slot (`gatherings`).
                         var ahead: [(step: UInt64, job: Job)] = []
                         let gatherings = GatheringQueue(timing: timing)
                         func start(_ job: @escaping Job, on network: Network<Float>, isTraining: Bool) async throws {
-                            if running == parallelism {
-                                try await group.next()
-                                running -= 1
+                            while running == parallelism {
+                                if try await group.next() == true { running -= 1 }
                             }
                             running += 1
                             if isTraining { timing.started() }
@@ -78,6 +79,7 @@ final class WorkerState {
                                 answerSink.yield((job(network), isTraining))
                                 // The slot is free: gather the samples of tasks held ahead.
                                 gatherings.gatherAll()
+                                return true
                             }
                         }
                         /// Runs `body`; a WireError from it is sent to the coordinator, then
@@ -95,10 +97,10 @@ final class WorkerState {
                                 let job = try await reportingErrors { try self.prepare(task, session: session, gatherings: gatherings) }
                                 if self.isAhead(task, session: session) {
                                     ahead.append((task.step, job))
-                                    if running == 0 {
-                                        // No computation to follow: gather in a slot of its own.
-                                        running += 1
-                                        group.addTask { gatherings.gatherAll() }
+                                    if running < parallelism {
+                                        // A slot is free: gather there now (a no-op if another
+                                        // gatherer is at work; it takes these samples too).
+                                        group.addTask { gatherings.gatherAll(); return false }
                                     }
                                 } else {
                                     try await start(job, on: session.network!, isTraining: task.kind == .train)
@@ -124,6 +126,10 @@ final class WorkerState {
                                 // (evaluation parameters come between two steps) wait on.
                                 let held = ahead
                                 ahead = held.filter { $0.step == session.step &+ 1 }
+                                // Their samples not gathered yet are gathered by their own
+                                // computations: a gatherer stops after the samples at hand
+                                // rather than hold back the first computation.
+                                if held.contains(where: { $0.step == session.step }) { gatherings.yieldToComputations() }
                                 for (step, job) in held where step == session.step {
                                     try await start(job, on: session.network!, isTraining: true)
                                 }
@@ -350,21 +356,51 @@ final class SampleGathering: Sendable {
 }
 
 /// The samples of held tasks not gathered yet, for the next free computation slot.
+///
+/// One gatherer at a time: a computation slot that has just become free, or a task of its own
+/// when tasks arrive while a slot is free. When the held tasks' parameters arrive, the queue
+/// is emptied (`yieldToComputations`): the gatherer stops after the samples at hand, so that
+/// the first held task starts at once on a worker with one core per slot, and the other held
+/// tasks gather their own samples when they start.
 final class GatheringQueue: Sendable {
     let timing: SessionTiming?
-    private let waiting = Mutex<[SampleGathering]>([])
+    private struct State {
+        var waiting: [SampleGathering] = []
+        /// A gatherer is at work (it takes every sample set added meanwhile).
+        var gathering = false
+    }
+    private let state = Mutex(State())
 
     init(timing: SessionTiming?) {
         self.timing = timing
     }
 
+    /// Queues a held task's samples.
     func add(_ samples: SampleGathering) {
-        waiting.withLock { $0.append(samples) }
+        state.withLock { $0.waiting.append(samples) }
     }
 
-    /// Gathers every waiting task's samples, in the order they came; timed as gradient work.
+    /// Gathers no more ahead: the held tasks' computations, about to start, gather what is left.
+    func yieldToComputations() {
+        state.withLock { $0.waiting.removeAll() }
+    }
+
+    /// Gathers the waiting tasks' samples, in the order they came, until none is left; timed
+    /// as gradient work. Returns at once if another gatherer is at work (it takes them).
     func gatherAll() {
-        while let samples = waiting.withLock({ $0.isEmpty ? nil : $0.removeFirst() }) {
+        let first = state.withLock { s in
+            if s.gathering { return false }
+            s.gathering = true
+            return true
+        }
+        guard first else { return }
+        while let samples = state.withLock({ s -> SampleGathering? in
+            if s.waiting.isEmpty {
+                s.gathering = false
+                return nil
+            }
+            return s.waiting.removeFirst()
+        }) {
             guard !samples.isGathered else { continue }
             let started = ContinuousClock.now
             _ = samples.input()
