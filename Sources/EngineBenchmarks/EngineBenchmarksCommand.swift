@@ -94,6 +94,15 @@ struct EngineBenchmarksCommand: ParsableCommand {
             print(String(format: "threads=%d sgemm 5000x784x300: %.2f ms, %.1f GFLOP/s", t, sgemm * 1e3, sgemmRate))
 
             let engine = median(repetitions) { blackHole(ShardResult.compute(net, on: train, indices: batch).gradient) }
+            // One worker task (a shard of 1250): gathering its samples, its gradient, flattening it.
+            let shard = Array(batch.prefix(1250))
+            let gather = median(repetitions) { withExtendedLifetime(ShardResult<Float>.Input(train, indices: shard)) {} }
+            let input = ShardResult<Float>.Input(train, indices: shard)
+            let shardGradient = median(repetitions) { blackHole(ShardResult.compute(net, on: input).gradient) }
+            let g = ShardResult.compute(net, on: input).gradient
+            var flat = [Float](repeating: 0, count: g.parameterCount)
+            let flatten = median(repetitions) { flat.withUnsafeMutableBufferPointer { g.flatten(into: $0) }; if flat[0].isNaN { print("") } }
+            print(String(format: "threads=%d shard of 1250: gather %.3f ms, gradient %.3f ms, flatten %.3f ms", t, gather * 1e3, shardGradient * 1e3, flatten * 1e3))
             // Engine and hand-written alternate round after round; the ratio is the median of
             // the rounds' ratios (drift on a shared machine hits both alike).
             var engineTimes = [Double](), handTimes = [Double](), ratios = [Double]()
