@@ -81,6 +81,12 @@ ATTR static void FN(add_)(float *total, const float *g, int64_t n) {
     for (; i < n; i++) total[i] = total[i] + g[i];
 }
 
+ATTR static void FN(sum_)(float *out, const float *a, const float *b, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) *(vf8u *)(out + i) = *(const vf8u *)(a + i) + *(const vf8u *)(b + i);
+    for (; i < n; i++) out[i] = a[i] + b[i];
+}
+
 // Adam's update of the flat parameters, on the mean gradient sum * scale. Each lane does, as
 // separate IEEE operations in this order (square root and division are correctly rounded, so
 // the width of the vector does not change a bit):

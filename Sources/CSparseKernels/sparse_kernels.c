@@ -404,6 +404,7 @@ void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t 
     DISPATCH(logistic_pullback_, f, g, y, out, n);
 }
 void sk_add_f(float *total, const float *g, int64_t n) { DISPATCH(add_, f, total, g, n); }
+void sk_sum_f(float *out, const float *a, const float *b, int64_t n) { DISPATCH(sum_, f, out, a, b, n); }
 void sk_adam_f(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1, float b2,
                float eps, float step_size, float root2) {
     DISPATCH(adam_, f, m, v, p, sum, n, scale, b1, b2, eps, step_size, root2);

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import Training
 
-/// The optimizer and the gradient reducer run their loops in C (`sk_adam_f`, `sk_add_f`, AVX2
+/// The optimizer and the gradient reducer run their loops in C (`sk_adam_f`, `sk_add_f`, `sk_sum_f`, AVX2
 /// when the CPU has it). These tests hold them to the scalar Swift arithmetic they replace, bit
 /// for bit, on the AVX2 and on the portable path: the trained model's bits depend on it.
 @Suite("Optimizer and reducer kernels")
@@ -72,21 +72,91 @@ struct OptimizerKernelTests {
         }
     }
 
-    @Test("the reducer's sum is the scalar additions' bits in shard order, on both paths")
-    func reducerAddsLikeScalarCode() {
+    /// The sum of shards `range` in the shard tree's order, in scalar Swift.
+    static func treeSum(_ gradients: [[Float]], _ range: Range<Int>) -> [Float] {
+        let n = gradients.count
+        var level = 0
+        while 1 << level < range.count { level += 1 }
+        if level == 0 { return gradients[range.lowerBound] }
+        let half = 1 << (level - 1)
+        let left = treeSum(gradients, range.lowerBound ..< range.lowerBound + half)
+        guard range.lowerBound + half < min(range.upperBound, n) else { return left }
+        let right = treeSum(gradients, range.lowerBound + half ..< range.upperBound)
+        return zip(left, right).map { $0 + $1 }
+    }
+
+    @Test("the reducer's sum is the scalar additions' bits in the shard tree's order, on both paths, whatever the arrival order",
+          arguments: [1, 2, 3, 4, 5, 7, 8, 9])
+    func reducerAddsLikeScalarCode(shards: Int) {
         Self.onBothPaths { path in
-            let count = 1003, shards = 4
+            let count = 1003
             let gradients = (0..<shards).map { Self.values(count, seed: UInt32(100 + $0)) }
-            var reducer = GradientReducer(shardCount: shards, parameterCount: count)
-            for index in [2, 0, 3, 1] {
-                reducer.offer(shard: index, .init(gradient: gradients[index], lossSum: 1, correct: 1, count: 1))
+            let expected = Self.treeSum(gradients, 0 ..< shards)
+            var generator = SystemRandomNumberGenerator()
+            for order in [Array((0..<shards).reversed()), Array(0..<shards), (0..<shards).shuffled(using: &generator)] {
+                var reducer = GradientReducer(shardCount: shards, parameterCount: count)
+                for index in order {
+                    #expect(!reducer.isComplete)
+                    let accepted = reducer.offer(shard: index, .init(gradient: gradients[index], lossSum: Double(index), correct: 1, count: 2))
+                    #expect(accepted)
+                }
+                #expect(reducer.isComplete)
+                #expect(reducer.gradientSum.map(\.bitPattern) == expected.map(\.bitPattern),
+                        "\(path), \(shards) shards offered in the order \(order): the sum differs from the tree's")
+                #expect(reducer.sampleCount == 2 * shards && reducer.correct == shards)
+                #expect(reducer.lossSum == Double((0..<shards).reduce(0, +)))
             }
-            var expected = [Float](repeating: 0, count: count)
-            for g in gradients { for i in expected.indices { expected[i] += g[i] } }
-            #expect(reducer.isComplete)
-            #expect(reducer.gradientSum.map(\.bitPattern) == expected.map(\.bitPattern),
-                    "\(path): the reducer's sum differs from adding the shards in order")
         }
+    }
+
+    @Test("nodes added beforehand (by a worker) give the same bits as their shards one by one")
+    func nodesMatchShards() {
+        let count = 1003
+        for shards in [2, 4, 6, 7, 8] {
+            let gradients = (0..<shards).map { Self.values(count, seed: UInt32(300 + $0)) }
+            let expected = Self.treeSum(gradients, 0 ..< shards).map(\.bitPattern)
+            // Whole pairs from "workers", the rest as single shards.
+            var reducer = GradientReducer(shardCount: shards, parameterCount: count)
+            var nodes: [Range<Int>] = stride(from: 0, to: shards - 1, by: 2).map { $0 ..< $0 + 2 }
+            if shards % 2 == 1 { nodes.append(shards - 1 ..< shards) }
+            for node in nodes.reversed() {
+                let accepted = reducer.offer(shards: node, .init(gradient: Self.treeSum(gradients, node), lossSum: 1, correct: 1,
+                                                                 count: node.count))
+                #expect(accepted, "node \(node) of \(shards)")
+            }
+            #expect(reducer.isComplete)
+            #expect(reducer.gradientSum.map(\.bitPattern) == expected, "\(shards) shards sent as pairs")
+            // The whole batch as one node (a worker that computed every shard).
+            var whole = GradientReducer(shardCount: shards, parameterCount: count)
+            let accepted = whole.offer(shards: 0 ..< shards, .init(gradient: Self.treeSum(gradients, 0 ..< shards), lossSum: 1, correct: 1, count: 1))
+            #expect(accepted)
+            #expect(whole.isComplete && whole.gradientSum.map(\.bitPattern) == expected)
+        }
+    }
+
+    @Test("the reducer refuses ranges that are not nodes of the tree, and shards received twice")
+    func reducerRefusesBadNodes() {
+        let sum = GradientReducer.ShardSum(gradient: [1, 2, 3], lossSum: 1, correct: 1, count: 1)
+        var reducer = GradientReducer(shardCount: 7, parameterCount: 3)
+        for bad in [1 ..< 3, 0 ..< 3, 3 ..< 5, 6 ..< 8, 7 ..< 8, -1 ..< 0, 2 ..< 2, 4 ..< 8] {
+            let accepted = reducer.offer(shards: bad, sum)
+            #expect(!accepted, "\(bad) is not a node of 7 shards")
+        }
+        var outcomes = [reducer.offer(shards: 4 ..< 7, sum)]   // the right edge: shards 4-6
+        outcomes.append(!reducer.offer(shard: 5, sum))         // already in 4 ..< 7
+        outcomes.append(!reducer.offer(shards: 4 ..< 6, sum))
+        outcomes.append(reducer.offer(shards: 0 ..< 2, sum))
+        outcomes.append(reducer.offer(shard: 2, sum))
+        #expect(outcomes == [true, true, true, true, true])
+        #expect(!reducer.isComplete)
+        let last = reducer.offer(shard: 3, sum)
+        #expect(last && reducer.isComplete)
+        #expect(reducer.gradientSum == [4, 8, 12] && reducer.sampleCount == 4)
+        #expect(ShardTree.level(of: 4 ..< 7, shardCount: 7) == 2)
+        #expect(ShardTree.level(of: 6 ..< 7, shardCount: 7) == 0)
+        #expect(ShardTree.sibling(of: 2 ..< 4) == 0 ..< 2)
+        #expect(ShardTree.sibling(of: 4 ..< 5) == 5 ..< 6)
+        #expect(ShardTree.sibling(of: 4 ..< 8) == 0 ..< 4)
     }
 
     @Test("a reducer that reuses a dirty buffer sums to the same bits as a fresh one")
@@ -101,7 +171,7 @@ struct OptimizerKernelTests {
             return reducer.gradientSum.map(\.bitPattern)
         }
         // The last step's sum, with NaNs and negative zeros in it: none of it may leak into the
-        // next sum (0 + -0 is +0, so a copy of the first shard would differ from the addition).
+        // next sum.
         let dirty = Self.values(count, seed: 7).enumerated().map { $0.offset % 13 == 0 ? Float.nan : $0.element }
         let fresh = sum(GradientReducer(shardCount: shards, parameterCount: count))
         #expect(sum(GradientReducer(shardCount: shards, parameterCount: count, reusing: dirty)) == fresh)

@@ -176,6 +176,10 @@ void sk_logistic_pullback_f(const float *g, const float *y, float *out, int64_t 
 /// total[i] += g[i] for i < n (a shard's gradient added to a batch's sum).
 void sk_add_f(float *total, const float *g, int64_t n);
 
+/// out[i] = a[i] + b[i] for i < n (two partial gradient sums into a third buffer; out may be a
+/// or b).
+void sk_sum_f(float *out, const float *a, const float *b, int64_t n);
+
 /// One Adam step on n parameters p, with moments m and v, against the mean gradient
 /// sum[i] * scale; step_size is lr / (1 - b1^t) and root2 sqrt(1 - b2^t). Per entry, as
 /// separate IEEE operations: g = sum * scale; m = b1 m + (1 - b1) g; v = b2 v + ((1 - b2) g) g;

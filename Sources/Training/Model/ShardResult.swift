@@ -22,6 +22,16 @@ public struct ShardResult<Scalar: TensorScalar>: Sendable {
         self.count = count
     }
 
+    /// Adds `other`, the result of the shards that follow this one's in the batch: the sum of
+    /// two nodes of the shard tree (`ShardTree`), entry by entry and in that order, as the
+    /// coordinator's `GradientReducer` adds them.
+    public mutating func add(_ other: ShardResult) {
+        gradient.add(other.gradient)
+        lossSum += other.lossSum
+        correct += other.correct
+        count += other.count
+    }
+
     /// Runs the network forward and backward on the samples at `indices` of `data` (one
     /// batched pass: a few GEMMs per layer; the first layer sparse when the samples' pixels
     /// are mostly zeros, see `LabeledDataSet.batchInput`).
