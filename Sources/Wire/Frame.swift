@@ -8,8 +8,9 @@ public enum WireProtocol {
     /// parameters, which a version-2 worker refuses); version 4, each layer's weights by input
     /// in the flat parameter and gradient arrays (by output before: a version-3 peer would
     /// read them transposed); version 5, the CRC-32C in place of zlib's CRC-32 at the end of
-    /// a split float payload (a version-4 peer would refuse every such payload).
-    public static let version: UInt8 = 5
+    /// a split float payload (a version-4 peer would refuse every such payload); version 6, the
+    /// shard count of a gradient (a sum over several shards of the tree, added by the worker).
+    public static let version: UInt8 = 6
     /// The first four bytes of every frame: ASCII "BPWR", read as a big-endian `UInt32`.
     public static let magic: UInt32 = 0x4250_5752
     /// The default TCP port a worker listens on.

@@ -37,6 +37,7 @@ extension WireMessage {
             if let signature { try checkCount(values.count, signature, "gradient of shard \(result.shardID)") }
             var buffer = allocator.buffer(capacity: 64)
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
+            try writeShardCount(result, into: &buffer)
             guard values.count == region.parameterCount,
                   let slot = region.write(into: .gradients, { values.write(into: $0) }) else { return nil }
             PayloadCodec.writeSharedSlot(count: values.count, index: slot, into: &buffer)
@@ -124,6 +125,7 @@ extension WireMessage {
         case .gradient(let result):
             if let signature { try checkCount(result.gradientValues.count, signature, "gradient of shard \(result.shardID)") }
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
+            try writeShardCount(result, into: &buffer)
             try result.gradientValues.withUnsafeBufferPointer { try codec.encodeFloats($0, into: &buffer) }
         case .evaluation(let result):
             try writeResultHeader(result.step, result.shardID, result.sampleCount, result.lossSum, result.correctCount, into: &buffer)
@@ -191,12 +193,16 @@ extension WireMessage {
             message = .task(try readTask(&reader, limits: limits))
         case .gradient:
             let header = try readResultHeader(&reader)
+            let shards = try reader.readInteger(UInt32.self, "shard count")
+            guard shards >= 1, UInt64(header.shard) + UInt64(shards) <= UInt64(UInt32.max) + 1 else {
+                throw reader.malformed("a gradient of \(shards) shards from shard \(header.shard)")
+            }
             let values = try codec.readFloatValues(
                 &reader, expectedCount: signature?.parameterCount, limits: limits,
                 what: "gradient of shard \(header.shard) (step \(header.step))\(signature.map { " for \($0)" } ?? "")",
                 shared: shared.map { ($0, .gradients) })
             message = .gradient(GradientResult(
-                step: header.step, shardID: header.shard, sampleCount: header.samples, lossSum: header.loss,
+                step: header.step, shardID: header.shard, shardCount: shards, sampleCount: header.samples, lossSum: header.loss,
                 correctCount: header.correct, gradientValues: values))
         case .evaluation:
             let header = try readResultHeader(&reader)
@@ -429,6 +435,14 @@ private func writeResultHeader(
     buffer.writeMultipleIntegers(shard, try uint32(samples, "sample count"), endianness: .big)
     buffer.writeDouble(loss)
     buffer.writeInteger(try uint32(correct, "correct count"), endianness: .big)
+}
+
+/// A gradient's shard count, after its result header (protocol version 6).
+private func writeShardCount(_ result: GradientResult, into buffer: inout ByteBuffer) throws {
+    guard result.shardCount >= 1, UInt64(result.shardID) + UInt64(result.shardCount) <= UInt64(UInt32.max) + 1 else {
+        throw WireError.encoding("a gradient of \(result.shardCount) shards from shard \(result.shardID)")
+    }
+    buffer.writeInteger(result.shardCount, endianness: .big)
 }
 
 private func readResultHeader(_ reader: inout PayloadReader) throws -> (step: UInt64, shard: UInt32, samples: Int, loss: Double, correct: Int) {

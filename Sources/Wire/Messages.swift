@@ -291,7 +291,11 @@ public struct ShardTask: Hashable, Sendable {
 /// A training shard's answer: sums over its samples, not averages.
 public struct GradientResult: Hashable, Sendable {
     public var step: UInt64
+    /// The first shard of the sum.
     public var shardID: UInt32
+    /// Shards in the sum: `shardID ..< shardID + shardCount`, a node of the batch's shard tree
+    /// (`ShardTree`), added by the worker in the tree's order (1: the shard alone).
+    public var shardCount: UInt32 = 1
     public var sampleCount: Int
     /// Sum of the per-sample losses.
     public var lossSum: Double
@@ -308,14 +312,17 @@ public struct GradientResult: Hashable, Sendable {
         set { gradientValues = WireFloats(newValue) }
     }
 
-    public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int, gradientSum: [Float]) {
-        self.init(step: step, shardID: shardID, sampleCount: sampleCount, lossSum: lossSum, correctCount: correctCount,
-                  gradientValues: WireFloats(gradientSum))
+    public init(step: UInt64, shardID: UInt32, shardCount: UInt32 = 1, sampleCount: Int, lossSum: Double, correctCount: Int,
+                gradientSum: [Float]) {
+        self.init(step: step, shardID: shardID, shardCount: shardCount, sampleCount: sampleCount, lossSum: lossSum,
+                  correctCount: correctCount, gradientValues: WireFloats(gradientSum))
     }
 
-    public init(step: UInt64, shardID: UInt32, sampleCount: Int, lossSum: Double, correctCount: Int, gradientValues: WireFloats) {
+    public init(step: UInt64, shardID: UInt32, shardCount: UInt32 = 1, sampleCount: Int, lossSum: Double, correctCount: Int,
+                gradientValues: WireFloats) {
         self.step = step
         self.shardID = shardID
+        self.shardCount = shardCount
         self.sampleCount = sampleCount
         self.lossSum = lossSum
         self.correctCount = correctCount

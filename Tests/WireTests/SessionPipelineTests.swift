@@ -145,6 +145,7 @@ struct SessionPipelineTests {
         payload.writeMultipleIntegers(UInt64(1), UInt32(0), UInt32(1), endianness: .big)
         payload.writeInteger(Double(1).bitPattern, endianness: .big)
         payload.writeInteger(UInt32(1), endianness: .big)
+        payload.writeInteger(UInt32(1), endianness: .big)   // shard count
         var floats = ByteBuffer()
         // One zstd frame for the whole array (the split encoding would be refused at its mask).
         try PayloadCodec(.init(floatEncoding: .shuffledZstd)).encodeFloats([Float](repeating: 0, count: 1 << 19), into: &floats)

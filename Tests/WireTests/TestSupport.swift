@@ -139,6 +139,9 @@ enum Samples {
             .task(ShardTask(step: 12, shardID: 3, kind: .train, dataset: .train, samples: .indices([5, 1, 49, 0, 4_000_000_000]))),
             .task(ShardTask(step: 12, shardID: 4, kind: .evaluate, dataset: .test, samples: .range(start: 9000, count: 1000))),
             .gradient(GradientResult(step: 12, shardID: 3, sampleCount: 500, lossSum: 123.456, correctCount: 450, gradientSum: gradient)),
+            // A sum of shards 4-7, added by the worker (protocol version 6).
+            .gradient(GradientResult(step: 12, shardID: 4, shardCount: 4, sampleCount: 2000, lossSum: 480.5, correctCount: 1810,
+                                     gradientSum: gradient)),
             .evaluation(EvaluationResult(step: 12, shardID: 4, sampleCount: 1000, lossSum: 0.25, correctCount: 980)),
             .ping(0x0102_0304_0506_0708),
             .pong(42),
@@ -154,7 +157,7 @@ extension WireMessage: CustomTestStringConvertible {
     public var testDescription: String {
         switch self {
         case .parameters(let p): return "parameters(step \(p.step), \(p.values.count) floats)"
-        case .gradient(let g): return "gradient(step \(g.step), shard \(g.shardID), \(g.gradientSum.count) floats)"
+        case .gradient(let g): return "gradient(step \(g.step), shards \(g.shardID) + \(g.shardCount), \(g.gradientSum.count) floats)"
         case .dataset(let d): return "dataset(\(d.descriptor.kind), \(d.images.count) image bytes)"
         default:
             let text = String(describing: self)
