@@ -76,8 +76,10 @@ final class TrainingRun {
     /// When each lost worker was lost, and why its last connection or attempt ended.
     private var lostAt: [Int: ContinuousClock.Instant] = [:]
     private var lastReason: [Int: String] = [:]
-    /// The last step's gradient sum, whose storage the next step's reducer reuses.
+    /// The last step's gradient sum, whose storage the next step's reducer reuses, and its
+    /// buffers for partial sums.
     private var spareGradientSum: [Float] = []
+    private var spareReducerBuffers: [[Float]] = []
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
     private let eventSink: AsyncStream<WorkerEvent>.Continuation
@@ -206,15 +208,19 @@ final class TrainingRun {
     /// `accept` with each task's index and answer, and gives a lost worker's tasks to others.
     ///
     /// `accept` returns false to reject an answer (a non-finite gradient): the task is then
-    /// computed again by another worker. Every worker that becomes ready meanwhile is first
-    /// sent `parameters`.
+    /// computed again by another worker. An answer may cover several adjacent tasks (a gradient
+    /// summed by the worker over a node of the shard tree): `accept` gets their range. Every
+    /// worker that becomes ready meanwhile is first sent `parameters`.
     ///
-    /// `next` are the next step's training tasks: a worker that has answered every task it held
-    /// while others still compute is sent some of them ahead (`sentAhead`), and holds them
-    /// when this call's tasks come to include them.
+    /// A worker is handed both halves of a pair of tasks (2k, 2k + 1) where it can be (the
+    /// first of a free pair to compute, the other one queued), so that it can add them itself.
+    ///
+    /// `next` are the next step's training tasks: once every task of this call is handed out,
+    /// each worker is sent its share of them ahead (`sentAhead`), and holds them when this
+    /// call's tasks come to include them.
     private func runTasks(_ tasks: [ShardTask], parameters: ParameterUpdate, next: [ShardTask] = [],
                           queued: () throws -> Void = {},
-                          accept: (Int, Int, WireMessage) throws -> Bool) async throws {
+                          accept: (Range<Int>, Int, WireMessage) throws -> Bool) async throws {
         // Workers that get `parameters` with their next tasks: every worker now, and each one
         // that becomes ready later.
         var needsParameters = alive
@@ -242,25 +248,54 @@ final class TrainingRun {
             queue.append(contentsOf: lost.subtracting(done).sorted(by: >))
             if !lost.isEmpty { console.line("  its \(lost.count) unfinished task(s) go to the other workers") }
         }
+        /// Where in `queue` the task for worker `w` is: in `pass` 0 (a computing slot), the other
+        /// half of a pair `w` holds, else the first of a pair whose both tasks are free, else the
+        /// lowest; in pass 1 (a queue slot), only the other half of a pair `w` holds; in pass 2,
+        /// the lowest task.
+        func pick(for w: Int, pass: Int) -> Int? {
+            let eligible = { (t: Int) in !(rejected[t]?.contains(w) ?? false) }
+            let held = outstanding[w, default: []]
+            let sibling = queue.lastIndex { t in eligible(t) && held.contains(t ^ 1) }
+            switch pass {
+            case 0:
+                return sibling ?? queue.lastIndex { t in eligible(t) && t % 2 == 0 && queue.contains(t + 1) }
+                    ?? queue.lastIndex(where: eligible)
+            case 1:
+                return sibling
+            default:
+                return queue.lastIndex(where: eligible)
+            }
+        }
         func fill() {
             let workers = alive.sorted()
             var messages: [Int: [WireMessage]] = [:]
             for w in workers where needsParameters.remove(w) != nil { messages[w] = [.parameters(parameters)] }
             // Every worker's computing slots first, then the queues: one slot at a time per worker,
             // in turn, so that a batch of few shards is spread over the workers.
-            for queued in [false, true] {
+            for pass in 0...2 {
+                let queued = pass > 0
                 var progress = true
                 while progress {
                     progress = false
                     for w in workers {
                         let limit = capacity[w, default: 2] - (queued ? 0 : configuration.queuedTasksPerWorker)
-                        guard outstanding[w, default: []].count < limit,
-                              let i = queue.lastIndex(where: { !(rejected[$0]?.contains(w) ?? false) }) else { continue }
+                        guard outstanding[w, default: []].count < limit, let i = pick(for: w, pass: pass) else { continue }
                         let t = queue.remove(at: i)
                         outstanding[w, default: []].insert(t)
                         messages[w, default: []].append(.task(tasks[t]))
                         progress = true
                     }
+                }
+            }
+            // No task of this step left to hand out: each worker gets its share of the next
+            // step's now, after its tasks of this step. It gathers their samples once it has
+            // computed those, while it waits for the next parameters.
+            if queue.isEmpty, done.count < tasks.count {
+                for w in workers where sentAhead[w] == nil && !nextQueue.isEmpty {
+                    let share = min(capacity[w, default: 2], (next.count + workers.count - 1) / workers.count)
+                    let sent = (0..<min(share, nextQueue.count)).map { _ in nextQueue.removeLast() }
+                    sentAhead[w] = (connection[w]!, Set(sent.map { TaskKey($0.step, $0.shardID) }))
+                    messages[w, default: []].append(contentsOf: sent.map(WireMessage.task))
                 }
             }
             for (w, list) in messages.sorted(by: { $0.key < $1.key }) { links[w].send(list, connection: connection[w]!) }
@@ -293,36 +328,45 @@ final class TrainingRun {
                 guard alive.contains(w), connection[w] == c else { continue }  // a late answer of a lost session
                 lastHeard[w] = .now
                 let key: TaskKey?
+                var span = 1
                 switch message {
-                case .gradient(let g): key = TaskKey(g.step, g.shardID)
+                case .gradient(let g):
+                    key = TaskKey(g.step, g.shardID)
+                    span = Int(g.shardCount)
                 case .evaluation(let e): key = TaskKey(e.step, e.shardID)
                 case .error(let report):
                     console.line("worker \(address(w)) reported an error: \(report)")
                     key = nil
                 default: key = nil
                 }
+                if let key, index[key] == nil, sentAhead[w]?.tasks.contains(key) == true {
+                    // A worker holds the next step's tasks until their parameters arrive: an
+                    // answer now cannot be right, and the task would never be answered again.
+                    lose(w, "it answered task \(key.shard) of step \(key.step) before that step's parameters")
+                    fill()
+                    continue
+                }
                 guard let key, let t = index[key], outstanding[w]?.contains(t) == true, !done.contains(t) else { continue }
-                outstanding[w]!.remove(t)
-                if try accept(t, w, message) {
-                    done.insert(t)
-                    // Nothing left in the queue and nothing queued at this worker (it computes its
-                    // last tasks, if any): hand it its share of the next step, whose samples it
-                    // gathers once its computation slots are free, while it waits for the step.
-                    let computing = capacity[w, default: 2] - configuration.queuedTasksPerWorker
-                    if queue.isEmpty, outstanding[w]!.count <= computing, sentAhead[w] == nil,
-                       done.count < tasks.count, !nextQueue.isEmpty {
-                        let share = min(capacity[w, default: 2], (next.count + alive.count - 1) / max(alive.count, 1))
-                        let sent = (0..<min(share, nextQueue.count)).map { _ in nextQueue.removeLast() }
-                        sentAhead[w] = (connection[w]!, Set(sent.map { TaskKey($0.step, $0.shardID) }))
-                        links[w].send(sent.map(WireMessage.task), connection: connection[w]!)
-                    }
+                // A sum over several tasks: all of them this worker's, in this call, not done.
+                let covered = t ..< t + span
+                guard (1..<span).allSatisfy({ index[TaskKey(key.step, key.shard &+ UInt32($0))] == t + $0 }),
+                      covered.allSatisfy({ outstanding[w]!.contains($0) && !done.contains($0) }) else {
+                    lose(w, "it answered tasks \(key.shard) to \(Int(key.shard) + span - 1) of step \(key.step), not all of which it held")
+                    fill()
+                    continue
+                }
+                outstanding[w]!.subtract(covered)
+                if try accept(covered, w, message) {
+                    done.formUnion(covered)
                 } else {
-                    rejected[t, default: []].insert(w)
-                    let refusals = rejected[t]!.count
-                    if refusals >= min(3, links.count) {
-                        throw CoordinatorError("task \(t) of step \(tasks[t].step) was answered with an unusable result by \(refusals) worker(s): the model has probably diverged (try a lower --learning-rate)")
+                    for t in covered {
+                        rejected[t, default: []].insert(w)
+                        let refusals = rejected[t]!.count
+                        if refusals >= min(3, links.count) {
+                            throw CoordinatorError("task \(t) of step \(tasks[t].step) was answered with an unusable result by \(refusals) worker(s): the model has probably diverged (try a lower --learning-rate)")
+                        }
                     }
-                    queue.append(t)
+                    queue.append(contentsOf: covered.reversed())
                 }
                 fill()
             case .tick:
@@ -410,7 +454,7 @@ final class TrainingRun {
                 }
                 let nextShards = nextBatch.map { ShardPlan(batch: $0, shardSize: c.shardSize).shards }
                 var timings = StepTimings(started: started)
-                let reducer = try await gradient(of: shards, parameters: state.parameters, step: step, next: nextShards,
+                var reducer = try await gradient(of: shards, parameters: state.parameters, step: step, next: nextShards,
                                                  timings: &timings, queued: flushReport)
                 // The step is taken (nothing below can fail): the state moves on as one, in place.
                 let optimizing = ContinuousClock.now
@@ -419,6 +463,7 @@ final class TrainingRun {
                 let scale = 1 / Float(reducer.sampleCount)
                 state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
                 spareGradientSum = reducer.gradientSum
+                spareReducerBuffers = reducer.takeSpareBuffers()
                 timings.optimizer = (ContinuousClock.now - optimizing).seconds
                 timings.cpu = StepTimings.processCPUSeconds() - cpuAtStart
                 let seconds = (ContinuousClock.now - started).seconds
@@ -551,7 +596,9 @@ final class TrainingRun {
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
         var spare = [Float]()
         swap(&spare, &spareGradientSum)   // the reducer's, not shared: zeroed in place
-        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: consume spare)
+        var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: consume spare,
+                                      spares: spareReducerBuffers)
+        spareReducerBuffers = []
         let started = timings.started
         var answers = 0
         var firstAnswer = 0.0, lastAnswer = 0.0, reducing = 0.0, queuedAt = 0.0
@@ -562,7 +609,7 @@ final class TrainingRun {
             timings.answerSpread = (lastByWorker.values.max() ?? 0) - (lastByWorker.values.min() ?? 0)
         }
         try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters), next: next,
-                           queued: { queuedAt = (ContinuousClock.now - started).seconds; try queued() }) { t, w, message in
+                           queued: { queuedAt = (ContinuousClock.now - started).seconds; try queued() }) { covered, w, message in
             let arrived = ContinuousClock.now
             defer {
                 let now = ContinuousClock.now
@@ -572,19 +619,24 @@ final class TrainingRun {
                 answers += 1
             }
             guard case .gradient(let g) = message else { return false }
-            guard g.gradientValues.count == parameters.count, g.sampleCount == shards[t].count,
+            let what = covered.count == 1 ? "shard \(covered.lowerBound)" : "shards \(covered.lowerBound)-\(covered.upperBound - 1)"
+            guard g.gradientValues.count == parameters.count, g.sampleCount == covered.reduce(0, { $0 + shards[$1].count }),
                   (0...g.sampleCount).contains(g.correctCount) else {
-                console.line("worker \(address(w)) sent a result of the wrong shape for shard \(t) of step \(step); rejected, it is computed again")
+                console.line("worker \(address(w)) sent a result of the wrong shape for \(what) of step \(step); rejected, it is computed again")
+                return false
+            }
+            guard ShardTree.level(of: covered, shardCount: shards.count) != nil else {
+                console.line("worker \(address(w)) sent one sum for \(what) of step \(step), which the shard tree does not add together; rejected, computed again")
                 return false
             }
             guard g.isFinite else {
-                console.line("error: worker \(address(w)) sent a non-finite gradient (NaN or infinity) for shard \(t) of step \(step); rejected, it is computed again by another worker")
+                console.line("error: worker \(address(w)) sent a non-finite gradient (NaN or infinity) for \(what) of step \(step); rejected, it is computed again by another worker")
                 return false
             }
             // Added from the frame's bytes, in place (no copy into an array).
             let values = g.gradientValues
-            reducer.offer(shard: t, .init(gradientCount: values.count, withGradient: { values.withUnsafeBufferPointer($0) },
-                                          lossSum: g.lossSum, correct: g.correctCount, count: g.sampleCount))
+            reducer.offer(shards: covered, .init(gradientCount: values.count, withGradient: { values.withUnsafeBufferPointer($0) },
+                                                 lossSum: g.lossSum, correct: g.correctCount, count: g.sampleCount))
             lastByWorker[w] = (arrived - started).seconds
             return true
         }
@@ -605,8 +657,9 @@ final class TrainingRun {
                       samples: .range(start: start, count: min(configuration.evalShardSize, test.count - start)))
         }
         var parts = [Evaluation?](repeating: nil, count: tasks.count)
-        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters)) { t, _, message in
-            guard case .evaluation(let e) = message, e.sampleCount == tasks[t].samples.count,
+        try await runTasks(tasks, parameters: ParameterUpdate(step: UInt64(step), values: parameters)) { covered, _, message in
+            let t = covered.lowerBound
+            guard covered.count == 1, case .evaluation(let e) = message, e.sampleCount == tasks[t].samples.count,
                   (0...e.sampleCount).contains(e.correctCount) else { return false }
             parts[t] = Evaluation(lossSum: e.lossSum, correct: e.correctCount, count: e.sampleCount)
             return true

@@ -50,14 +50,26 @@ final class WorkerState {
                 // Answers go out through their own task, so that a computation slot is free
                 // again as soon as its gradient is computed: the next task held starts at once
                 // instead of after the answer has been handed to the connection.
-                let (answers, answerSink) = AsyncStream.makeStream(of: (WireMessage, Bool).self)
+                // Each answer with the number of training tasks it answers, and what to call once
+                // it is handed to the connection.
+                let (answers, answerSink) = AsyncStream.makeStream(of: (WireMessage, Int, (@Sendable () -> Void)?).self)
+                let combiner = ShardCombiner()
                 try await withThrowingTaskGroup(of: Void.self) { writers in
                     writers.addTask {
-                        for await (answer, isTraining) in answers {
-                            let writing = ContinuousClock.now
-                            try await outbound.write(answer)
-                            if isTraining { timing.answered(writingSince: writing) }
+                        var failure: (any Error)?
+                        for await (answer, trainingTasks, written) in answers {
+                            defer { written?() }
+                            // After a failed write, only release the computations that wait.
+                            guard failure == nil else { continue }
+                            do {
+                                let writing = ContinuousClock.now
+                                try await outbound.write(answer)
+                                if trainingTasks > 0 { timing.answered(trainingTasks, writingSince: writing) }
+                            } catch {
+                                failure = error
+                            }
                         }
+                        if let failure { throw failure }
                     }
                     defer { answerSink.finish() }
                     // Children are computations (true) and gatherers (false); only the
@@ -76,7 +88,20 @@ final class WorkerState {
                             running += 1
                             if isTraining { timing.started() }
                             group.addTask {
-                                answerSink.yield((job(network), isTraining))
+                                // Nothing yet when the result waits for its sibling (`ShardCombiner`).
+                                if let answer = job(network) {
+                                    if gatherings.isEmpty {
+                                        answerSink.yield((answer.message, answer.trainingTasks, nil))
+                                    } else {
+                                        // Samples to gather next: the answer, which the coordinator
+                                        // waits for, goes to the connection first, rather than wait
+                                        // for a core while this one gathers.
+                                        await withCheckedContinuation { (written: CheckedContinuation<Void, Never>) in
+                                            let result = answerSink.yield((answer.message, answer.trainingTasks, { written.resume() }))
+                                            if case .terminated = result { written.resume() }
+                                        }
+                                    }
+                                }
                                 // The slot is free: gather the samples of tasks held ahead.
                                 gatherings.gatherAll()
                                 return true
@@ -94,7 +119,9 @@ final class WorkerState {
                         }
                         for try await message in inbound {
                             if case .task(let task) = message {
-                                let job = try await reportingErrors { try self.prepare(task, session: session, gatherings: gatherings) }
+                                let job = try await reportingErrors {
+                                    try self.prepare(task, session: session, gatherings: gatherings, combiner: combiner)
+                                }
                                 if self.isAhead(task, session: session) {
                                     ahead.append((task.step, job))
                                     if running < parallelism {
@@ -202,7 +229,7 @@ final class WorkerState {
             guard let network = session.network, !isAhead(task, session: session) else {
                 throw WireError.unexpectedMessage(.task, "a task for step \(task.step) arrived, but the latest parameters are for step \(session.step)")
             }
-            return [try prepare(task, session: session)(network)]
+            return [try prepare(task, session: session)(network)!.message]
         case .ping(let n):
             return [.pong(n)]
         case .goodbye, .error, .helloAck, .datasetStatus, .gradient, .evaluation, .pong:
@@ -263,7 +290,7 @@ final class WorkerState {
     }
 
     /// The work that answers a task, given the network of the task's step.
-    typealias Job = @Sendable (Network<Float>) -> WireMessage
+    typealias Job = @Sendable (Network<Float>) -> (message: WireMessage, trainingTasks: Int)?
 
     /// Whether `task` is a training task for the step after the session's latest parameters:
     /// the coordinator sends a worker its next tasks as soon as it has answered all it held, and
@@ -276,7 +303,11 @@ final class WorkerState {
     /// Checks a task against the session and returns the work that answers it. A task for the
     /// next step (`isAhead`) has its samples gathered by the first free computation slot
     /// (`gatherings`), or else by its own computation.
-    func prepare(_ task: ShardTask, session: Session, gatherings: GatheringQueue? = nil) throws -> Job {
+    ///
+    /// With a `combiner`, a training task's result may wait for its sibling's (the job then
+    /// returns nil) and the answer may be the sum of several tasks.
+    func prepare(_ task: ShardTask, session: Session, gatherings: GatheringQueue? = nil,
+                 combiner: ShardCombiner? = nil) throws -> Job {
         guard session.network != nil else {
             throw WireError.unexpectedMessage(.task, "a task arrived before any parameters")
         }
@@ -297,12 +328,20 @@ final class WorkerState {
         }
         switch task.kind {
         case .train:
-            @Sendable func answer(_ result: ShardResult<Float>) -> WireMessage {
-                .gradient(GradientResult(step: task.step, shardID: task.shardID, sampleCount: result.count,
-                                         lossSum: result.lossSum, correctCount: result.correct,
-                                         gradientValues: WireFloats(count: result.gradient.parameterCount) { [gradient = result.gradient] in
-                                             gradient.flatten(into: $0)
-                                         }))
+            combiner?.hold(step: task.step, shard: task.shardID)
+            @Sendable func answer(_ result: ShardResult<Float>) -> (message: WireMessage, trainingTasks: Int)? {
+                var node = ShardCombiner.Node(first: task.shardID, count: 1, result: result)
+                if let combiner {
+                    guard let completed = combiner.complete(step: task.step, shard: task.shardID, result) else { return nil }
+                    node = completed
+                }
+                let result = node.result
+                return (.gradient(GradientResult(step: task.step, shardID: node.first, shardCount: node.count,
+                                                 sampleCount: result.count, lossSum: result.lossSum, correctCount: result.correct,
+                                                 gradientValues: WireFloats(count: result.gradient.parameterCount) { [gradient = result.gradient] in
+                                                     gradient.flatten(into: $0)
+                                                 })),
+                        Int(node.count))
             }
             let timing = gatherings?.timing
             if ahead, let gatherings {
@@ -324,8 +363,8 @@ final class WorkerState {
         case .evaluate:
             return { network in
                 let e = Evaluation.evaluate(network, on: data, indices: indices)
-                return .evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
-                                                    lossSum: e.lossSum, correctCount: e.correct))
+                return (.evaluation(EvaluationResult(step: task.step, shardID: task.shardID, sampleCount: e.count,
+                                                     lossSum: e.lossSum, correctCount: e.correct)), 0)
             }
         }
     }
@@ -374,6 +413,9 @@ final class GatheringQueue: Sendable {
     init(timing: SessionTiming?) {
         self.timing = timing
     }
+
+    /// Whether no samples wait to be gathered.
+    var isEmpty: Bool { state.withLock { $0.waiting.isEmpty } }
 
     /// Queues a held task's samples.
     func add(_ samples: SampleGathering) {
@@ -462,12 +504,12 @@ final class SessionTiming: Sendable {
     }
 
     /// Records that an answer was handed to the connection; handing it over started at `writing`.
-    func answered(writingSince writing: ContinuousClock.Instant) {
+    func answered(_ tasks: Int, writingSince writing: ContinuousClock.Instant) {
         let now = ContinuousClock.now
         state.withLock {
             $0.writing += now - writing
             $0.last = now
-            $0.running -= 1
+            $0.running -= tasks
             if $0.running == 0 { $0.idleSince = now }
         }
     }

@@ -125,7 +125,8 @@ extension MetricsAndModelTests {
         let (_, workerPath) = try Products.require()
         var runs: [String: (received: Int, digest: String)] = [:]
         for setting in ["on", "off"] {
-            let worker = try BackgroundWorker(executable: workerPath, arguments: ["--shared-memory", setting])
+            // One thread: it holds a pair of shards at a time (one computed, one queued).
+            let worker = try BackgroundWorker(executable: workerPath, arguments: ["--shared-memory", setting, "--threads", "1"])
             defer { worker.stop() }
             let metrics = try temporaryDirectory("worker-shared-\(setting)").appendingPathComponent("run.jsonl").path
             let outcome = try await TinyRun.coordinator(["--workers", worker.address, "--max-steps", "2", "--metrics", metrics])
@@ -134,9 +135,13 @@ extension MetricsAndModelTests {
             runs[setting] = (file.steps.map(\.bytes_received).reduce(0, +), file.modelDigest)
         }
         print("[DistributedTests] gradient bytes received in 2 steps, worker --shared-memory on/off: \(runs.mapValues(\.received))")
-        // 784-20-10: 15,910 parameters; four 150-point shards a step, each a gradient.
-        let rawGradients = 2 * 4 * 4 * 15_910
-        #expect(runs["off"]!.received >= rawGradients, "the declining worker's gradients did not come in the frames")
+        // 784-20-10: 15,910 parameters; four 150-point shards a step, which the one worker,
+        // holding two at a time, sends as sums of two (`ShardCombiner`) when the second task
+        // has arrived before the first is computed: two to four gradients a step.
+        let rawGradient = 4 * 15_910
+        #expect(runs["off"]!.received >= 2 * 2 * rawGradient, "the declining worker's gradients did not come in the frames")
+        #expect(runs["off"]!.received < 2 * 4 * rawGradient, "a gradient for every shard: the worker added no pair of shards")
+        let rawGradients = 2 * 2 * rawGradient
         #expect(runs["on"]!.received < rawGradients / 10, "the accepting worker's gradients came in the frames")
         #expect(runs["on"]!.digest == runs["off"]!.digest, "shared memory changed the model")
     }

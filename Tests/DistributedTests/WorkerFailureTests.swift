@@ -168,6 +168,21 @@ struct WorkerFailureTests {
         try await Self.expectSameModel(outcome, metrics: metrics)
     }
 
+    @Test("a worker that answers for tasks it does not hold (a sum over three shards) is given up; the others compute them, the model is the undisturbed one")
+    func overclaimingWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let honest = try BackgroundWorker(executable: workerPath)
+        defer { honest.stop() }
+        let liar = try await LyingWorker.start(lie: .tasksNotHeld)
+        defer { liar.stop() }
+        let metrics = try temporaryDirectory("overclaim").appendingPathComponent("run.jsonl").path
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(liar.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
+        let outcome = try await run.finish()
+        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested")
+        #expect(outcome.stdout.contains("not all of which it held"), "\(outcome)")
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
     @Test("when every worker refuses a task's result (a diverged model), the run stops with that diagnosis and applies no step")
     func divergedModel() async throws {
         let liar = try await LyingWorker.start()
@@ -197,10 +212,16 @@ enum CheckpointFiles {
     }
 }
 
-/// A worker that follows the protocol but answers every training task with a NaN gradient
-/// (a broken host, or an attacker on an unauthenticated network), in this process.
+/// A worker that follows the protocol but answers every training task with a NaN gradient, or
+/// with a sum that claims three shards from the task's on (a broken host, or an attacker on
+/// an unauthenticated network), in this process.
 final class LyingWorker: @unchecked Sendable {
+    enum Lie {
+        case nonFinite
+        case tasksNotHeld
+    }
     let port: Int
+    private var lie = Lie.nonFinite
     private let server: Channel
     private let lock = NSLock()
     private var sent = 0
@@ -212,7 +233,7 @@ final class LyingWorker: @unchecked Sendable {
         self.server = server
     }
 
-    static func start() async throws -> LyingWorker {
+    static func start(lie: Lie = .nonFinite) async throws -> LyingWorker {
         let server = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .bind(host: "127.0.0.1", port: 0) { channel in
@@ -222,6 +243,7 @@ final class LyingWorker: @unchecked Sendable {
                 }
             }
         let worker = LyingWorker(port: server.channel.localAddress!.port!, server: server.channel)
+        worker.lie = lie
         Task {
             try await server.executeThenClose { connections in
                 for try await connection in connections {
@@ -245,11 +267,11 @@ final class LyingWorker: @unchecked Sendable {
                 case .task(let task) where task.kind == .train:
                     let count = signature!.parameterCount
                     var values = [Float](repeating: 0.01, count: count)
-                    values[count / 2] = .nan
+                    if lie == .nonFinite { values[count / 2] = .nan }
                     lock.withLock { sent += 1 }
                     try await outbound.write(.gradient(GradientResult(
-                        step: task.step, shardID: task.shardID, sampleCount: task.samples.count, lossSum: 1,
-                        correctCount: 0, gradientSum: values)))
+                        step: task.step, shardID: task.shardID, shardCount: lie == .tasksNotHeld ? 3 : 1,
+                        sampleCount: task.samples.count, lossSum: 1, correctCount: 0, gradientSum: values)))
                 case .task:
                     return  // evaluation: it cannot compute, so it hangs up and the task goes elsewhere
                 case .ping(let n):
