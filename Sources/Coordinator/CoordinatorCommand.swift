@@ -5,7 +5,7 @@ import Training
 import Wire
 
 /// The `coordinator` executable: shards each batch across workers, adds their gradients in
-/// shard order and takes the descent step.
+/// shard order along the shard tree and takes the descent step.
 @main
 struct CoordinatorCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,8 +14,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
         discussion: """
             Give it workers to dial (--workers), or let it start its own on this machine
             (--local N). Each batch is cut into fixed-size shards; the workers compute the
-            shards' gradient sums, the coordinator adds them in shard order and takes the step,
-            so the trained model is the same bits with any number of workers.
+            shards' gradient sums (a worker adds the pairs of shards it holds), the coordinator
+            adds them in shard order, pairwise along a tree fixed by the shard count, and takes
+            the step, so the trained model is the same bits with any number of workers.
 
             Examples:
               coordinator --local 2

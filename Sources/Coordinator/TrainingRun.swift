@@ -51,7 +51,8 @@ struct NoWorkersLeft: Error {
 
 /// One training session: connects the workers, runs the epochs, checkpoints, reports, saves.
 ///
-/// The loop hands shards to workers as they have room and adds the results in shard order;
+/// The loop hands shards to workers as they have room (both shards of a pair to one worker
+/// where it can) and adds the results along the shard tree;
 /// a worker that is lost (connection closed, or silent past `workerTimeout` despite the
 /// heartbeats) has its unfinished shards handed to the others at once, and its link dials it
 /// again with backoff. Which worker computes which shard never changes the sums, so the run
@@ -588,7 +589,8 @@ final class TrainingRun {
                              epochGenerator: generator)
     }
 
-    /// The batch's gradient sum, added in shard order, from the workers' shard sums.
+    /// The batch's gradient sum, added along the shard tree, from the workers' sums (of single
+    /// shards, or of nodes of the tree a worker added).
     /// `queued` runs once the parameters and the first tasks are handed to the links.
     private func gradient(of shards: [[Int]], parameters: [Float], step: Int, next nextShards: [[Int]]?,
                           timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
@@ -684,7 +686,7 @@ struct StepTimings {
     /// The first and the last gradient decoded and handed to the loop.
     var firstAnswer = 0.0
     var lastAnswer = 0.0
-    /// Time spent checking and adding the shard sums (in shard order, as they arrive).
+    /// Time spent checking and adding the shard sums (along the shard tree, as they arrive).
     var reduce = 0.0
     /// Time spent in the optimizer step (after the last answer).
     var optimizer = 0.0

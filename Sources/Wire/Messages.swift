@@ -273,7 +273,7 @@ public enum SampleSelection: Hashable, Sendable {
 /// One shard of work: compute on `samples` of `dataset` with the parameters of `step`.
 public struct ShardTask: Hashable, Sendable {
     public var step: UInt64
-    /// The shard's place in the step; results are reduced in shard order.
+    /// The shard's place in the step; results are reduced along the shard tree over these.
     public var shardID: UInt32
     public var kind: TaskKind
     public var dataset: DatasetKind

@@ -3,7 +3,8 @@ import TestSupport
 import Testing
 
 /// The trained model is the same bits whatever the number of workers: shards are fixed by the
-/// batch and the shard size, and their sums are added in shard order.
+/// batch and the shard size, and their sums are added along the shard tree, by the coordinator
+/// or by a worker that holds both halves of a node.
 @Suite("Determinism across worker counts", .oneProcessTestAtATime)
 struct DeterminismTests {
     @Test("the same seed gives the same model_sha256 with 1, 2 and 3 local workers; another seed does not")

@@ -7,7 +7,8 @@ import Training
 /// One distributed step is the Engine's single-process step on the same batch.
 ///
 /// The test mirrors `Sources/Coordinator/TrainingRun.swift` (`trainEpochs`): seeded init, the
-/// epoch's shuffle from the same generator, fixed-size shards, shard sums added in shard order,
+/// epoch's shuffle from the same generator, fixed-size shards, shard sums added along the shard
+/// tree (the workers add pairs: the same bits),
 /// mean = sum * (1 / count), `Optimizer.apply`; and the worker's side
 /// (`Sources/Worker/WorkerState.swift`): the network rebuilt from the flat parameters,
 /// `ShardResult.compute` on one BLAS thread.
@@ -58,7 +59,7 @@ struct StepEquivalenceTests {
         BLASRuntime.setThreadCount(1)   // as in the worker
         defer { BLASRuntime.setThreadCount(previousThreads) }
         var reducer = GradientReducer(shardCount: shards.count, parameterCount: initial.count)
-        // Offered last shard first: the reducer must still add them in shard order.
+        // Offered last shard first: the reducer must still add them in the tree's order.
         for (index, shard) in shards.enumerated().reversed() {
             let r = ShardResult.compute(network, on: train, indices: shard)
             reducer.offer(shard: index, .init(gradient: r.gradient.flattened(), lossSum: r.lossSum,

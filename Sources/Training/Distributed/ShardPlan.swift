@@ -1,7 +1,7 @@
 /// How a training batch is cut into shards: fixed-size runs of the batch's sample indices, in
 /// order. The cut depends only on the batch and `shardSize`, never on how many workers there
-/// are, so that adding the shard sums in shard order gives the same bits with any number of
-/// workers.
+/// are, so that adding the shard sums along the `ShardTree` gives the same bits with any number
+/// of workers.
 public struct ShardPlan: Sendable, Equatable {
     /// The shards, each a list of sample indices, in the order their sums are added.
     public let shards: [[Int]]

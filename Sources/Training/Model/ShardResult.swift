@@ -3,7 +3,7 @@ import Engine
 /// What one shard of a batch contributes to a training step: the gradient of the summed loss
 /// over its samples, the summed loss, and how many samples the network classified correctly.
 ///
-/// Sums (not means) so that the shards of a batch can be added, in shard order, into exactly
+/// Sums (not means) so that the shards of a batch can be added, along the `ShardTree`, into exactly
 /// the gradient of the whole batch.
 public struct ShardResult<Scalar: TensorScalar>: Sendable {
     /// Gradient of the summed cross-entropy over the shard's samples.
