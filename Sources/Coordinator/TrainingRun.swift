@@ -19,8 +19,10 @@ struct TrainingConfiguration: Sendable {
     var metricsPath: String?
     /// The learning-curve SVG (default: next to the metrics file, `run.jsonl` → `run.svg`).
     var plotPath: String?
-    /// Tasks a worker may hold beyond the ones it computes at once (one queued per worker).
-    var queuedTasksPerWorker = 1
+    /// Tasks a worker may hold beyond the ones it computes at once: a pair, so that a worker
+    /// that answers a pair it added (one answer for two tasks) still holds a task to compute
+    /// while the next ones come.
+    var queuedTasksPerWorker = 2
     /// Samples per evaluation task.
     var evalShardSize = 2500
     /// A worker silent for this long (no answer to the heartbeats) is given up: its tasks go

@@ -329,11 +329,13 @@ final class WorkerState {
         switch task.kind {
         case .train:
             combiner?.hold(step: task.step, shard: task.shardID)
-            @Sendable func answer(_ result: ShardResult<Float>) -> (message: WireMessage, trainingTasks: Int)? {
-                var node = ShardCombiner.Node(first: task.shardID, count: 1, result: result)
+            @Sendable func answer(_ result: consuming ShardResult<Float>) -> (message: WireMessage, trainingTasks: Int)? {
+                let node: ShardCombiner.Node
                 if let combiner {
                     guard let completed = combiner.complete(step: task.step, shard: task.shardID, result) else { return nil }
                     node = completed
+                } else {
+                    node = ShardCombiner.Node(first: task.shardID, count: 1, result: result)
                 }
                 let result = node.result
                 return (.gradient(GradientResult(step: task.step, shardID: node.first, shardCount: node.count,

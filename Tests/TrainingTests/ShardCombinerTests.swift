@@ -55,3 +55,20 @@ struct ShardCombinerTests {
         #expect(lone?.first == 3 && lone?.count == 1)
     }
 }
+
+extension ShardCombinerTests {
+    @Test("the sum of a pair is made in the buffers of its left half, not in a copy")
+    func addsInPlace() {
+        // A copy would cost the worker a megabyte's allocation, page faults and copy per pair.
+        let combiner = ShardCombiner()
+        combiner.hold(step: 1, shard: 0)
+        combiner.hold(step: 1, shard: 1)
+        let left = Self.result(80), right = Self.result(81)
+        let address = left.gradient.layers[0].weights.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        let first = combiner.complete(step: 1, shard: 0, consume left)
+        #expect(first == nil)
+        let pair = combiner.complete(step: 1, shard: 1, consume right)
+        #expect(pair?.count == 2)
+        #expect(pair?.result.gradient.layers[0].weights.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == address)
+    }
+}

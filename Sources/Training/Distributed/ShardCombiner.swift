@@ -39,10 +39,12 @@ public final class ShardCombiner: Sendable {
     }
 
     /// Shard `shard`'s result: the node to answer now (the shard alone, or a node it completes),
-    /// or nil when it waits for its sibling.
-    public func complete(step: UInt64, shard: UInt32, _ result: ShardResult<Float>) -> Node? {
-        state.withLock { s in
-            var node = Node(first: shard, count: 1, result: result)
+    /// or nil when it waits for its sibling. The result is taken over (`consuming`): a sum is
+    /// added into the buffers of one of its halves, which must not be shared (else the addition
+    /// would first copy them).
+    public func complete(step: UInt64, shard: UInt32, _ result: consuming ShardResult<Float>) -> Node? {
+        var node = Node(first: shard, count: 1, result: result)
+        return state.withLock { s -> Node? in
             while node.count <= UInt32.max / 2 {
                 let range = Int(node.first) ..< Int(node.first) + Int(node.count)
                 let sibling = ShardTree.sibling(of: range)
@@ -51,16 +53,20 @@ public final class ShardCombiner: Sendable {
                       sibling.allSatisfy({ held.contains(UInt32($0)) }) else { break }
                 // The sibling is complete when a node of its size waits at its first shard (a
                 // smaller one there is still waiting for its own sibling).
-                guard let other = s.waiting[step]?[UInt32(sibling.lowerBound)], other.count == node.count else {
+                let key = UInt32(sibling.lowerBound)
+                guard s.waiting[step]?[key]?.count == node.count, var other = s.waiting[step]?.removeValue(forKey: key) else {
                     s.waiting[step, default: [:]][node.first] = node
                     return nil
                 }
-                s.waiting[step]![other.first] = nil
                 // Left + right: the lower shards first, as the tree adds them.
-                var (left, right) = other.first < node.first ? (other, node) : (node, other)
-                left.result.add(right.result)
-                left.count *= 2
-                node = left
+                if other.first < node.first {
+                    other.result.add(node.result)
+                    other.count *= 2
+                    node = other
+                } else {
+                    node.result.add(other.result)
+                    node.count *= 2
+                }
             }
             for i in node.first ..< node.first + node.count { s.held[step]?.remove(i) }
             if s.held[step]?.isEmpty == true { s.held[step] = nil }
