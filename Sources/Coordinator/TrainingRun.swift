@@ -261,7 +261,9 @@ final class TrainingRun {
             let sibling = queue.lastIndex { t in eligible(t) && held.contains(t ^ 1) }
             switch pass {
             case 0:
-                return sibling ?? queue.lastIndex { t in eligible(t) && t % 2 == 0 && queue.contains(t + 1) }
+                if let sibling { return sibling }
+                let queued = Set(queue)   // one pass over the queue per pick, not one per task
+                return queue.lastIndex { t in eligible(t) && t % 2 == 0 && queued.contains(t + 1) }
                     ?? queue.lastIndex(where: eligible)
             case 1:
                 return sibling
