@@ -258,15 +258,15 @@ final class TrainingRun {
         func pick(for w: Int, pass: Int) -> Int? {
             let eligible = { (t: Int) in !(rejected[t]?.contains(w) ?? false) }
             let held = outstanding[w, default: []]
-            let sibling = queue.lastIndex { t in eligible(t) && held.contains(t ^ 1) }
+            let sibling = { queue.lastIndex { t in eligible(t) && held.contains(t ^ 1) } }
             switch pass {
             case 0:
-                if let sibling { return sibling }
+                if let sibling = sibling() { return sibling }
                 let queued = Set(queue)   // one pass over the queue per pick, not one per task
                 return queue.lastIndex { t in eligible(t) && t % 2 == 0 && queued.contains(t + 1) }
                     ?? queue.lastIndex(where: eligible)
             case 1:
-                return sibling
+                return sibling()
             default:
                 return queue.lastIndex(where: eligible)
             }
@@ -354,7 +354,7 @@ final class TrainingRun {
                 guard let key, let t = index[key], outstanding[w]?.contains(t) == true, !done.contains(t) else { continue }
                 // A sum over several tasks: all of them this worker's, in this call, not done.
                 let covered = t ..< t + span
-                guard (1..<span).allSatisfy({ index[TaskKey(key.step, key.shard &+ UInt32($0))] == t + $0 }),
+                guard span <= tasks.count - t, (1..<span).allSatisfy({ index[TaskKey(key.step, key.shard &+ UInt32($0))] == t + $0 }),
                       covered.allSatisfy({ outstanding[w]!.contains($0) && !done.contains($0) }) else {
                     lose(w, "it answered tasks \(key.shard) to \(Int(key.shard) + span - 1) of step \(key.step), not all of which it held")
                     fill()
@@ -601,7 +601,7 @@ final class TrainingRun {
         let tasks = Self.trainingTasks(shards, step: step)
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
         var spare = [Float]()
-        swap(&spare, &spareGradientSum)   // the reducer's, not shared: zeroed in place
+        swap(&spare, &spareGradientSum)   // the reducer's, not shared (written over, never read first)
         var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: consume spare,
                                       spares: spareReducerBuffers)
         spareReducerBuffers = []

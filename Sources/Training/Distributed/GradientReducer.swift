@@ -29,18 +29,32 @@ public struct GradientReducer: Sendable {
     private var received: [Bool]
     /// Nodes waiting for their sibling, by level and first shard.
     private var waiting: [NodeKey: Part] = [:]
+    /// Spare buffers in use by waiting nodes.
+    private var sparesInUse: Set<Int> = []
 
     private struct NodeKey: Hashable {
         var level: Int
         var first: Int
     }
 
-    /// A node's sum: as received (read where it arrived), or added into a buffer of this reducer
-    /// (`nil`: `gradientSum`; else an index into `spareBuffers`, which it holds until it is added
-    /// on).
+    /// Where a node's sum is.
+    private enum Storage {
+        /// As received (read where it arrived).
+        case received(ShardSum)
+        /// In `gradientSum` (a node holding shard 0).
+        case sum
+        /// In `spareBuffers[i]`, which the node holds until it is added on.
+        case spare(Int)
+
+        var isReceived: Bool {
+            if case .received = self { return true }
+            return false
+        }
+    }
+
+    /// A node's sum and totals.
     private struct Part {
-        var received: ShardSum?
-        var buffer: Int?
+        var storage: Storage
         var lossSum: Double
         var correct: Int
         var count: Int
@@ -107,7 +121,7 @@ public struct GradientReducer: Sendable {
                      "shard gradient has \(sum.gradientCount) entries, the model \(parameterCount)")
         for i in shards { received[i] = true }
         var key = NodeKey(level: level, first: shards.lowerBound)
-        var part = Part(received: sum, buffer: nil, lossSum: sum.lossSum, correct: sum.correct, count: sum.count)
+        var part = Part(storage: .received(sum), lossSum: sum.lossSum, correct: sum.correct, count: sum.count)
         while true {
             let size = 1 << key.level
             if key.first == 0, size >= shardCount {
@@ -135,70 +149,79 @@ public struct GradientReducer: Sendable {
     /// `left + right`, entry by entry, into a buffer of either (a buffer this reducer holds), or
     /// else into `gradientSum` for a node holding shard 0, a spare buffer for the others.
     private mutating func add(_ left: Part, _ right: Part, holdsShardZero: Bool) -> Part {
-        var out = Part(received: nil, buffer: nil, lossSum: left.lossSum + right.lossSum,
-                       correct: left.correct + right.correct, count: left.count + right.count)
         let n = parameterCount
-        if left.received == nil || right.received == nil {
+        let storage: Storage
+        if left.storage.isReceived && right.storage.isReceived {
+            storage = holdsShardZero ? .sum : .spare(takeSpare())
+            var total = takeBuffer(storage)
+            total.withUnsafeMutableBufferPointer { t in
+                read(left) { a in read(right) { b in sk_sum_f(t.baseAddress!, a.baseAddress!, b.baseAddress!, Int64(n)) } }
+            }
+            putBuffer(storage, total)
+        } else {
             // One of them is in a buffer of ours: add the other into it (IEEE addition is
             // commutative, so which one holds the sum changes no bit).
-            let (target, other) = left.received == nil ? (left, right) : (right, left)
-            out.buffer = target.buffer
-            var total = takeBuffer(target.buffer)
+            let (target, other) = left.storage.isReceived ? (right, left) : (left, right)
+            storage = target.storage
+            var total = takeBuffer(storage)
             total.withUnsafeMutableBufferPointer { t in read(other) { g in sk_add_f(t.baseAddress!, g.baseAddress!, Int64(n)) } }
-            putBuffer(out.buffer, total)
-            if other.received == nil, let spare = other.buffer { sparesInUse.remove(spare) }
-            return out
+            putBuffer(storage, total)
+            if case .spare(let i) = other.storage { sparesInUse.remove(i) }
         }
-        out.buffer = holdsShardZero ? nil : takeSpare()
-        var total = takeBuffer(out.buffer)
-        total.withUnsafeMutableBufferPointer { t in
-            read(left) { a in read(right) { b in sk_sum_f(t.baseAddress!, a.baseAddress!, b.baseAddress!, Int64(n)) } }
-        }
-        putBuffer(out.buffer, total)
-        return out
+        return Part(storage: storage, lossSum: left.lossSum + right.lossSum, correct: left.correct + right.correct,
+                    count: left.count + right.count)
     }
 
     /// The root's totals; its sum in `gradientSum`.
     private mutating func finish(_ root: Part) {
-        if let sum = root.received {
+        switch root.storage {
+        case .received(let sum):
             // One node held every shard: its sum as received.
             gradientSum.withUnsafeMutableBufferPointer { total in
                 sum.withGradient { g in total.baseAddress!.update(from: g.baseAddress!, count: total.count) }
             }
-        } else if let spare = root.buffer {
-            swap(&gradientSum, &spareBuffers[spare])
+        case .spare(let i):
+            swap(&gradientSum, &spareBuffers[i])
+        case .sum:
+            break
         }
         (lossSum, correct, sampleCount, isComplete) = (root.lossSum, root.correct, root.count, true)
     }
 
     /// Calls `body` with a node's sum (never the buffer taken out by `takeBuffer`).
     private func read(_ part: Part, _ body: (UnsafeBufferPointer<Float>) -> Void) {
-        if let sum = part.received {
+        switch part.storage {
+        case .received(let sum):
             let count = parameterCount
             sum.withGradient { g in
                 precondition(g.count == count, "shard gradient has \(g.count) entries, the model \(count)")
                 body(g)
             }
-        } else if let spare = part.buffer {
-            spareBuffers[spare].withUnsafeBufferPointer(body)
-        } else {
+        case .spare(let i):
+            spareBuffers[i].withUnsafeBufferPointer(body)
+        case .sum:
             gradientSum.withUnsafeBufferPointer(body)
         }
     }
 
-    /// Moves a buffer out (nil: `gradientSum`), so that it can be written while others are read.
-    private mutating func takeBuffer(_ spare: Int?) -> [Float] {
+    /// Moves one of this reducer's buffers out, so that it can be written while others are read.
+    private mutating func takeBuffer(_ storage: Storage) -> [Float] {
         var buffer: [Float] = []
-        if let spare { swap(&buffer, &spareBuffers[spare]) } else { swap(&buffer, &gradientSum) }
+        switch storage {
+        case .spare(let i): swap(&buffer, &spareBuffers[i])
+        case .sum: swap(&buffer, &gradientSum)
+        case .received: preconditionFailure("a received sum is not a buffer of the reducer")
+        }
         return buffer
     }
 
-    private mutating func putBuffer(_ spare: Int?, _ buffer: consuming [Float]) {
-        if let spare { spareBuffers[spare] = buffer } else { gradientSum = buffer }
+    private mutating func putBuffer(_ storage: Storage, _ buffer: consuming [Float]) {
+        switch storage {
+        case .spare(let i): spareBuffers[i] = buffer
+        case .sum: gradientSum = buffer
+        case .received: preconditionFailure("a received sum is not a buffer of the reducer")
+        }
     }
-
-    /// Spare buffers in use by waiting nodes.
-    private var sparesInUse: Set<Int> = []
 
     private mutating func takeSpare() -> Int {
         if let free = spareBuffers.indices.first(where: { !sparesInUse.contains($0) }) {
