@@ -35,11 +35,13 @@ let package = Package(
         .target(name: "CChecksum"),
         // Atomic loads and stores on memory shared with another process (Wire's shared payload region).
         .target(name: "CSharedMemory"),
+        // Scheduler affinity (binding `coordinator --local`'s workers to CPUs of their own).
+        .target(name: "CAffinity"),
         // Tensors on OpenBLAS and the reverse-mode AD engine.
         .target(name: "Engine", dependencies: ["COpenBLAS", "CSparseKernels"]),
         // What the programs share: the MNIST model, IDX data sets.
         .target(name: "Training", dependencies: [
-            "Engine", "CSparseKernels", "CZlib", .product(name: "Crypto", package: "swift-crypto"),
+            "Engine", "CSparseKernels", "CZlib", "CAffinity", .product(name: "Crypto", package: "swift-crypto"),
         ]),
         // The tutorial's program, single process.
         .executableTarget(name: "BackpropMNIST", dependencies: [

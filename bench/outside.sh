@@ -10,20 +10,24 @@
 # own `coordinator_cpu_ms` metric, steps after the first). Capacity is the cores times the median step:
 # the share of it that the three processes use shows whether the cores were saturated.
 #
-#   bash bench/outside.sh [--rounds N] [--epochs E] [--workers K] [--bin DIR]
+# Like `coordinator --local` (its default `--pin-workers auto`), worker i is bound to CPU i-1
+# when the K workers fit in the CPUs (`worker --cpus`); --no-pin leaves them free.
+#
+#   bash bench/outside.sh [--rounds N] [--epochs E] [--workers K] [--bin DIR] [--no-pin]
 #
 # Defaults: 3 rounds, E = 5, K = 2, --bin the release build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-rounds=3 epochs=5 workers=2 bin=""
+rounds=3 epochs=5 workers=2 bin="" pin=1
 while (($#)); do
     case "$1" in
         --rounds) rounds=${2:?}; shift 2 ;;
         --epochs) epochs=${2:?}; shift 2 ;;
         --workers) workers=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
-        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --no-pin) pin=0; shift ;;
+        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "outside.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -43,9 +47,11 @@ trap cleanup EXIT
 run() {
     local e=$1 tag=$2 addresses="" i
     pids=()
+    local cpus=()
     for ((i = 1; i <= workers; i++)); do
+        ((pin && workers <= $(nproc))) && cpus=(--cpus $((i - 1)))
         /usr/bin/time -f "%U %S" -o "$work/$tag.w$i.cpu" "$bin/worker" --listen "127.0.0.1:$((7100 + i))" \
-            --threads 1 --sessions 1 --log-level info >"$work/$tag.w$i.log" 2>&1 &
+            --threads 1 --sessions 1 --log-level info "${cpus[@]}" >"$work/$tag.w$i.log" 2>&1 &
         pids+=($!)
         addresses+="${addresses:+,}127.0.0.1:$((7100 + i))"
     done
@@ -60,7 +66,7 @@ run() {
     pids=()
 }
 
-echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $workers worker(s); $rounds round(s) of 1 and $epochs epochs"
+echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $workers worker(s) ($( ((pin && workers <= $(nproc))) && echo "bound to CPUs 0-$((workers - 1))" || echo "not bound")); $rounds round(s) of 1 and $epochs epochs"
 for ((r = 1; r <= rounds; r++)); do
     run 1 "r$r-short"
     run "$epochs" "r$r-long"

@@ -41,6 +41,9 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "BLAS threads of each local worker (default: cores / workers, at least 1).")
     var threadsPerWorker: Int?
 
+    @Option(help: "Bind each local worker to CPUs of its own: auto (when workers x threads fit in the CPUs this process may use), on (fail if they do not), or off.")
+    var pinWorkers: PinPolicy = .auto
+
     @Option(help: "Directory with the MNIST-style IDX files (raw or .gz).")
     var data = "data/mnist"
 
@@ -175,8 +178,14 @@ struct CoordinatorCommand: AsyncParsableCommand {
         if let n = local {
             let cores = ProcessInfo.processInfo.activeProcessorCount
             let threads = threadsPerWorker ?? max(1, cores / n)
-            Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each")
-            localWorkers = try LocalWorkers(count: n, threads: threads, secret: secret, compression: compression)
+            let allowed = CPUAffinity.allowedCPUs() ?? []
+            let placement = pinWorkers == .off ? nil : CPUAffinity.plan(workers: n, threads: threads, allowed: allowed)
+            if pinWorkers == .on, placement == nil {
+                throw ValidationError("--pin-workers on: \(n) worker(s) of \(threads) thread(s) need \(n * threads) CPUs, and this process may use \(allowed.count) (\(CPUAffinity.format(allowed))). Start fewer workers or threads, or use --pin-workers auto or off.")
+            }
+            let pinned = placement.map { "; CPUs " + $0.map(CPUAffinity.format).joined(separator: ", ") } ?? ""
+            Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each\(pinned)")
+            localWorkers = try LocalWorkers(count: n, threads: threads, cpus: placement, secret: secret, compression: compression)
             addresses = localWorkers!.addresses
         } else {
             addresses = workers!.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
@@ -237,3 +246,13 @@ final class SignalCleanup: @unchecked Sendable {
 }
 extension CompressionPolicy: ExpressibleByArgument {}
 extension SharedMemoryPolicy: ExpressibleByArgument {}
+
+/// Whether `--local` binds each worker to CPUs of its own (`--pin-workers`).
+enum PinPolicy: String, CaseIterable, ExpressibleByArgument {
+    /// When the workers' threads fit in the CPUs the coordinator may use.
+    case auto
+    /// Always; the run fails if they do not fit.
+    case on
+    /// Never: the workers run wherever the scheduler puts them.
+    case off
+}

@@ -1,5 +1,6 @@
 import Engine
 import Foundation
+import Training
 import Wire
 
 /// The worker processes `coordinator --local N` starts on loopback, and stops again when the
@@ -14,17 +15,23 @@ final class LocalWorkers: @unchecked Sendable {
     private(set) var addresses: [String] = []
     private let executable: String
     private let threads: Int
+    /// The CPUs of each worker, if they are bound to CPUs of their own.
+    private let cpus: [[Int]]?
     private let secret: SharedSecret?
     private let compression: CompressionPolicy
     /// Restarts of one worker after which it is left down (it keeps failing to start).
     static let maximumRestarts = 20
 
-    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports. With
+    /// Starts `count` workers with `threads` BLAS threads each and waits for their ports; with
+    /// `cpus`, worker `i` runs on `cpus[i]` only (a worker started again keeps its CPUs). With
     /// a `secret`, each worker gets its file's path in `BACKPROP_SECRET_FILE` (in its
     /// environment, never on its command line).
-    init(count: Int, threads: Int, secret: SharedSecret? = nil, compression: CompressionPolicy = .auto) throws {
+    init(count: Int, threads: Int, cpus: [[Int]]? = nil, secret: SharedSecret? = nil,
+         compression: CompressionPolicy = .auto) throws {
+        precondition(cpus == nil || cpus!.count == count, "one CPU set per worker")
         executable = Self.workerExecutable()
         self.threads = threads
+        self.cpus = cpus
         self.secret = secret
         self.compression = compression
         guard FileManager.default.isExecutableFile(atPath: executable) else {
@@ -50,6 +57,7 @@ final class LocalWorkers: @unchecked Sendable {
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = ["--listen", listen, "--threads", String(threads), "--exit-with-parent",
                              "--log-level", "warning", "--compression", compression.rawValue]
+            + (cpus.map { ["--cpus", CPUAffinity.format($0[i])] } ?? [])
         var environment = ProcessInfo.processInfo.environment
         environment.merge(BLASRuntime.childEnvironment(threads: threads)) { _, new in new }
         environment[SharedSecret.environmentVariable] = secret?.path

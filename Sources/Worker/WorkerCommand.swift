@@ -2,6 +2,7 @@ import ArgumentParser
 import Engine
 import Foundation
 import Logging
+import Training
 import NIOCore
 import NIOPosix
 import Wire
@@ -61,6 +62,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Seconds a started frame may take to arrive completely before the peer is dropped.")
     var frameTimeout: Double = 30
 
+    @Option(help: "Run only on these CPUs, in the kernel's list notation (3, 0-3, 0,2); coordinator --local gives each worker its own (default: any).")
+    var cpus: String?
+
     func validate() throws {
         guard ListenAddress(listen) != nil else {
             throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7070 or 0.0.0.0:7070; got '\(listen)'")
@@ -72,11 +76,23 @@ struct WorkerCommand: AsyncParsableCommand {
         guard frameTimeout > 0, frameTimeout < 86_400 else {
             throw ValidationError("--frame-timeout must be between 0 and 86400 seconds, got \(frameTimeout)")
         }
+        if let cpus, CPUAffinity.parse(cpus) == nil {
+            throw ValidationError("--cpus must be a CPU list like 3, 0-3 or 0,2 (CPUs 0 to 1023); got '\(cpus)'")
+        }
     }
 
     func run() async throws {
+        // Before any thread of ours starts, so that they all inherit the CPUs.
+        if let list = cpus.flatMap(CPUAffinity.parse) {
+            do {
+                try CPUAffinity.restrictProcess(to: list)
+            } catch {
+                throw ValidationError("--cpus \(cpus!): \(error)")
+            }
+        }
         if exitWithParent { ParentWatch.exitWhenParentEnds() }
-        let parallelism = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        let cpuList = cpus.flatMap(CPUAffinity.parse)
+        let parallelism = threads ?? cpuList?.count ?? ProcessInfo.processInfo.activeProcessorCount
         let blas = BLASRuntime.prepareProcess(threads: 1)
         let logger = {
             var logger = Logger(label: "worker")
@@ -131,7 +147,7 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         let bound = server.channel.localAddress?.port ?? address.port
         // The coordinator's --local mode reads this line to learn the port.
-        FileHandle.standardOutput.write(Data("worker listening on \(address.host):\(bound) [\(blas)]\n".utf8))
+        FileHandle.standardOutput.write(Data("worker listening on \(address.host):\(bound) [\(blas)]\(cpuList.map { ", on CPUs \(CPUAffinity.format($0))" } ?? "")\n".utf8))
 
         let state = WorkerState(blas: blas, parallelism: parallelism, logger: logger)
         var served = 0
