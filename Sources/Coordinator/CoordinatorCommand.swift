@@ -77,7 +77,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Validate every N batches (0: only at the end).")
     var evalEvery = 1
 
-    @Option(help: "Seconds a worker may stay silent (heartbeats every 0.5 s) before its tasks go to the others; with no worker left, how long to wait for one before saving a checkpoint and stopping.")
+    @Option(help: "Seconds a worker may stay silent (heartbeats every 0.5 s), or hold tasks without answering any, before its tasks go to the others; with no worker left, how long to wait for one before saving a checkpoint and stopping.")
     var workerTimeout: Double = 10
 
     @Option(help: "Keep checkpoints (parameters, optimizer state, position) in this directory.")

@@ -232,6 +232,10 @@ final class TrainingRun {
         /// Workers whose answer to a task was rejected: they do not get it again.
         var rejected: [Int: Set<Int>] = [:]
         var noneSince: ContinuousClock.Instant? = nil
+        /// When each worker last answered a task, or was given work while it held none: a
+        /// worker that holds tasks and answers none of them for `workerTimeout`, though it
+        /// answers the heartbeats, has a stuck computation.
+        var progressAt: [Int: ContinuousClock.Instant] = [:]
         let index = Dictionary(uniqueKeysWithValues: tasks.enumerated().map { (TaskKey($1.step, $1.shardID), $0) })
         // Tasks sent ahead to a worker still on the same connection are its own; any other
         // (a worker lost or reconnected since) go to the queue like the rest.
@@ -274,7 +278,10 @@ final class TrainingRun {
         func fill() {
             let workers = alive.sorted()
             var messages: [Int: [WireMessage]] = [:]
-            for w in workers where needsParameters.remove(w) != nil { messages[w] = [.parameters(parameters)] }
+            for w in workers where needsParameters.remove(w) != nil {
+                messages[w] = [.parameters(parameters)]
+                progressAt[w] = .now
+            }
             // Every worker's computing slots first, then the queues: one slot at a time per worker,
             // in turn, so that a batch of few shards is spread over the workers.
             for pass in 0...2 {
@@ -286,6 +293,7 @@ final class TrainingRun {
                         let limit = capacity[w, default: 2] - (queued ? 0 : configuration.queuedTasksPerWorker)
                         guard outstanding[w, default: []].count < limit, let i = pick(for: w, pass: pass) else { continue }
                         let t = queue.remove(at: i)
+                        if outstanding[w, default: []].isEmpty { progressAt[w] = .now }
                         outstanding[w, default: []].insert(t)
                         messages[w, default: []].append(.task(tasks[t]))
                         progress = true
@@ -351,6 +359,7 @@ final class TrainingRun {
                     fill()
                     continue
                 }
+                if key != nil { progressAt[w] = .now }
                 guard let key, let t = index[key], outstanding[w]?.contains(t) == true, !done.contains(t) else { continue }
                 // A sum over several tasks: all of them this worker's, in this call, not done.
                 let covered = t ..< t + span
@@ -379,6 +388,14 @@ final class TrainingRun {
                 for w in alive.sorted() {
                     guard let heard = lastHeard[w], (ContinuousClock.now - heard).seconds > limit else { continue }
                     lose(w, "no answer to heartbeats for \(limit) s")
+                }
+                for w in alive.sorted() {
+                    guard let held = outstanding[w], !held.isEmpty, let since = progressAt[w],
+                          (ContinuousClock.now - since).seconds > limit else { continue }
+                    // Dialled again only after the longest backoff: reconnected at once, it
+                    // would be handed tasks and hold the run up again.
+                    links[w].holdOff()
+                    lose(w, "none of its \(held.count) task(s) answered for \(limit) s, though it answers heartbeats: its computation seems stuck")
                 }
                 fill()
                 if let since = noneSince, (ContinuousClock.now - since).seconds > limit {

@@ -43,6 +43,8 @@ final class WorkerLink: Sendable {
         var stopped = false
         /// The worker refused for a reason dialling again cannot mend; the link has ended.
         var refusedForGood = false
+        /// The next dial waits the longest backoff (the worker was given up on for a stuck task).
+        var holdingOff = false
     }
 
     init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto,
@@ -97,6 +99,13 @@ final class WorkerLink: Sendable {
         }
     }
 
+    /// Makes the next dial, after the current connection ends, wait the longest backoff
+    /// rather than the shortest: for a worker whose computation is stuck while its connection
+    /// lives, so that it does not get tasks again at once.
+    func holdOff() {
+        state.withLock { $0.holdingOff = true }
+    }
+
     private var isStopped: Bool { state.withLock { $0.stopped } }
 
     /// Whether the worker refused for a reason dialling again cannot mend (wrong secret,
@@ -137,6 +146,7 @@ final class WorkerLink: Sendable {
                 s.channel = nil
             }
             if established { wait = Self.backoff.first }
+            if state.withLock({ s in defer { s.holdingOff = false }; return s.holdingOff }) { wait = Self.backoff.last }
             guard !isStopped else { return }
             do { try await Task.sleep(for: .seconds(wait)) } catch { return }
             wait = min(wait * 2, Self.backoff.last)

@@ -183,6 +183,27 @@ struct WorkerFailureTests {
         try await Self.expectSameModel(outcome, metrics: metrics)
     }
 
+    @Test("a worker that answers heartbeats but none of its tasks is given up after --worker-timeout; the others compute its tasks, the model is the undisturbed one")
+    func stuckWorker() async throws {
+        let (_, workerPath) = try Products.require()
+        let honest = try BackgroundWorker(executable: workerPath)
+        defer { honest.stop() }
+        let stuck = try await LyingWorker.start(lie: .stuck)
+        defer { stuck.stop() }
+        let metrics = try temporaryDirectory("stuck").appendingPathComponent("run.jsonl").path
+        let started = Date()
+        let run = try Self.coordinator(["--workers", "127.0.0.1:\(stuck.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
+        let outcome = try await run.finish()
+        let seconds = Date().timeIntervalSince(started)
+        #expect(stuck.gradientsSent > 0, "the stuck worker was given no task, so nothing was tested")
+        #expect(outcome.stdout.contains("answered for 3.0 s, though it answers heartbeats"), "\(outcome)")
+        print("[DistributedTests] run with a stuck worker: \(String(format: "%.1f", seconds)) s")
+        // Given up once, and dialled again only after the longest backoff (5 s): the run does
+        // not wait 3 s again and again.
+        #expect(seconds < 30, "the run took \(seconds) s")
+        try await Self.expectSameModel(outcome, metrics: metrics)
+    }
+
     @Test("when every worker refuses a task's result (a diverged model), the run stops with that diagnosis and applies no step")
     func divergedModel() async throws {
         let liar = try await LyingWorker.start()
@@ -212,13 +233,16 @@ enum CheckpointFiles {
     }
 }
 
-/// A worker that follows the protocol but answers every training task with a NaN gradient, or
+/// A worker that follows the protocol but answers every training task with a NaN gradient,
 /// with a sum that claims three shards from the task's on (a broken host, or an attacker on
-/// an unauthenticated network), in this process.
+/// an unauthenticated network), or not at all while it answers the heartbeats (a stuck
+/// computation), in this process.
 final class LyingWorker: @unchecked Sendable {
     enum Lie {
         case nonFinite
         case tasksNotHeld
+        /// Answers heartbeats but never a task (a computation that hangs).
+        case stuck
     }
     let port: Int
     private var lie = Lie.nonFinite
@@ -264,6 +288,8 @@ final class LyingWorker: @unchecked Sendable {
                     try await outbound.write(.helloAck(HelloAck(answering: hello, workerName: "liar", blasKernel: "none", threadCount: 1)))
                 case .datasetOffer(let d):
                     try await outbound.write(.datasetStatus(DatasetStatus(kind: d.kind, digest: d.digest, state: .ready)))
+                case .task where lie == .stuck:
+                    lock.withLock { sent += 1 }   // counted as received; never answered
                 case .task(let task) where task.kind == .train:
                     let count = signature!.parameterCount
                     var values = [Float](repeating: 0.01, count: count)
