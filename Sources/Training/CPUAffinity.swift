@@ -4,10 +4,11 @@ import Foundation
 /// The CPUs a process's threads may run on (Linux scheduler affinity), for binding the local
 /// workers of `coordinator --local` to cores of their own, as MPI launchers do by default.
 ///
-/// With two single-threaded workers and the coordinator on two cores, the scheduler otherwise
-/// lets the workers wander: both sometimes share a core while the other runs the coordinator,
-/// and a worker that moves lands on a cold cache. Bound, each worker keeps its core and the
-/// coordinator's short bursts of work are what moves (see BENCHMARKS.md).
+/// With two single-threaded workers and the coordinator on two cores, unbound, the worker that
+/// finishes a step last stays the same one for tens of steps, then the other does, as the
+/// scheduler moves the processes about. Bound, each worker keeps its core (and its cache) and
+/// only the coordinator's short bursts of work move: the later steps of `--local 2` were 2-4%
+/// shorter and its first epoch 4-8% (BENCHMARKS.md, eighteenth session).
 public enum CPUAffinity {
     /// Why a CPU list cannot be used.
     public struct Failure: Error, CustomStringConvertible {
