@@ -77,10 +77,38 @@ public enum CPUAffinity {
         return parts.joined(separator: ",")
     }
 
-    /// CPUs for `workers` processes of `threads` threads each, one disjoint set per process, taken
-    /// in order from `allowed`; nil if they do not fit.
-    public static func plan(workers: Int, threads: Int, allowed: [Int]) -> [[Int]]? {
+    /// CPUs for `workers` processes of `threads` threads each, one disjoint set per process; nil
+    /// if they do not fit in `allowed`.
+    ///
+    /// Like an MPI launcher's binding to cores: when every thread can have a physical core of its
+    /// own, each gets one CPU of a different core (two workers never share a core through its
+    /// hardware threads); otherwise the CPUs are handed out core by core, a core's hardware
+    /// threads together. `core` names a CPU's physical core (package and core number; nil if
+    /// unknown: the CPU is then a core of its own), from sysfs by default.
+    public static func plan(workers: Int, threads: Int, allowed: [Int],
+                            core: (Int) -> [Int]? = physicalCore) -> [[Int]]? {
         guard workers >= 1, threads >= 1, workers * threads <= allowed.count else { return nil }
-        return (0..<workers).map { Array(allowed[($0 * threads)..<(($0 + 1) * threads)]) }
+        var cores: [[Int]] = []
+        var coreIndex: [[Int]: Int] = [:]
+        for cpu in allowed.sorted() {
+            if let key = core(cpu), let i = coreIndex[key] {
+                cores[i].append(cpu)
+            } else {
+                if let key = core(cpu) { coreIndex[key] = cores.count }
+                cores.append([cpu])
+            }
+        }
+        let order = workers * threads <= cores.count ? cores.map { $0[0] } : cores.flatMap { $0 }
+        return (0..<workers).map { Array(order[($0 * threads)..<(($0 + 1) * threads)]) }
+    }
+
+    /// CPU `cpu`'s physical core as [package, core] (sysfs `topology`), or nil if unknown.
+    public static func physicalCore(_ cpu: Int) -> [Int]? {
+        func read(_ name: String) -> Int? {
+            let path = "/sys/devices/system/cpu/cpu\(cpu)/topology/\(name)"
+            return (try? String(contentsOfFile: path, encoding: .utf8)).flatMap { Int($0.trimmingCharacters(in: .whitespacesAndNewlines)) }
+        }
+        guard let package = read("physical_package_id"), let core = read("core_id") else { return nil }
+        return [package, core]
     }
 }
