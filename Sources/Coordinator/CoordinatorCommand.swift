@@ -183,7 +183,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             if pinWorkers == .on, placement == nil {
                 throw ValidationError("--pin-workers on: \(n) worker(s) of \(threads) thread(s) need \(n * threads) CPUs, and this process may use \(allowed.count) (\(CPUAffinity.format(allowed))). Start fewer workers or threads, or use --pin-workers auto or off.")
             }
-            let pinned = placement.map { "; CPUs " + $0.map(CPUAffinity.format).joined(separator: ", ") } ?? ""
+            let pinned = placement.map { "; CPUs " + $0.map(CPUAffinity.format).joined(separator: ", ") }
+                ?? (pinWorkers == .auto ? "; not bound to CPUs (\(n * threads) threads, \(allowed.count) CPUs)" : "")
             Console.shared.line("starting \(n) local worker(s), \(threads) BLAS thread(s) each\(pinned)")
             localWorkers = try LocalWorkers(count: n, threads: threads, cpus: placement, secret: secret, compression: compression)
             addresses = localWorkers!.addresses

@@ -99,6 +99,9 @@ struct WorkerCommand: AsyncParsableCommand {
             logger.logLevel = logLevel
             return logger
         }()
+        if let cpuList, parallelism > cpuList.count {
+            logger.warning("\(parallelism) shards at once (--threads) on \(cpuList.count) CPU(s) (--cpus): they will take turns on them")
+        }
         let address = ListenAddress(listen)!
         let secret: SharedSecret?
         do {

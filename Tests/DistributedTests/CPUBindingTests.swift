@@ -69,5 +69,9 @@ extension CPUBindingTests {
                                                  "--pin-workers", "off"], timeout: 120)
         #expect(off.status == 0 && !off.timedOut, "\(off)")
         #expect(off.output.contains("1 BLAS thread(s) each\n") || off.output.contains("1 BLAS thread(s) each\r"), "\(off)")
+        // More workers than CPUs: not bound, and the start line says why.
+        let many = try await TinyRun.coordinator(["--local", "\(allowed.count + 1)", "--threads-per-worker", "1", "--max-steps", "1"], timeout: 120)
+        #expect(many.status == 0 && !many.timedOut, "\(many)")
+        #expect(many.output.contains("not bound to CPUs (\(allowed.count + 1) threads, \(allowed.count) CPUs)"), "\(many)")
     }
 }
