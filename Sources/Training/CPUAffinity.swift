@@ -7,8 +7,8 @@ import Foundation
 /// With two single-threaded workers and the coordinator on two cores, unbound, the worker that
 /// finishes a step last stays the same one for tens of steps, then the other does, as the
 /// scheduler moves the processes about. Bound, each worker keeps its core (and its cache) and
-/// only the coordinator's short bursts of work move: the later steps of `--local 2` were 2-4%
-/// shorter and its first epoch 4-8% (BENCHMARKS.md, eighteenth session).
+/// only the coordinator's short bursts of work move: one epoch of `--local 2` took 3-13% less
+/// time than unbound in three alternated sittings (BENCHMARKS.md, eighteenth session).
 public enum CPUAffinity {
     /// Why a CPU list cannot be used.
     public struct Failure: Error, CustomStringConvertible {
