@@ -385,17 +385,16 @@ final class TrainingRun {
                 fill()
             case .tick:
                 let limit = configuration.workerTimeout
+                let now = ContinuousClock.now
                 for w in alive.sorted() {
-                    guard let heard = lastHeard[w], (ContinuousClock.now - heard).seconds > limit else { continue }
-                    lose(w, "no answer to heartbeats for \(limit) s")
-                }
-                for w in alive.sorted() {
-                    guard let held = outstanding[w], !held.isEmpty, let since = progressAt[w],
-                          (ContinuousClock.now - since).seconds > limit else { continue }
-                    // Dialled again only after the longest backoff: reconnected at once, it
-                    // would be handed tasks and hold the run up again.
-                    links[w].holdOff()
-                    lose(w, "none of its \(held.count) task(s) answered for \(limit) s, though it answers heartbeats: its computation seems stuck")
+                    if let heard = lastHeard[w], (now - heard).seconds > limit {
+                        lose(w, "no answer to heartbeats for \(limit) s")
+                    } else if let held = outstanding[w], !held.isEmpty, let since = progressAt[w], (now - since).seconds > limit {
+                        // Dialled again only after the longest backoff: reconnected at once, it
+                        // would be handed tasks and hold the run up again.
+                        links[w].holdOff()
+                        lose(w, "none of its \(held.count) task(s) answered for \(limit) s, though it answers heartbeats: its computation seems stuck")
+                    }
                 }
                 fill()
                 if let since = noneSince, (ContinuousClock.now - since).seconds > limit {

@@ -2,9 +2,9 @@ import ArgumentParser
 import Engine
 import Foundation
 import Logging
-import Training
 import NIOCore
 import NIOPosix
+import Training
 import Wire
 
 /// The `worker` executable: listens for a coordinator and computes shard gradients for it.
@@ -83,15 +83,15 @@ struct WorkerCommand: AsyncParsableCommand {
 
     func run() async throws {
         // Before any thread of ours starts, so that they all inherit the CPUs.
-        if let list = cpus.flatMap(CPUAffinity.parse) {
+        let cpuList = cpus.flatMap(CPUAffinity.parse)
+        if let cpuList {
             do {
-                try CPUAffinity.restrictProcess(to: list)
+                try CPUAffinity.restrictProcess(to: cpuList)
             } catch {
                 throw ValidationError("--cpus \(cpus!): \(error)")
             }
         }
         if exitWithParent { ParentWatch.exitWhenParentEnds() }
-        let cpuList = cpus.flatMap(CPUAffinity.parse)
         let parallelism = threads ?? cpuList?.count ?? ProcessInfo.processInfo.activeProcessorCount
         let blas = BLASRuntime.prepareProcess(threads: 1)
         let logger = {

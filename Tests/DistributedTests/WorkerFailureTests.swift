@@ -152,17 +152,27 @@ struct WorkerFailureTests {
         #expect(steps == Array(1...40), "the metrics of the interrupted and resumed run are not steps 1...40 once each: \(steps)")
     }
 
-    @Test("a worker that sends non-finite gradients: each is rejected with a logged error and computed by another worker")
-    func nonFiniteGradients() async throws {
+    /// A run with `liar` and an honest worker; the liar must have been given tasks.
+    static func runBesideHonestWorker(lie: LyingWorker.Lie, _ name: String,
+                                      sourceLocation: SourceLocation = #_sourceLocation) async throws
+        -> (outcome: ProcessOutcome, metrics: String, seconds: Double, liar: LyingWorker)
+    {
         let (_, workerPath) = try Products.require()
         let honest = try BackgroundWorker(executable: workerPath)
         defer { honest.stop() }
-        let liar = try await LyingWorker.start()
+        let liar = try await LyingWorker.start(lie: lie)
         defer { liar.stop() }
-        let metrics = try temporaryDirectory("nan").appendingPathComponent("run.jsonl").path
-        let run = try Self.coordinator(["--workers", "127.0.0.1:\(liar.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
+        let metrics = try temporaryDirectory(name).appendingPathComponent("run.jsonl").path
+        let started = Date()
+        let run = try coordinator(["--workers", "127.0.0.1:\(liar.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
         let outcome = try await run.finish()
-        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested")
+        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested", sourceLocation: sourceLocation)
+        return (outcome, metrics, Date().timeIntervalSince(started), liar)
+    }
+
+    @Test("a worker that sends non-finite gradients: each is rejected with a logged error and computed by another worker")
+    func nonFiniteGradients() async throws {
+        let (outcome, metrics, _, liar) = try await Self.runBesideHonestWorker(lie: .nonFinite, "nan")
         print("[DistributedTests] the lying worker sent \(liar.gradientsSent) NaN gradient(s)")
         #expect(outcome.stdout.contains("sent a non-finite gradient (NaN or infinity)"), "\(outcome)")
         try await Self.expectSameModel(outcome, metrics: metrics)
@@ -170,32 +180,14 @@ struct WorkerFailureTests {
 
     @Test("a worker that answers for tasks it does not hold (a sum over three shards) is given up; the others compute them, the model is the undisturbed one")
     func overclaimingWorker() async throws {
-        let (_, workerPath) = try Products.require()
-        let honest = try BackgroundWorker(executable: workerPath)
-        defer { honest.stop() }
-        let liar = try await LyingWorker.start(lie: .tasksNotHeld)
-        defer { liar.stop() }
-        let metrics = try temporaryDirectory("overclaim").appendingPathComponent("run.jsonl").path
-        let run = try Self.coordinator(["--workers", "127.0.0.1:\(liar.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
-        let outcome = try await run.finish()
-        #expect(liar.gradientsSent > 0, "the lying worker was given no task, so nothing was tested")
+        let (outcome, metrics, _, _) = try await Self.runBesideHonestWorker(lie: .tasksNotHeld, "overclaim")
         #expect(outcome.stdout.contains("not all of which it held"), "\(outcome)")
         try await Self.expectSameModel(outcome, metrics: metrics)
     }
 
     @Test("a worker that answers heartbeats but none of its tasks is given up after --worker-timeout; the others compute its tasks, the model is the undisturbed one")
     func stuckWorker() async throws {
-        let (_, workerPath) = try Products.require()
-        let honest = try BackgroundWorker(executable: workerPath)
-        defer { honest.stop() }
-        let stuck = try await LyingWorker.start(lie: .stuck)
-        defer { stuck.stop() }
-        let metrics = try temporaryDirectory("stuck").appendingPathComponent("run.jsonl").path
-        let started = Date()
-        let run = try Self.coordinator(["--workers", "127.0.0.1:\(stuck.port),127.0.0.1:\(honest.port)", "--metrics", metrics])
-        let outcome = try await run.finish()
-        let seconds = Date().timeIntervalSince(started)
-        #expect(stuck.gradientsSent > 0, "the stuck worker was given no task, so nothing was tested")
+        let (outcome, metrics, seconds, _) = try await Self.runBesideHonestWorker(lie: .stuck, "stuck")
         #expect(outcome.stdout.contains("answered for 3.0 s, though it answers heartbeats"), "\(outcome)")
         print("[DistributedTests] run with a stuck worker: \(String(format: "%.1f", seconds)) s")
         // Given up once, and dialled again only after the longest backoff (5 s): the run does

@@ -1,9 +1,8 @@
 import Engine
 import Synchronization
 
-/// The shard sums a worker adds itself (the worker's side of the `ShardTree`) before it answers: when it holds both halves of a node
-/// of the batch's shard tree (`ShardTree`), it adds them in the tree's order and sends the node
-/// as one gradient. The coordinator would have added the same two sums the same way, so the
+/// The worker's side of the `ShardTree`: when a worker holds both halves of a node of the
+/// batch's shard tree, it adds them in the tree's order and sends the node as one gradient. The coordinator would have added the same two sums the same way, so the
 /// batch's sum is the same bits; it receives half the messages and makes half the additions.
 ///
 /// A result waits for its sibling only while every shard of the sibling is held by this worker
@@ -31,9 +30,9 @@ public final class ShardCombiner: Sendable {
     }
     private let state = Mutex(State())
 
-    /// Records that training task `shard` of `step` was assigned to this worker.
     public init() {}
 
+    /// Records that training task `shard` of `step` was assigned to this worker.
     public func hold(step: UInt64, shard: UInt32) {
         state.withLock { _ = $0.held[step, default: []].insert(shard) }
     }
