@@ -2,13 +2,21 @@
 # The share of a distributed step spent outside gradient computation, and where each process's
 # CPU goes per step. K workers are started by hand on loopback (one BLAS thread each, ports
 # 7101...), so that their session log is kept. Each round makes two runs: one of 1 epoch and
-# one of E epochs (`--eval-every 0`). For each worker it prints the share outside gradient
-# computation, from the worker's own log of the E-epoch run. It also prints the CPU time per step
-# of the coordinator and of each worker (user + system, `/usr/bin/time`), and the workers'
-# gradient time per step. These per-step figures are the two runs' difference divided by the
-# steps between them, which leaves start-up out (in brackets: the median of the coordinator's
-# own `coordinator_cpu_ms` metric, steps after the first). Capacity is the cores times the median step:
-# the share of it that the three processes use shows whether the cores were saturated.
+# one of E epochs (`--eval-every 0`). Two measures of the E-epoch run:
+#  - steps: the share of the training time (from the first gradient computation to the last)
+#    during which no worker computed a gradient (forward and backward on a shard): the time
+#    each step spends only on communication, compression, reduction and the optimizer. From
+#    the workers' `--computation-log` (their computations on the host's monotonic clock); in
+#    brackets, the same with the gathering of samples ahead counted as computation.
+#  - each worker: the share of its own time, from its first gradient computation to its last
+#    answer, spent outside gradient computation (from its session log): this also counts the
+#    time a worker done early waits for a slower one (load imbalance).
+# It also prints the CPU time per step of the coordinator and of each worker (user + system,
+# `/usr/bin/time`), and the workers' gradient time per step. These per-step figures are the two
+# runs' difference divided by the steps between them, which leaves start-up out (in brackets:
+# the median of the coordinator's own `coordinator_cpu_ms` metric, steps after the first).
+# Capacity is the cores times the median step: the share of it that the three processes use
+# shows whether the cores were saturated.
 #
 # Like `coordinator --local` (its default `--pin-workers auto`), worker i is bound to CPU i-1
 # when the K workers fit in the CPUs (`worker --cpus`); --no-pin leaves them free.
@@ -27,7 +35,7 @@ while (($#)); do
         --workers) workers=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
         --no-pin) pin=0; shift ;;
-        -h|--help) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "outside.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -51,7 +59,8 @@ run() {
     for ((i = 1; i <= workers; i++)); do
         ((pin && workers <= $(nproc))) && cpus=(--cpus $((i - 1)))
         /usr/bin/time -f "%U %S" -o "$work/$tag.w$i.cpu" "$bin/worker" --listen "127.0.0.1:$((7100 + i))" \
-            --threads 1 --sessions 1 --log-level info "${cpus[@]}" >"$work/$tag.w$i.log" 2>&1 &
+            --threads 1 --sessions 1 --log-level info "${cpus[@]}" --computation-log "$work/$tag.w$i.intervals" \
+            >"$work/$tag.w$i.log" 2>&1 &
         pids+=($!)
         addresses+="${addresses:+,}127.0.0.1:$((7100 + i))"
     done
@@ -87,6 +96,27 @@ def worker_log(path):
         sys.exit(f"outside.sh: no session summary in {path}:\n{text[-500:]}")
     return float(m.group(1)), float(m.group(2))
 
+def idle_share(tag, kinds):
+    """Share of the span of the workers' computations during which none of them computed."""
+    intervals = []
+    for i in range(1, workers + 1):
+        for line in open(f"{work}/{tag}.w{i}.intervals"):
+            fields = line.split()
+            if len(fields) == 3 and fields[0] in kinds:
+                intervals.append((int(fields[1]), int(fields[2])))
+    if not intervals:
+        sys.exit(f"outside.sh: no computation in the workers' logs of {tag}")
+    intervals.sort()
+    span = max(end for _, end in intervals) - intervals[0][0]
+    busy, (start, end) = 0, intervals[0]
+    for a, b in intervals[1:]:
+        if a > end:
+            busy, start, end = busy + end - start, a, b
+        else:
+            end = max(end, b)
+    busy += end - start
+    return 100 * (1 - busy / span)
+
 def run(tag):
     lines = [json.loads(l) for l in open(f"{work}/{tag}.jsonl")]
     steps = [l for l in lines if "step" in l]
@@ -98,10 +128,12 @@ def run(tag):
         "co": cpu(f"{work}/{tag}.co.cpu"),
         "w": [cpu(f"{work}/{tag}.w{i}.cpu") for i in range(1, workers + 1)],
         "log": [worker_log(f"{work}/{tag}.w{i}.log") for i in range(1, workers + 1)],
+        "steps_outside": idle_share(tag, {"gradient"}),
+        "steps_outside_gathering": idle_share(tag, {"gradient", "gather"}),
     }
 
 rows = []
-print(f"{'round':>5} {'outside % (each worker)':>24} {'step ms':>8} {'coordinator':>19} {'workers CPU':>16} "
+print(f"{'round':>5} {'outside %: steps':>16} {'each worker':>12} {'step ms':>8} {'coordinator':>19} {'workers CPU':>16} "
       f"{'workers gradient':>17} {'used/capacity':>14}  model")
 for r in range(1, rounds + 1):
     short, long = run(f"r{r}-short"), run(f"r{r}-long")
@@ -111,11 +143,13 @@ for r in range(1, rounds + 1):
     g = [1000 * (a[0] - b[0]) / n for a, b in zip(long["log"], short["log"])]
     outside = [o for _, o in long["log"]]
     used = (co + sum(w)) / (min(cores, 1 + workers) * long["step_ms"])
-    rows.append((outside, long["step_ms"], co, w, g, used, long["co_metric"]))
-    print(f"{r:>5} {' '.join(f'{o:.1f}' for o in outside):>24} {long['step_ms']:>8.2f} {co:>6.2f} ({long['co_metric']:.2f}) ms "
+    rows.append((outside, long["step_ms"], co, w, g, used, long["co_metric"], long["steps_outside"], long["steps_outside_gathering"]))
+    print(f"{r:>5} {long['steps_outside']:>7.1f} ({long['steps_outside_gathering']:.1f}) {' '.join(f'{o:.1f}' for o in outside):>12} {long['step_ms']:>8.2f} {co:>6.2f} ({long['co_metric']:.2f}) ms "
           f"{' '.join(f'{x:.1f}' for x in w):>13} ms {' '.join(f'{x:.1f}' for x in g):>14} ms {100 * used:>13.0f}%  {long['sha']}")
 outside = [o for row in rows for o in row[0]]
-print(f"median: outside {st.median(outside):.1f}% ({min(outside):.1f}-{max(outside):.1f}), step {st.median(r[1] for r in rows):.2f} ms, "
+steps = [r[7] for r in rows]
+print(f"median: steps outside {st.median(steps):.1f}% ({min(steps):.1f}-{max(steps):.1f}; {st.median(r[8] for r in rows):.1f} with gathering), "
+      f"each worker outside {st.median(outside):.1f}% ({min(outside):.1f}-{max(outside):.1f}), step {st.median(r[1] for r in rows):.2f} ms, "
       f"coordinator {st.median(r[2] for r in rows):.2f} ms of CPU a step ({st.median(r[6] for r in rows):.2f} in its metrics), "
       f"a worker {st.median(x for r in rows for x in r[3]):.1f} ms of CPU of which {st.median(x for r in rows for x in r[4]):.1f} ms gradient, "
       f"{100 * st.median(r[5] for r in rows):.0f}% of the cores used")

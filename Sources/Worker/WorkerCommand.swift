@@ -65,6 +65,9 @@ struct WorkerCommand: AsyncParsableCommand {
     @Option(help: "Run only on these CPUs, in the kernel's list notation (3, 0-3, 0,2); coordinator --local gives each worker its own (default: any).")
     var cpus: String?
 
+    @Option(help: ArgumentHelp("Append each session's gradient computations to this file: one line per shard, its start and end on the host's monotonic clock (for benchmarks: bench/outside.sh).", valueName: "file"))
+    var computationLog: String?
+
     func validate() throws {
         guard ListenAddress(listen) != nil else {
             throw ValidationError("--listen must be HOST:PORT, like 127.0.0.1:7070 or 0.0.0.0:7070; got '\(listen)'")
@@ -78,6 +81,14 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         if let cpus, CPUAffinity.parse(cpus) == nil {
             throw ValidationError("--cpus must be a CPU list like 3, 0-3 or 0,2 (CPUs 0 to 1023); got '\(cpus)'")
+        }
+        if let path = computationLog {
+            // Checked now rather than at the end of the first session.
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            guard fd >= 0 else {
+                throw ValidationError("--computation-log \(path): cannot open it for appending (\(String(cString: strerror(errno))))")
+            }
+            close(fd)
         }
     }
 
@@ -152,7 +163,7 @@ struct WorkerCommand: AsyncParsableCommand {
         // The coordinator's --local mode reads this line to learn the port.
         FileHandle.standardOutput.write(Data("worker listening on \(address.host):\(bound) [\(blas)]\(cpuList.map { ", on CPUs \(CPUAffinity.format($0))" } ?? "")\n".utf8))
 
-        let state = WorkerState(blas: blas, parallelism: parallelism, logger: logger)
+        let state = WorkerState(blas: blas, parallelism: parallelism, logger: logger, computationLog: computationLog)
         var served = 0
         try await server.executeThenClose { connections in
             for try await connection in connections {

@@ -11,6 +11,8 @@ final class WorkerState {
     let blas: BLASRuntime.Report
     let parallelism: Int
     let logger: Logger
+    /// Where each session's gradient computations are appended (`worker --computation-log`).
+    let computationLog: String?
     /// How long a new connection may take to send its hello.
     static let handshakeTimeout = TimeAmount.seconds(10)
     /// Data sets received in earlier sessions, by SHA-256.
@@ -20,10 +22,11 @@ final class WorkerState {
     /// Throwaway shard gradients computed by a warm-up.
     static let warmUpShards = 3
 
-    init(blas: BLASRuntime.Report, parallelism: Int, logger: Logger) {
+    init(blas: BLASRuntime.Report, parallelism: Int, logger: Logger, computationLog: String? = nil) {
         self.blas = blas
         self.parallelism = parallelism
         self.logger = logger
+        self.computationLog = computationLog
     }
 
     /// Serves one coordinator session until it says goodbye or the connection ends.
@@ -45,8 +48,11 @@ final class WorkerState {
         do {
             try await connection.executeThenClose { inbound, outbound in
                 var session = Session()
-                let timing = SessionTiming()
-                defer { timing.report(to: logger, peer: peer, threads: parallelism) }
+                let timing = SessionTiming(keepingIntervals: computationLog != nil)
+                defer {
+                    timing.report(to: logger, peer: peer, threads: parallelism)
+                    if let path = computationLog { timing.appendIntervals(to: path, peer: peer, logger: logger) }
+                }
                 // Answers go out through their own task, so that a computation slot is free
                 // again as soon as its gradient is computed: the next task held starts at once
                 // instead of after the answer has been handed to the connection.
@@ -463,8 +469,25 @@ final class GatheringQueue: Sendable {
 /// the connection (`outbound.write`, which waits when the socket buffer is full until the
 /// coordinator reads). The rest is within steps (flattening gradients, waiting for tasks,
 /// evaluation tasks).
+///
+/// With `keepingIntervals` it also keeps every computation's start and end on the host's
+/// monotonic clock, which `worker --computation-log` appends to a file at the end of the
+/// session: with the logs of all the workers of a host, a benchmark finds when none of them
+/// was computing (`bench/outside.sh`).
 final class SessionTiming: Sendable {
+    /// What a logged interval was spent on.
+    enum IntervalKind: String, Sendable {
+        /// Forward and backward on a shard (`ShardResult.compute`).
+        case gradient
+        /// Gathering a held task's samples before its parameters arrived.
+        case gather
+    }
+    /// At most this many intervals are kept per session (about 24 MB); later ones are counted, not kept.
+    static let intervalLimit = 1_000_000
+
     private struct State {
+        var intervals: [(kind: IntervalKind, start: Int64, end: Int64)] = []
+        var droppedIntervals = 0
         var tasks = 0
         var compute: Duration = .zero
         var first: ContinuousClock.Instant?
@@ -477,6 +500,22 @@ final class SessionTiming: Sendable {
         var writing: Duration = .zero
     }
     private let state = Mutex(State())
+    private let keepsIntervals: Bool
+
+    init(keepingIntervals: Bool = false) {
+        keepsIntervals = keepingIntervals
+    }
+
+    /// Keeps an interval that ended at `end` and lasted `duration` (with the state locked).
+    private func keep(_ kind: IntervalKind, lasting duration: Duration, endingAt end: Int64, in s: inout State) {
+        guard keepsIntervals else { return }
+        guard s.intervals.count < Self.intervalLimit else {
+            s.droppedIntervals += 1
+            return
+        }
+        let (seconds, attoseconds) = duration.components
+        s.intervals.append((kind, end - (seconds * 1_000_000_000 + attoseconds / 1_000_000_000), end))
+    }
 
     /// Records the start of a gradient computation.
     func started() {
@@ -487,7 +526,9 @@ final class SessionTiming: Sendable {
     /// its gradient), which started at `start` and ends now.
     func gathered(since start: ContinuousClock.Instant) {
         let end = ContinuousClock.now
+        let endNanoseconds = keepsIntervals ? monotonicNanoseconds() : 0
         state.withLock {
+            keep(.gather, lasting: end - start, endingAt: endNanoseconds, in: &$0)
             $0.compute += end - start
             if $0.first == nil { $0.first = start }
             // Not waiting for parameters meanwhile.
@@ -498,7 +539,9 @@ final class SessionTiming: Sendable {
     /// Records one gradient computation that started at `start` and ends now.
     func computed(since start: ContinuousClock.Instant) {
         let end = ContinuousClock.now
+        let endNanoseconds = keepsIntervals ? monotonicNanoseconds() : 0
         state.withLock {
+            keep(.gradient, lasting: end - start, endingAt: endNanoseconds, in: &$0)
             $0.tasks += 1
             $0.compute += end - start
             if $0.first == nil { $0.first = start }
@@ -549,6 +592,45 @@ final class SessionTiming: Sendable {
             handing answers to the connection \(percent(s.writing.seconds))%)
             """)
     }
+}
+
+extension SessionTiming {
+    /// Appends the session's intervals to the file at `path` (made if missing): a line
+    /// `# session from PEER`, then one line per computation, `KIND START END`, KIND `gradient`
+    /// or `gather`, START and END in nanoseconds of the host's monotonic clock
+    /// (`CLOCK_MONOTONIC`). A file that cannot be written costs a warning, not the session.
+    func appendIntervals(to path: String, peer: String, logger: Logger) {
+        let (intervals, dropped) = state.withLock { ($0.intervals, $0.droppedIntervals) }
+        var text = "# session from \(peer)\n"
+        text.reserveCapacity(40 * intervals.count + 40)
+        for interval in intervals { text += "\(interval.kind.rawValue) \(interval.start) \(interval.end)\n" }
+        if dropped > 0 { text += "# \(dropped) more intervals not kept (over \(Self.intervalLimit))\n" }
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else {
+            logger.warning("cannot write the computation log \(path): \(String(cString: strerror(errno)))")
+            return
+        }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        var offset = 0, failed = false
+        while offset < bytes.count {
+            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                failed = true
+                break
+            }
+            offset += n
+        }
+        if failed { logger.warning("cannot write the computation log \(path): \(String(cString: strerror(errno)))") }
+    }
+}
+
+/// Now on the host's monotonic clock, in nanoseconds (the clock of `--computation-log`).
+func monotonicNanoseconds() -> Int64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return Int64(now.tv_sec) * 1_000_000_000 + Int64(now.tv_nsec)
 }
 
 extension Duration {
