@@ -92,20 +92,30 @@ ATTR static void FN(sum_)(float *out, const float *a, const float *b, int64_t n)
 // the width of the vector does not change a bit):
 //   g = sum * scale;  m = b1 * m + (1 - b1) * g;  v = b2 * v + ((1 - b2) * g) * g;
 //   p = p - (step_size * m) / (sqrt(v) / root2 + eps).
-ATTR static void FN(adam_)(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1,
-                           float b2, float eps, float step_size, float root2) {
+// With `sum2` (not NULL) the sum is sum[i] + sum2[i], added here (one float addition, as the
+// reducer would have stored it) instead of read from a buffer written just before.
+ATTR static void FN(adam_)(float *m, float *v, float *p, const float *sum, const float *sum2, int64_t n,
+                           float scale, float b1, float b2, float eps, float step_size, float root2) {
     const float take1 = 1.0f - b1, take2 = 1.0f - b2;
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        const vf8 g = *(const vf8u *)(sum + i) * scale;
-        const vf8 mi = b1 * *(const vf8u *)(m + i) + take1 * g;
-        const vf8 vi = b2 * *(const vf8u *)(v + i) + take2 * g * g;
-        *(vf8u *)(m + i) = mi;
-        *(vf8u *)(v + i) = vi;
-        *(vf8u *)(p + i) = *(const vf8u *)(p + i) - step_size * mi / (__builtin_elementwise_sqrt(vi) / root2 + eps);
+#define ADAM_LANES(G)                                                                              \
+    {                                                                                              \
+        const vf8 g = (G) * scale;                                                                 \
+        const vf8 mi = b1 * *(const vf8u *)(m + i) + take1 * g;                                    \
+        const vf8 vi = b2 * *(const vf8u *)(v + i) + take2 * g * g;                                \
+        *(vf8u *)(m + i) = mi;                                                                     \
+        *(vf8u *)(v + i) = vi;                                                                     \
+        *(vf8u *)(p + i) = *(const vf8u *)(p + i) - step_size * mi / (__builtin_elementwise_sqrt(vi) / root2 + eps); \
     }
+    int64_t i = 0;
+    if (sum2) {
+        for (; i + 8 <= n; i += 8) ADAM_LANES(*(const vf8u *)(sum + i) + *(const vf8u *)(sum2 + i))
+    } else {
+        for (; i + 8 <= n; i += 8) ADAM_LANES(*(const vf8u *)(sum + i))
+    }
+#undef ADAM_LANES
     for (; i < n; i++) {
-        const float g = sum[i] * scale;
+        const float s = sum2 ? sum[i] + sum2[i] : sum[i];
+        const float g = s * scale;
         m[i] = b1 * m[i] + take1 * g;
         v[i] = b2 * v[i] + take2 * g * g;
         p[i] = p[i] - step_size * m[i] / (sqrtf(v[i]) / root2 + eps);

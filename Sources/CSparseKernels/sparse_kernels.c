@@ -407,5 +407,9 @@ void sk_add_f(float *total, const float *g, int64_t n) { DISPATCH(add_, f, total
 void sk_sum_f(float *out, const float *a, const float *b, int64_t n) { DISPATCH(sum_, f, out, a, b, n); }
 void sk_adam_f(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1, float b2,
                float eps, float step_size, float root2) {
-    DISPATCH(adam_, f, m, v, p, sum, n, scale, b1, b2, eps, step_size, root2);
+    DISPATCH(adam_, f, m, v, p, sum, NULL, n, scale, b1, b2, eps, step_size, root2);
+}
+void sk_adam_sum2_f(float *m, float *v, float *p, const float *a, const float *b, int64_t n, float scale,
+                    float b1, float b2, float eps, float step_size, float root2) {
+    DISPATCH(adam_, f, m, v, p, a, b, n, scale, b1, b2, eps, step_size, root2);
 }

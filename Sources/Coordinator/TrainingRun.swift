@@ -482,9 +482,10 @@ final class TrainingRun {
                 state.optimizer.learningRate = c.schedule.rate(base: c.optimizer.learningRate, step: step - 1,
                                                                totalSteps: totalSteps)
                 let scale = 1 / Float(reducer.sampleCount)
-                state.optimizer.apply(gradientSum: reducer.gradientSum, scale: scale, to: &state.parameters)
-                spareGradientSum = reducer.gradientSum
-                spareReducerBuffers = reducer.takeSpareBuffers()
+                reducer.withGradientSum { half, otherHalf in
+                    state.optimizer.apply(gradientSum: half, plus: otherHalf, scale: scale, to: &state.parameters)
+                }
+                (spareGradientSum, spareReducerBuffers) = reducer.takeBuffers()
                 timings.optimizer = (ContinuousClock.now - optimizing).seconds
                 timings.cpu = StepTimings.processCPUSeconds() - cpuAtStart
                 let seconds = (ContinuousClock.now - started).seconds
@@ -618,8 +619,10 @@ final class TrainingRun {
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
         var spare = [Float]()
         swap(&spare, &spareGradientSum)   // the reducer's, not shared (written over, never read first)
+        // The tree's last addition is left to the optimizer, which adds the two halves as it
+        // reads them (`Optimizer.apply(gradientSum:plus:)`).
         var reducer = GradientReducer(shardCount: shards.count, parameterCount: parameters.count, reusing: consume spare,
-                                      spares: spareReducerBuffers)
+                                      spares: spareReducerBuffers, deferringLastAddition: true)
         spareReducerBuffers = []
         let started = timings.started
         var answers = 0

@@ -206,4 +206,55 @@ struct OptimizerKernelTests {
             #expect(lazy == ahead, "\(kind): optimizer state differs after three steps")
         }
     }
+
+    @Test("a step on two halves (the tree's last addition left to the optimizer) is the step on their sum, bit for bit, for every optimizer, on both paths",
+          arguments: [0, 1, 7, 8, 9, 1001])
+    func stepOnHalvesIsStepOnSum(count: Int) {
+        Self.onBothPaths { path in
+            for kind in [OptimizerKind.sgd, .momentum, .adam] {
+                var onSum = Optimizer(kind: kind, learningRate: 0.01), onHalves = onSum
+                var p1 = Self.values(count, seed: 5), p2 = p1
+                for step in 1...3 {
+                    let half = Self.values(count, seed: UInt32(60 + step)), otherHalf = Self.values(count, seed: UInt32(70 + step))
+                    let sum = zip(half, otherHalf).map { $0 + $1 }
+                    onSum.apply(gradientSum: sum, scale: 1 / 5000, to: &p1)
+                    half.withUnsafeBufferPointer { a in
+                        otherHalf.withUnsafeBufferPointer { b in onHalves.apply(gradientSum: a, plus: b, scale: 1 / 5000, to: &p2) }
+                    }
+                    #expect(p1.map(\.bitPattern) == p2.map(\.bitPattern), "\(path), \(kind), step \(step): parameters differ")
+                    #expect(onSum == onHalves, "\(path), \(kind), step \(step): the optimizer's state differs")
+                }
+            }
+        }
+    }
+
+    @Test("a reducer that defers its last addition hands out halves that add to the tree's sum, whatever the arrival order and the nodes",
+          arguments: [1, 2, 3, 4, 5, 7, 8, 9])
+    func deferredLastAddition(shards: Int) {
+        let count = 1003
+        let gradients = (0..<shards).map { Self.values(count, seed: UInt32(400 + $0)) }
+        let expected = Self.treeSum(gradients, 0 ..< shards).map(\.bitPattern)
+        var generator = SystemRandomNumberGenerator()
+        // Single shards in three orders, then the workers' pairs (a node of two where there is one).
+        var offerings: [[Range<Int>]] = [Array((0..<shards).reversed()), Array(0..<shards), (0..<shards).shuffled(using: &generator)]
+            .map { $0.map { $0 ..< $0 + 1 } }
+        offerings.append(stride(from: 0, to: shards, by: 2).map { $0 ..< min($0 + 2, shards) }.reversed())
+        offerings.append([0 ..< shards])
+        for nodes in offerings {
+            var reducer = GradientReducer(shardCount: shards, parameterCount: count, deferringLastAddition: true)
+            for node in nodes {
+                let accepted = reducer.offer(shards: node, .init(gradient: Self.treeSum(gradients, node), lossSum: Double(node.count),
+                                                                 correct: 1, count: node.count))
+                #expect(accepted, "\(node) of \(shards)")
+            }
+            #expect(reducer.isComplete && reducer.sampleCount == shards && reducer.lossSum == Double(shards) && reducer.correct == nodes.count)
+            let halves = reducer.withGradientSum { half, otherHalf in
+                (half.count, otherHalf.map { b in zip(half, b).map { ($0 + $1).bitPattern } } ?? half.map(\.bitPattern))
+            }
+            #expect(halves.0 == count && halves.1 == expected, "\(shards) shards offered as \(nodes)")
+            #expect(reducer.gradientSum.map(\.bitPattern) == expected, "gradientSum, \(shards) shards offered as \(nodes)")
+            let multiNode = nodes.count > 1 && shards > 1
+            #expect(reducer.withGradientSum { $1 != nil } == multiNode, "the last addition is deferred only when two nodes meet")
+        }
+    }
 }

@@ -187,6 +187,12 @@ void sk_sum_f(float *out, const float *a, const float *b, int64_t n);
 void sk_adam_f(float *m, float *v, float *p, const float *sum, int64_t n, float scale, float b1, float b2,
                float eps, float step_size, float root2);
 
+/// sk_adam_f on the sum a[i] + b[i] (one float addition per entry, the bits sk_sum_f would
+/// have stored): the two halves of a batch's last addition read once, with no sum written
+/// and read back.
+void sk_adam_sum2_f(float *m, float *v, float *p, const float *a, const float *b, int64_t n, float scale,
+                    float b1, float b2, float eps, float step_size, float root2);
+
 /// Whether the AVX2 kernels are in use (1) or the portable ones (0).
 int sk_uses_avx2(void);
 

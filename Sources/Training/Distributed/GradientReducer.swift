@@ -8,13 +8,23 @@ import CSparseKernels
 /// which waits in turn. So the sum is the same bits every time; a node that overlaps one
 /// already received (a retried task) is refused. The totals (`gradientSum`, `lossSum`,
 /// `correct`, `sampleCount`) are those of the whole batch once `isComplete`.
+///
+/// A reducer made `deferringLastAddition` leaves the tree's last addition (the root's two
+/// halves) to whoever uses the sum, through `withGradientSum`: the optimizer adds the halves
+/// entry by entry as it reads them, so that the batch's sum is never written and read again.
 public struct GradientReducer: Sendable {
     /// Number of shards in the batch.
     public let shardCount: Int
     /// Number of gradient values.
     public let parameterCount: Int
-    /// The batch's gradient sum, once `isComplete` (a run hands it back to the next step's reducer).
-    public private(set) var gradientSum: [Float]
+    /// Whether the last addition is left to `withGradientSum`.
+    public let defersLastAddition: Bool
+    /// The sum of the nodes holding shard 0 (the batch's sum once complete, unless the last
+    /// addition is deferred); a run hands it back to the next step's reducer (`takeBuffers`).
+    private var sumBuffer: [Float]
+    /// The root's parts once complete: its sum alone, or the two halves of the last addition
+    /// when it is deferred.
+    private var root: (Part, Part?)?
     /// Summed loss of the batch, once complete.
     public private(set) var lossSum: Double = 0
     /// Correct predictions in the batch, once complete.
@@ -23,8 +33,8 @@ public struct GradientReducer: Sendable {
     public private(set) var sampleCount = 0
     /// Whether the root of the tree, every shard, has been added.
     public private(set) var isComplete = false
-    /// Buffers for sums of nodes that do not hold shard 0 (those go into `gradientSum`): kept
-    /// from step to step, like `gradientSum`, so that a step allocates nothing.
+    /// Buffers for sums of nodes that do not hold shard 0 (those go into `sumBuffer`): kept
+    /// from step to step, like `sumBuffer`, so that a step allocates nothing.
     public private(set) var spareBuffers: [[Float]]
     private var received: [Bool]
     /// Nodes waiting for their sibling, by level and first shard.
@@ -41,13 +51,18 @@ public struct GradientReducer: Sendable {
     private enum Storage {
         /// As received (read where it arrived).
         case received(ShardSum)
-        /// In `gradientSum` (a node holding shard 0).
+        /// In `sumBuffer` (a node holding shard 0).
         case sum
         /// In `spareBuffers[i]`, which the node holds until it is added on.
         case spare(Int)
 
         var isReceived: Bool {
             if case .received = self { return true }
+            return false
+        }
+
+        var isSum: Bool {
+            if case .sum = self { return true }
             return false
         }
     }
@@ -92,11 +107,12 @@ public struct GradientReducer: Sendable {
     /// step the previous step's buffers, so that no step allocates (and page-faults) a fresh
     /// megabyte.
     public init(shardCount: Int, parameterCount: Int, reusing buffer: consuming [Float] = [],
-                spares: consuming [[Float]] = []) {
+                spares: consuming [[Float]] = [], deferringLastAddition: Bool = false) {
         precondition(shardCount >= 1, "a batch has at least one shard")
         self.shardCount = shardCount
         self.parameterCount = parameterCount
-        gradientSum = buffer.count == parameterCount ? consume buffer : [Float](repeating: 0, count: parameterCount)
+        defersLastAddition = deferringLastAddition
+        sumBuffer = buffer.count == parameterCount ? consume buffer : [Float](repeating: 0, count: parameterCount)
         spareBuffers = spares
         spareBuffers.removeAll { $0.count != parameterCount }
         received = [Bool](repeating: false, count: shardCount)
@@ -140,14 +156,21 @@ public struct GradientReducer: Sendable {
                 waiting[key] = part
                 return true
             }
-            part = isLeft ? add(part, sibling, holdsShardZero: parentFirst == 0)
-                          : add(sibling, part, holdsShardZero: parentFirst == 0)
+            let (left, right) = isLeft ? (part, sibling) : (sibling, part)
+            if defersLastAddition, parentFirst == 0, 2 * size >= shardCount {
+                // The root: its halves are added by whoever reads the sum.
+                root = (left, right)
+                (lossSum, correct, sampleCount, isComplete) = (left.lossSum + right.lossSum, left.correct + right.correct,
+                                                               left.count + right.count, true)
+                return true
+            }
+            part = add(left, right, holdsShardZero: parentFirst == 0)
             key = NodeKey(level: key.level + 1, first: parentFirst)
         }
     }
 
     /// `left + right`, entry by entry, into a buffer of either (a buffer this reducer holds), or
-    /// else into `gradientSum` for a node holding shard 0, a spare buffer for the others.
+    /// else into `sumBuffer` for a node holding shard 0, a spare buffer for the others.
     private mutating func add(_ left: Part, _ right: Part, holdsShardZero: Bool) -> Part {
         let n = parameterCount
         let storage: Storage
@@ -172,20 +195,56 @@ public struct GradientReducer: Sendable {
                     count: left.count + right.count)
     }
 
-    /// The root's totals; its sum in `gradientSum`.
-    private mutating func finish(_ root: Part) {
-        switch root.storage {
+    /// The root's totals; its sum in `sumBuffer`, unless the last addition is deferred.
+    private mutating func finish(_ whole: Part) {
+        (lossSum, correct, sampleCount, isComplete) = (whole.lossSum, whole.correct, whole.count, true)
+        if defersLastAddition {
+            root = (whole, nil)   // read where it is
+            return
+        }
+        switch whole.storage {
         case .received(let sum):
             // One node held every shard: its sum as received.
-            gradientSum.withUnsafeMutableBufferPointer { total in
+            sumBuffer.withUnsafeMutableBufferPointer { total in
                 sum.withGradient { g in total.baseAddress!.update(from: g.baseAddress!, count: total.count) }
             }
         case .spare(let i):
-            swap(&gradientSum, &spareBuffers[i])
+            swap(&sumBuffer, &spareBuffers[i])
         case .sum:
             break
         }
-        (lossSum, correct, sampleCount, isComplete) = (root.lossSum, root.correct, root.count, true)
+        root = (Part(storage: .sum, lossSum: whole.lossSum, correct: whole.correct, count: whole.count), nil)
+    }
+
+    /// Calls `body` with the batch's gradient sum once `isComplete`: as one buffer (`otherHalf`
+    /// nil), or, when the last addition is deferred, as the root's two halves, whose sum entry
+    /// by entry (`half[i] + otherHalf[i]`, one Float addition) is the batch's.
+    public func withGradientSum<R>(_ body: (_ half: UnsafeBufferPointer<Float>, _ otherHalf: UnsafeBufferPointer<Float>?) -> R) -> R {
+        guard let (first, second) = root else { preconditionFailure("the batch's gradient sum is read before every shard arrived") }
+        var result: R?
+        read(first) { a in
+            if let second {
+                read(second) { b in result = body(a, b) }
+            } else {
+                result = body(a, nil)
+            }
+        }
+        return result!
+    }
+
+    /// The batch's gradient sum, once `isComplete` (a copy, with the last addition done, when
+    /// it is deferred).
+    public var gradientSum: [Float] {
+        guard let (whole, otherHalf) = root, !(otherHalf == nil && whole.storage.isSum) else { return sumBuffer }
+        return withGradientSum { half, otherHalf in
+            guard let otherHalf else { return Array(half) }
+            return [Float](unsafeUninitializedCapacity: half.count) { total, initialized in
+                if let base = total.baseAddress, half.count > 0 {
+                    sk_sum_f(base, half.baseAddress!, otherHalf.baseAddress!, Int64(half.count))
+                }
+                initialized = half.count
+            }
+        }
     }
 
     /// Calls `body` with a node's sum (never the buffer taken out by `takeBuffer`).
@@ -200,7 +259,7 @@ public struct GradientReducer: Sendable {
         case .spare(let i):
             spareBuffers[i].withUnsafeBufferPointer(body)
         case .sum:
-            gradientSum.withUnsafeBufferPointer(body)
+            sumBuffer.withUnsafeBufferPointer(body)
         }
     }
 
@@ -209,7 +268,7 @@ public struct GradientReducer: Sendable {
         var buffer: [Float] = []
         switch storage {
         case .spare(let i): swap(&buffer, &spareBuffers[i])
-        case .sum: swap(&buffer, &gradientSum)
+        case .sum: swap(&buffer, &sumBuffer)
         case .received: preconditionFailure("a received sum is not a buffer of the reducer")
         }
         return buffer
@@ -218,7 +277,7 @@ public struct GradientReducer: Sendable {
     private mutating func putBuffer(_ storage: Storage, _ buffer: consuming [Float]) {
         switch storage {
         case .spare(let i): spareBuffers[i] = buffer
-        case .sum: gradientSum = buffer
+        case .sum: sumBuffer = buffer
         case .received: preconditionFailure("a received sum is not a buffer of the reducer")
         }
     }
@@ -233,10 +292,15 @@ public struct GradientReducer: Sendable {
         return spareBuffers.count - 1
     }
 
-    /// Hands the spare buffers on to the next step's reducer.
-    public mutating func takeSpareBuffers() -> [[Float]] {
+    /// Hands the buffers on to the next step's reducer (`init(reusing:spares:)`), once the sum
+    /// is no longer needed: the reducer's sums are gone after this.
+    public mutating func takeBuffers() -> (sum: [Float], spares: [[Float]]) {
+        root = nil
+        waiting = [:]
         sparesInUse = []
-        defer { spareBuffers = [] }
-        return spareBuffers
+        var sum: [Float] = [], spares: [[Float]] = []
+        swap(&sum, &sumBuffer)
+        swap(&spares, &spareBuffers)
+        return (sum, spares)
     }
 }

@@ -75,21 +75,38 @@ public struct Optimizer: Sendable, Equatable, Codable {
     /// vectors in C (element-wise IEEE operations in the scalar order, no fused multiply-adds,
     /// so again the same bits).
     public mutating func apply(gradientSum: [Float], scale: Float, to parameters: inout [Float]) {
-        precondition(gradientSum.count == parameters.count,
-                     "gradient has \(gradientSum.count) entries, the parameters \(parameters.count)")
+        gradientSum.withUnsafeBufferPointer { apply(gradientSum: $0, plus: nil, scale: scale, to: &parameters) }
+    }
+
+    /// As `apply(gradientSum:scale:to:)`, on the sum `half[i] + otherHalf[i]` when `otherHalf`
+    /// is given: the two halves of the batch's last addition (`GradientReducer.withGradientSum`),
+    /// added here entry by entry (the same Float addition, so the same bits) instead of being
+    /// written to a buffer that the step then reads again.
+    public mutating func apply(gradientSum half: UnsafeBufferPointer<Float>, plus otherHalf: UnsafeBufferPointer<Float>?,
+                               scale: Float, to parameters: inout [Float]) {
+        precondition(half.count == parameters.count && (otherHalf?.count ?? half.count) == half.count,
+                     "gradient has \(half.count) entries (and \(otherHalf?.count ?? half.count)), the parameters \(parameters.count)")
         step += 1
         let lr = learningRate
         makeState(parameterCount: parameters.count)   // nothing to do if the run made it already
-        switch kind {
-        case .sgd:
-            for i in parameters.indices { parameters[i] -= lr * (gradientSum[i] * scale) }
-        case .momentum:
+        switch (kind, otherHalf) {
+        case (.sgd, nil):
+            for i in parameters.indices { parameters[i] -= lr * (half[i] * scale) }
+        case (.sgd, let otherHalf?):
+            for i in parameters.indices { parameters[i] -= lr * ((half[i] + otherHalf[i]) * scale) }
+        case (.momentum, nil):
             let mu = beta1
             for i in parameters.indices {
-                first[i] = mu * first[i] + gradientSum[i] * scale
+                first[i] = mu * first[i] + half[i] * scale
                 parameters[i] -= lr * first[i]
             }
-        case .adam:
+        case (.momentum, let otherHalf?):
+            let mu = beta1
+            for i in parameters.indices {
+                first[i] = mu * first[i] + (half[i] + otherHalf[i]) * scale
+                parameters[i] -= lr * first[i]
+            }
+        case (.adam, _):
             let b1 = beta1, b2 = beta2, eps = epsilon
             let correction1 = 1 - Float(pow(Double(b1), Double(step)))
             let correction2 = 1 - Float(pow(Double(b2), Double(step)))
@@ -98,25 +115,18 @@ public struct Optimizer: Sendable, Equatable, Codable {
             first.withUnsafeMutableBufferPointer { m in
                 second.withUnsafeMutableBufferPointer { v in
                     parameters.withUnsafeMutableBufferPointer { p in
-                        gradientSum.withUnsafeBufferPointer { s in
-                            Self.adam(m: m, v: v, p: p, sum: s, scale: scale, b1: b1, b2: b2, eps: eps,
-                                      stepSize: stepSize, root2: root2)
+                        guard let pp = p.baseAddress else { return }
+                        if let otherHalf {
+                            sk_adam_sum2_f(m.baseAddress!, v.baseAddress!, pp, half.baseAddress!, otherHalf.baseAddress!,
+                                           Int64(p.count), scale, b1, b2, eps, stepSize, root2)
+                        } else {
+                            sk_adam_f(m.baseAddress!, v.baseAddress!, pp, half.baseAddress!, Int64(p.count), scale, b1, b2,
+                                      eps, stepSize, root2)
                         }
                     }
                 }
             }
         }
-    }
-
-    /// Adam's update over whole buffers of equal length, in C (`sk_adam_f`: vectors of 8,
-    /// AVX2 when the CPU has it; in Swift the vector's square root ran one lane at a time).
-    private static func adam(
-        m: UnsafeMutableBufferPointer<Float>, v: UnsafeMutableBufferPointer<Float>, p: UnsafeMutableBufferPointer<Float>,
-        sum: UnsafeBufferPointer<Float>, scale: Float, b1: Float, b2: Float, eps: Float, stepSize: Float, root2: Float
-    ) {
-        guard let pp = p.baseAddress else { return }
-        sk_adam_f(m.baseAddress!, v.baseAddress!, pp, sum.baseAddress!, Int64(p.count), scale, b1, b2, eps,
-                  stepSize, root2)
     }
 }
 
