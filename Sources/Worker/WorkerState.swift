@@ -343,12 +343,9 @@ final class WorkerState {
                 } else {
                     node = ShardCombiner.Node(first: task.shardID, count: 1, result: result)
                 }
-                let result = node.result
                 return (.gradient(GradientResult(step: task.step, shardID: node.first, shardCount: node.count,
-                                                 sampleCount: result.count, lossSum: result.lossSum, correctCount: result.correct,
-                                                 gradientValues: WireFloats(count: result.gradient.parameterCount) { [gradient = result.gradient] in
-                                                     gradient.flatten(into: $0)
-                                                 })),
+                                                 sampleCount: node.sampleCount, lossSum: node.lossSum, correctCount: node.correct,
+                                                 gradientValues: WireFloats(count: node.parameterCount) { node.flatten(into: $0) })),
                         Int(node.count))
             }
             let timing = gatherings?.timing

@@ -32,8 +32,13 @@ struct ShardCombinerTests {
             let node = answers[0]
             #expect(node.first == 0 && node.count == 4)
             #expect(node.result.gradient.flattened().map(\.bitPattern) == expected, "order \(order)")
+            // As the worker writes it into the answer: the last addition done while flattening.
+            #expect(Self.flattened(node).map(\.bitPattern) == expected, "order \(order)")
+            #expect(node.halves.upper != nil, "the last addition is left to flatten(into:)")
             #expect(node.result.lossSum == (results[0].lossSum + results[1].lossSum) + (results[2].lossSum + results[3].lossSum))
+            #expect(node.lossSum == node.result.lossSum && node.sampleCount == 40 && node.parameterCount == expected.count)
             #expect(node.result.count == 40 && node.result.correct == results.map(\.correct).reduce(0, +))
+            #expect(node.correct == node.result.correct)
         }
     }
 
@@ -50,6 +55,8 @@ struct ShardCombinerTests {
         #expect(pair?.first == 0 && pair?.count == 2)
         let expected = OptimizerKernelTests.treeSum(results.map { $0.gradient.flattened() }, 0 ..< 2).map(\.bitPattern)
         #expect(pair?.result.gradient.flattened().map(\.bitPattern) == expected)
+        #expect(pair.map(Self.flattened)?.map(\.bitPattern) == expected)
+        #expect(two.map(Self.flattened)?.map(\.bitPattern) == results[2].gradient.flattened().map(\.bitPattern))
         // A shard never held (its sibling unknown to this worker) goes alone too.
         let lone = combiner.complete(step: 2, shard: 3, results[3])
         #expect(lone?.first == 3 && lone?.count == 1)
@@ -57,18 +64,32 @@ struct ShardCombinerTests {
 }
 
 extension ShardCombinerTests {
-    @Test("the sum of a pair is made in the buffers of its left half, not in a copy")
+    /// The node's gradient as the worker writes it into an answer.
+    static func flattened(_ node: ShardCombiner.Node) -> [Float] {
+        [Float](unsafeUninitializedCapacity: node.parameterCount) { buffer, initialized in
+            node.flatten(into: buffer)
+            initialized = buffer.count
+        }
+    }
+
+    @Test("the sums below the last are made in the buffers of their left halves, and the last is left to flatten(into:): no copy")
     func addsInPlace() {
         // A copy would cost the worker a megabyte's allocation, page faults and copy per pair.
         let combiner = ShardCombiner()
-        combiner.hold(step: 1, shard: 0)
-        combiner.hold(step: 1, shard: 1)
-        let left = Self.result(80), right = Self.result(81)
-        let address = left.gradient.layers[0].weights.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
-        let first = combiner.complete(step: 1, shard: 0, consume left)
-        #expect(first == nil)
-        let pair = combiner.complete(step: 1, shard: 1, consume right)
-        #expect(pair?.count == 2)
-        #expect(pair?.result.gradient.layers[0].weights.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) } == address)
+        for shard in 0..<4 as Range<UInt32> { combiner.hold(step: 1, shard: shard) }
+        var results = (0..<4).map { Self.result(UInt32(80 + $0)) }
+        func address(_ result: ShardResult<Float>) -> UInt {
+            result.gradient.layers[0].weights.withUnsafeBufferPointer { UInt(bitPattern: $0.baseAddress) }
+        }
+        let zero = address(results[0]), two = address(results[2])
+        var answers: [ShardCombiner.Node] = []
+        for shard in 0..<4 as Range<UInt32> {
+            // Handed over, not shared with this test (a shared buffer would be copied first).
+            if let node = combiner.complete(step: 1, shard: shard, results.removeFirst()) { answers.append(node) }
+        }
+        #expect(answers.count == 1 && answers.first?.count == 4)
+        let halves = answers.first?.halves
+        #expect(halves.map { address($0.lower) } == zero, "shards 0 + 1 were not added in shard 0's buffers")
+        #expect(halves?.upper.map(address) == two, "shards 2 + 3 were not added in shard 2's buffers")
     }
 }

@@ -1,3 +1,4 @@
+import CSparseKernels
 import Engine
 
 /// A feed-forward classifier: logistic hidden layers and a softmax output, trained with
@@ -174,4 +175,24 @@ public func netErr<S>(_ x: Vector<S>, _ target: Vector<S>, _ net: BVar<Network<S
 @_specialize(exported: true, where S == Double)
 public func batchLoss<S>(_ net: BVar<Network<S>>, _ x: Matrix<S>, labels: [Int]) -> BVar<S> {
     softMaxCrossEntropy(logits: logits(net, batch: constVar(x)), labels: labels)
+}
+
+extension Network where Scalar == Float {
+    /// Writes the flattened sum of two networks of the same shape into `destination` (exactly
+    /// `parameterCount` values): each entry `a + b`, one Float addition, as
+    /// `a.add(b); a.flatten(into:)` would give, in one pass over the three.
+    public static func flattenSum(_ a: Network, _ b: Network, into destination: UnsafeMutableBufferPointer<Float>) {
+        precondition(a.sizes == b.sizes, "shape mismatch in flattenSum: Network\(a.sizes) vs Network\(b.sizes)")
+        precondition(destination.count == a.parameterCount,
+                     "Network\(a.sizes) has \(a.parameterCount) parameters, room for \(destination.count)")
+        var offset = 0
+        func append(_ x: UnsafeBufferPointer<Float>, _ y: UnsafeBufferPointer<Float>) {
+            if let p = x.baseAddress, let q = y.baseAddress { sk_sum_f(destination.baseAddress! + offset, p, q, Int64(x.count)) }
+            offset += x.count
+        }
+        for (la, lb) in zip(a.layers, b.layers) {
+            la.weights.withUnsafeBufferPointer { x in lb.weights.withUnsafeBufferPointer { y in append(x, y) } }
+            la.biases.withUnsafeBufferPointer { x in lb.biases.withUnsafeBufferPointer { y in append(x, y) } }
+        }
+    }
 }
