@@ -170,6 +170,7 @@ final class WorkerLink: Sendable {
                         if let counter { try channel.pipeline.syncOperations.addHandler(counter) }
                         try WirePipeline.configure(channel, role: .coordinator, compression: codec, security: security,
                                                    sharedMemory: sharedMemory)
+                        try channel.pipeline.syncOperations.addHandler(EventForwarder())
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
                     }
                 }
@@ -301,6 +302,16 @@ final class WorkerLink: Sendable {
                 return true
             }
             guard current else { return }
+            // From now on the session's messages go from the event loop straight to the run's
+            // events, not through this task (one thread hand-off less for every answer). The
+            // handshake is over and the worker sends nothing unasked, so nothing is waiting in
+            // `messages` to be overtaken; the loop below still forwards whatever comes that way,
+            // and ends when the connection does.
+            let forwarder = try await raw.pipeline.handler(type: EventForwarder.self).get()
+            let index = self.index
+            try await raw.eventLoop.submit {
+                forwarder.forward { events.yield(.message(worker: index, connection: connection, $0)) }
+            }.get()
             onEstablished()
             events.yield(.ready(worker: index, connection: connection, ack))
             try await withThrowingTaskGroup(of: Void.self) { group in
@@ -324,6 +335,28 @@ final class WorkerLink: Sendable {
                 group.cancelAll()
             }
         }
+    }
+}
+
+/// The last inbound handler of a coordinator's connection: passes messages on to the
+/// `NIOAsyncChannel` until its link has finished the handshake, then hands each one to a
+/// callback on the event loop (the link yields it to the run's events), so that an answer
+/// reaches the training loop without waking the link's task first. Touched on the channel's
+/// event loop only.
+final class EventForwarder: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WireMessage
+    typealias InboundOut = WireMessage
+
+    private var deliver: (@Sendable (WireMessage) -> Void)?
+
+    /// Hands every message read from now on to `deliver` (call on the event loop).
+    func forward(to deliver: @escaping @Sendable (WireMessage) -> Void) {
+        self.deliver = deliver
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard let deliver else { return context.fireChannelRead(data) }
+        deliver(unwrapInboundIn(data))
     }
 }
 
