@@ -65,13 +65,18 @@ final class WorkerLink: Sendable {
     /// Waits between attempts to reach the worker: doubling from the first to the last.
     static let backoff = (first: 0.25, last: 5.0)
 
-    /// Sends `messages` on connection `connection` (queued; written in order, flushed together:
-    /// a step's parameters and first tasks leave in one write). Dropped if that connection is
-    /// no longer the current one: a new session first needs new parameters.
+    /// Sends `messages` on connection `connection`, once its handshake is over (written in
+    /// order, flushed together: a step's parameters and first tasks leave in one write). Dropped
+    /// if that connection is no longer the current one: a new session first needs new
+    /// parameters. The messages go to the channel's event loop at once, not through the link's
+    /// task (one thread hand-off less for every step's parameters); a failed write ends the
+    /// connection, which its reading side reports.
     func send(_ messages: [WireMessage], connection: Int) {
-        state.withLock { s in
-            guard s.connection == connection else { return }
-            s.outbox?.yield(messages)
+        let channel = state.withLock { s in s.connection == connection && s.outbox != nil ? s.channel : nil }
+        guard let channel, !messages.isEmpty else { return }
+        channel.eventLoop.execute {
+            for message in messages { channel.write(message, promise: nil) }
+            channel.flush()
         }
     }
 
