@@ -82,6 +82,8 @@ final class TrainingRun {
     /// The last step's gradient sum, whose storage the next step's reducer reuses, and its
     /// buffers for partial sums.
     private var spareGradientSum: [Float] = []
+    /// The next step's training tasks, made during this step for the tasks sent ahead.
+    private var preparedTasks: [ShardTask]?
     private var spareReducerBuffers: [[Float]] = []
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
@@ -439,6 +441,8 @@ final class TrainingRun {
             return (epoch, batches, generator)
         }
         var plan: Plan?
+        /// The next step's shards, cut during this one.
+        var preparedShards: (step: Int, shards: [[Int]])?
         /// The next epoch's plan, made early for the last step's tasks ahead.
         var nextPlan: Plan?
         // A step's report (its line, metrics and checkpoint) is written once the next step's
@@ -462,7 +466,7 @@ final class TrainingRun {
                 let started = ContinuousClock.now
                 let cpuAtStart = StepTimings.processCPUSeconds()
                 let step = state.step + 1
-                let shards = ShardPlan(batch: batch, shardSize: c.shardSize).shards
+                let shards = preparedShards?.step == step ? preparedShards!.shards : ShardPlan(batch: batch, shardSize: c.shardSize).shards
                 // The next step's shards, which workers done early get ahead.
                 var nextBatch: [Int]?
                 if step < totalSteps {
@@ -474,6 +478,8 @@ final class TrainingRun {
                     }
                 }
                 let nextShards = nextBatch.map { ShardPlan(batch: $0, shardSize: c.shardSize).shards }
+                // Cut now for the tasks sent ahead: kept for the next step, which needs them at once.
+                preparedShards = nextShards.map { (step + 1, $0) }
                 var timings = StepTimings(started: started)
                 var reducer = try await gradient(of: shards, parameters: state.parameters, step: step, next: nextShards,
                                                  timings: &timings, queued: flushReport)
@@ -500,15 +506,12 @@ final class TrainingRun {
                 }
 
                 let trainError = 1 - Double(reducer.correct) / Double(reducer.sampleCount)
-                var line = String(format: "(Batch %d) trained on %d points in %.4fs (%.0f points/s); training error %.2f%%",
-                                  step - (plan!.epoch - 1) * batchesPerEpoch, batch.count, seconds,
-                                  Double(batch.count) / seconds, trainError * 100)
                 var validationError: Double?
                 if c.evalEvery > 0, step % c.evalEvery == 0 {
                     let validation = try await evaluate(state.parameters, step: step)
                     validationError = validation.errorRate
-                    line += String(format: "; validation error %.2f%%", validation.errorRate * 100)
                 }
+                let batchInEpoch = step - (plan!.epoch - 1) * batchesPerEpoch, points = batch.count
                 let epoch = plan!.epoch
                 let loss = reducer.lossSum / Double(reducer.sampleCount)
                 let saved = checkpoints != nil && (step % checkpointEvery == 0 || step == totalSteps) ? state : nil
@@ -518,6 +521,10 @@ final class TrainingRun {
                     return (total.0 + s, total.1 + r)
                 }
                 pendingReport = { [console] in
+                    // Formatted here, once the next step's parameters are out, like the rest.
+                    var line = String(format: "(Batch %d) trained on %d points in %.4fs (%.0f points/s); training error %.2f%%",
+                                      batchInEpoch, points, seconds, Double(points) / seconds, trainError * 100)
+                    if let validationError { line += String(format: "; validation error %.2f%%", validationError * 100) }
                     curve.append(step: step, seconds: seconds, trainError: trainError, validationError: validationError)
                     console.line(line)
                     try metrics?.write([
@@ -615,8 +622,9 @@ final class TrainingRun {
     /// `queued` runs once the parameters and the first tasks are handed to the links.
     private func gradient(of shards: [[Int]], parameters: [Float], step: Int, next nextShards: [[Int]]?,
                           timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
-        let tasks = Self.trainingTasks(shards, step: step)
+        let tasks = preparedTasks?.first?.step == UInt64(step) ? preparedTasks! : Self.trainingTasks(shards, step: step)
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
+        preparedTasks = next   // the next step's, made for the tasks sent ahead
         var spare = [Float]()
         swap(&spare, &spareGradientSum)   // the reducer's, not shared (written over, never read first)
         // The tree's last addition is left to the optimizer, which adds the two halves as it
