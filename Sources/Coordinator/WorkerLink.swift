@@ -45,6 +45,8 @@ final class WorkerLink: Sendable {
         var refusedForGood = false
         /// The next dial waits the longest backoff (the worker was given up on for a stuck task).
         var holdingOff = false
+        /// Why a message could not be written on the current connection, which was then closed.
+        var writeFailure: String?
     }
 
     init(index: Int, address: String, security: WireSecurity = .none, compression: CompressionPolicy = .auto,
@@ -75,7 +77,20 @@ final class WorkerLink: Sendable {
         let channel = state.withLock { s in s.connection == connection && s.outbox != nil ? s.channel : nil }
         guard let channel, !messages.isEmpty else { return }
         channel.eventLoop.execute {
-            for message in messages { channel.write(message, promise: nil) }
+            for message in messages {
+                let written = channel.eventLoop.makePromise(of: Void.self)
+                written.futureResult.whenFailure { [self] error in
+                    // A message that cannot be encoded (or a connection already gone): the
+                    // session cannot go on without it, so the connection ends, saying why.
+                    state.withLock { s in
+                        if s.connection == connection, s.writeFailure == nil, channel.isActive {
+                            s.writeFailure = "a \(message.type) message could not be written: \(Self.describe(error))"
+                        }
+                    }
+                    channel.close(promise: nil)
+                }
+                channel.write(message, promise: written)
+            }
             channel.flush()
         }
     }
@@ -126,6 +141,7 @@ final class WorkerLink: Sendable {
                 s.connection += 1
                 s.channel = nil
                 s.outbox = nil
+                s.writeFailure = nil
                 return s.connection
             }
             var established = false
@@ -133,7 +149,8 @@ final class WorkerLink: Sendable {
                 try await connect(connection, hello: hello, dataSets: dataSets, counter: counter, events: events) {
                     established = true
                 }
-                events.yield(.closed(worker: index, connection: connection, reason: "the worker closed the connection"))
+                let failure = state.withLock { $0.writeFailure }
+                events.yield(.closed(worker: index, connection: connection, reason: failure ?? "the worker closed the connection"))
             } catch {
                 if Self.isPermanent(error) {
                     // Dialling again cannot help: the secret, the protocol version or the model
