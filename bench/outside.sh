@@ -7,7 +7,9 @@
 #    during which no worker computed a gradient (forward and backward on a shard): the time
 #    each step spends only on communication, compression, reduction and the optimizer. From
 #    the workers' `--computation-log` (their computations on the host's monotonic clock); in
-#    brackets, the same with the gathering of samples ahead counted as computation.
+#    brackets, the same with the gathering of samples ahead counted as computation; then the
+#    median and 90th percentile of that share step by step (a step: from the end of one time
+#    with no computation to the end of the next).
 #  - each worker: the share of its own time, from its first gradient computation to its last
 #    answer, spent outside gradient computation (from its session log): this also counts the
 #    time a worker done early waits for a slower one (load imbalance).
@@ -35,7 +37,7 @@ while (($#)); do
         --workers) workers=${2:?}; shift 2 ;;
         --bin) bin=${2:?}; shift 2 ;;
         --no-pin) pin=0; shift ;;
-        -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "outside.sh: unknown option '$1' (see --help)" >&2; exit 2 ;;
     esac
 done
@@ -97,7 +99,9 @@ def worker_log(path):
     return float(m.group(1)), float(m.group(2))
 
 def idle_share(tag, kinds):
-    """Share of the span of the workers' computations during which none of them computed."""
+    """Share of the span of the workers' computations during which none of them computed, and
+    the median and 90th percentile of that share step by step (a step: from the end of one
+    idle gap to the end of the next)."""
     intervals = []
     for i in range(1, workers + 1):
         for line in open(f"{work}/{tag}.w{i}.intervals"):
@@ -108,14 +112,15 @@ def idle_share(tag, kinds):
         sys.exit(f"outside.sh: no computation in the workers' logs of {tag}")
     intervals.sort()
     span = max(end for _, end in intervals) - intervals[0][0]
-    busy, (start, end) = 0, intervals[0]
+    gaps, end = [], intervals[0][1]
     for a, b in intervals[1:]:
         if a > end:
-            busy, start, end = busy + end - start, a, b
-        else:
-            end = max(end, b)
-    busy += end - start
-    return 100 * (1 - busy / span)
+            gaps.append((end, a))
+        end = max(end, b)
+    starts = [intervals[0][0]] + [b for _, b in gaps]
+    per_step = sorted((b - a) / (starts[k + 1] - starts[k]) for k, (a, b) in enumerate(gaps) if k + 1 < len(starts) and k > 0)
+    quantile = lambda q: 100 * per_step[min(len(per_step) - 1, int(q * len(per_step)))] if per_step else float("nan")
+    return 100 * sum(b - a for a, b in gaps) / span, quantile(0.5), quantile(0.9)
 
 def run(tag):
     lines = [json.loads(l) for l in open(f"{work}/{tag}.jsonl")]
@@ -129,11 +134,11 @@ def run(tag):
         "w": [cpu(f"{work}/{tag}.w{i}.cpu") for i in range(1, workers + 1)],
         "log": [worker_log(f"{work}/{tag}.w{i}.log") for i in range(1, workers + 1)],
         "steps_outside": idle_share(tag, {"gradient"}),
-        "steps_outside_gathering": idle_share(tag, {"gradient", "gather"}),
+        "steps_outside_gathering": idle_share(tag, {"gradient", "gather"})[0],
     }
 
 rows = []
-print(f"{'round':>5} {'outside %: steps':>16} {'each worker':>12} {'step ms':>8} {'coordinator':>19} {'workers CPU':>16} "
+print(f"{'round':>5} {'outside %: steps':>16} {'step by step':>16} {'each worker':>12} {'step ms':>8} {'coordinator':>19} {'workers CPU':>16} "
       f"{'workers gradient':>17} {'used/capacity':>14}  model")
 for r in range(1, rounds + 1):
     short, long = run(f"r{r}-short"), run(f"r{r}-long")
@@ -143,12 +148,14 @@ for r in range(1, rounds + 1):
     g = [1000 * (a[0] - b[0]) / n for a, b in zip(long["log"], short["log"])]
     outside = [o for _, o in long["log"]]
     used = (co + sum(w)) / (min(cores, 1 + workers) * long["step_ms"])
-    rows.append((outside, long["step_ms"], co, w, g, used, long["co_metric"], long["steps_outside"], long["steps_outside_gathering"]))
-    print(f"{r:>5} {long['steps_outside']:>7.1f} ({long['steps_outside_gathering']:.1f}) {' '.join(f'{o:.1f}' for o in outside):>12} {long['step_ms']:>8.2f} {co:>6.2f} ({long['co_metric']:.2f}) ms "
+    whole, median_step, p90_step = long["steps_outside"]
+    rows.append((outside, long["step_ms"], co, w, g, used, long["co_metric"], whole, long["steps_outside_gathering"], median_step, p90_step))
+    print(f"{r:>5} {whole:>7.1f} ({long['steps_outside_gathering']:.1f}) {median_step:>7.1f}, p90 {p90_step:.1f} {' '.join(f'{o:.1f}' for o in outside):>12} {long['step_ms']:>8.2f} {co:>6.2f} ({long['co_metric']:.2f}) ms "
           f"{' '.join(f'{x:.1f}' for x in w):>13} ms {' '.join(f'{x:.1f}' for x in g):>14} ms {100 * used:>13.0f}%  {long['sha']}")
 outside = [o for row in rows for o in row[0]]
 steps = [r[7] for r in rows]
-print(f"median: steps outside {st.median(steps):.1f}% ({min(steps):.1f}-{max(steps):.1f}; {st.median(r[8] for r in rows):.1f} with gathering), "
+print(f"median: steps outside {st.median(steps):.1f}% ({min(steps):.1f}-{max(steps):.1f}; {st.median(r[8] for r in rows):.1f} with gathering; "
+      f"step by step: median {st.median(r[9] for r in rows):.1f}, p90 {st.median(r[10] for r in rows):.1f}), "
       f"each worker outside {st.median(outside):.1f}% ({min(outside):.1f}-{max(outside):.1f}), step {st.median(r[1] for r in rows):.2f} ms, "
       f"coordinator {st.median(r[2] for r in rows):.2f} ms of CPU a step ({st.median(r[6] for r in rows):.2f} in its metrics), "
       f"a worker {st.median(x for r in rows for x in r[3]):.1f} ms of CPU of which {st.median(x for r in rows for x in r[4]):.1f} ms gradient, "
