@@ -12,7 +12,8 @@
 #
 # With --engine, each round also runs `engine-bench --only batched` of the --bin build: the
 # Engine's batched training step in one process, on 1 and 2 BLAS threads, as an epoch of 12
-# steps beside the distributed runs of the same sitting (adds ~8 s a round).
+# steps beside the distributed runs of the same sitting (adds ~8 s a round); the gain from the
+# second thread is a gauge of how much of the two vCPUs the host leaves to this machine.
 #
 #   bash bench/epochs.sh [--rounds N] [--base DIR] [--bin DIR] [--engine] [extra coordinator options]
 #
@@ -104,6 +105,11 @@ for threads in (1, 2):
         two = st.median(x[0] for x in runs[("new", 2)])
         print(f"Engine alone, one process, {threads} BLAS thread(s): 12 batched steps {st.median(e):.3f} s "
               f"({min(e):.3f}-{max(e):.3f}); --local 2 takes {two / st.median(e):.3f} of that time")
+if engine[1] and engine[2]:
+    # The host's gauge: one process's gain from a second core, measured in the same sitting.
+    gain = st.median(engine[1]) / st.median(engine[2])
+    print(f"host check: the Engine gains {gain:.2f}x from a second BLAS thread (about 1.6 on this machine when the "
+          f"host is quiet; much less means the host is taking CPU time from this machine's vCPUs: a busy sitting)")
 if len(builds) == 2:
     for n in (2, 1):
         ratios = [x[0] / y[0] for x, y in zip(runs[("new", n)], runs[("base", n)])]
