@@ -30,9 +30,10 @@ private func checkLimits(_ message: WireMessage, _ input: MessageInput) {
         fuzzRequire(update.values.count * 4 <= input.limits.maxDecompressedBytes, "parameters over the decompressed limit")
     case .gradient(let result):
         if let signature = input.signature {
-            fuzzRequire(result.gradientSum.count == signature.parameterCount, "gradient of \(result.gradientSum.count) floats for \(signature)")
+            fuzzRequire(result.gradientValues.count == signature.parameterCount, "gradient of \(result.gradientValues.count) floats for \(signature)")
         }
-        fuzzRequire(result.gradientSum.count * 4 <= input.limits.maxDecompressedBytes, "gradient over the decompressed limit")
+        // The count, not `gradientSum`: that would copy the floats into an array on every input.
+        fuzzRequire(result.gradientValues.count * 4 <= input.limits.maxDecompressedBytes, "gradient over the decompressed limit")
         fuzzRequire(result.correctCount <= result.sampleCount, "more correct than samples")
     case .dataset(let transfer):
         let descriptor = transfer.descriptor
