@@ -82,8 +82,8 @@ final class TrainingRun {
     /// The last step's gradient sum, whose storage the next step's reducer reuses, and its
     /// buffers for partial sums.
     private var spareGradientSum: [Float] = []
-    /// The next step's training tasks, made during this step for the tasks sent ahead.
-    private var preparedTasks: [ShardTask]?
+    /// The next step's shards and training tasks, made during this step for the tasks sent ahead.
+    private var prepared: (step: Int, shards: [[Int]], tasks: [ShardTask])?
     private var spareReducerBuffers: [[Float]] = []
     private var events: AsyncStream<WorkerEvent>.Iterator
     private let eventStream: AsyncStream<WorkerEvent>
@@ -441,8 +441,6 @@ final class TrainingRun {
             return (epoch, batches, generator)
         }
         var plan: Plan?
-        /// The next step's shards, cut during this one.
-        var preparedShards: (step: Int, shards: [[Int]])?
         /// The next epoch's plan, made early for the last step's tasks ahead.
         var nextPlan: Plan?
         // A step's report (its line, metrics and checkpoint) is written once the next step's
@@ -466,7 +464,7 @@ final class TrainingRun {
                 let started = ContinuousClock.now
                 let cpuAtStart = StepTimings.processCPUSeconds()
                 let step = state.step + 1
-                let shards = preparedShards?.step == step ? preparedShards!.shards : ShardPlan(batch: batch, shardSize: c.shardSize).shards
+                let shards = prepared?.step == step ? prepared!.shards : ShardPlan(batch: batch, shardSize: c.shardSize).shards
                 // The next step's shards, which workers done early get ahead.
                 var nextBatch: [Int]?
                 if step < totalSteps {
@@ -478,8 +476,6 @@ final class TrainingRun {
                     }
                 }
                 let nextShards = nextBatch.map { ShardPlan(batch: $0, shardSize: c.shardSize).shards }
-                // Cut now for the tasks sent ahead: kept for the next step, which needs them at once.
-                preparedShards = nextShards.map { (step + 1, $0) }
                 var timings = StepTimings(started: started)
                 var reducer = try await gradient(of: shards, parameters: state.parameters, step: step, next: nextShards,
                                                  timings: &timings, queued: flushReport)
@@ -622,9 +618,10 @@ final class TrainingRun {
     /// `queued` runs once the parameters and the first tasks are handed to the links.
     private func gradient(of shards: [[Int]], parameters: [Float], step: Int, next nextShards: [[Int]]?,
                           timings: inout StepTimings, queued: () throws -> Void) async throws -> GradientReducer {
-        let tasks = preparedTasks?.first?.step == UInt64(step) ? preparedTasks! : Self.trainingTasks(shards, step: step)
+        let tasks = prepared?.step == step ? prepared!.tasks : Self.trainingTasks(shards, step: step)
         let next = nextShards.map { Self.trainingTasks($0, step: step + 1) } ?? []
-        preparedTasks = next   // the next step's, made for the tasks sent ahead
+        // Cut for the tasks sent ahead, and kept for the next step, which needs them at once.
+        prepared = nextShards.map { (step + 1, $0, next) }
         var spare = [Float]()
         swap(&spare, &spareGradientSum)   // the reducer's, not shared (written over, never read first)
         // The tree's last addition is left to the optimizer, which adds the two halves as it

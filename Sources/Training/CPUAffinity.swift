@@ -91,10 +91,11 @@ public enum CPUAffinity {
         var cores: [[Int]] = []
         var coreIndex: [[Int]: Int] = [:]
         for cpu in allowed.sorted() {
-            if let key = core(cpu), let i = coreIndex[key] {
+            let key = core(cpu)
+            if let key, let i = coreIndex[key] {
                 cores[i].append(cpu)
             } else {
-                if let key = core(cpu) { coreIndex[key] = cores.count }
+                if let key { coreIndex[key] = cores.count }
                 cores.append([cpu])
             }
         }

@@ -84,11 +84,11 @@ struct WorkerCommand: AsyncParsableCommand {
         }
         if let path = computationLog {
             // Checked now rather than at the end of the first session.
-            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-            guard fd >= 0 else {
-                throw ValidationError("--computation-log \(path): cannot open it for appending (\(String(cString: strerror(errno))))")
+            do {
+                _ = try SessionTiming.openLog(path)
+            } catch {
+                throw ValidationError("--computation-log \(path): cannot open it for appending (\(error))")
             }
-            close(fd)
         }
     }
 

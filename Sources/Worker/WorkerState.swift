@@ -602,25 +602,25 @@ extension SessionTiming {
         text.reserveCapacity(40 * intervals.count + 40)
         for interval in intervals { text += "\(interval.kind.rawValue) \(interval.start) \(interval.end)\n" }
         if dropped > 0 { text += "# \(dropped) more intervals not kept (over \(Self.intervalLimit))\n" }
-        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else {
-            logger.warning("cannot write the computation log \(path): \(String(cString: strerror(errno)))")
-            return
+        do {
+            try Self.openLog(path).write(contentsOf: Data(text.utf8))
+        } catch {
+            logger.warning("cannot write the computation log \(path): \(error)")
         }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        var offset = 0, failed = false
-        while offset < bytes.count {
-            let n = bytes.withUnsafeBytes { write(fd, $0.baseAddress! + offset, bytes.count - offset) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                failed = true
-                break
-            }
-            offset += n
-        }
-        if failed { logger.warning("cannot write the computation log \(path): \(String(cString: strerror(errno)))") }
     }
+
+    /// The computation log at `path`, opened for appending (made if missing).
+    static func openLog(_ path: String) throws -> FileHandle {
+        let fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+        guard fd >= 0 else { throw SessionTimingLogError(reason: String(cString: strerror(errno))) }
+        return FileHandle(fileDescriptor: fd, closeOnDealloc: true)
+    }
+}
+
+/// Why the computation log cannot be opened.
+struct SessionTimingLogError: Error, CustomStringConvertible {
+    var reason: String
+    var description: String { reason }
 }
 
 /// Now on the host's monotonic clock, in nanoseconds (the clock of `--computation-log`).

@@ -43,10 +43,9 @@ public final class ShardCombiner: Sendable {
         /// The node's result (its pending addition done, in a copy of the lower half's buffers;
         /// `addPendingHalf()` does it in place).
         public var result: ShardResult<Float> {
-            guard let upperHalf else { return lowerHalf }
-            var sum = lowerHalf
-            sum.add(upperHalf)
-            return sum
+            var node = self
+            node.addPendingHalf()
+            return node.lowerHalf
         }
 
         /// Does the pending addition, into the lower half's buffers (in place when this node
